@@ -1,0 +1,32 @@
+"""hwprof: analytical counts joined with measured time and memory, on a measured roofline.
+
+Public API (see ../shared/DESIGN.md): ``count``, ``measure``, ``measure_ceilings``,
+``profile``, ``estimate_memory``. Imported lazily so that ``import hwprof`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "count": "hwprof.count.counter:count",
+    "measure": "hwprof.measure.runner:measure",
+    "measure_ceilings": "hwprof.hardware.ceilings:measure_ceilings",
+    "profile": "hwprof.profile:profile",
+    "estimate_memory": "hwprof.memory.estimate:estimate_memory",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'hwprof' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value

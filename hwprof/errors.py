@@ -1,0 +1,44 @@
+"""hwprof's exceptions: each says what failed and where, in one line."""
+
+from __future__ import annotations
+
+__all__ = ["HwprofError", "InputShapeError", "MeasurementError", "DeviceUnavailableError"]
+
+
+class HwprofError(Exception):
+    """Base class of hwprof's own errors."""
+
+
+class InputShapeError(HwprofError, ValueError):
+    """The model failed on the given inputs; names the innermost module that raised and its input shapes."""
+
+    def __init__(self, module_path: str, module_type: str, input_shapes: list, cause: BaseException) -> None:
+        self.module_path = module_path
+        self.module_type = module_type
+        self.input_shapes = input_shapes
+        self.cause = cause
+        where = module_path or "<root>"
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        super().__init__(f"module '{where}' ({module_type}) failed on input shapes {input_shapes}: {first}")
+
+
+class MeasurementError(HwprofError, RuntimeError):
+    """A timed run failed (e.g. out of memory): which phase, at which batch, and what the allocator held."""
+
+    def __init__(self, phase: str, batch: int | None, message: str, allocated_bytes: int | None = None,
+                 reserved_bytes: int | None = None, oom: bool = False) -> None:
+        self.phase = phase
+        self.batch = batch
+        self.allocated_bytes = allocated_bytes
+        self.reserved_bytes = reserved_bytes
+        self.oom = oom
+        mem = ""
+        if allocated_bytes is not None:
+            mem = f"; allocator held {allocated_bytes / 2**20:.1f} MiB allocated"
+            if reserved_bytes is not None:
+                mem += f", {reserved_bytes / 2**20:.1f} MiB reserved"
+        super().__init__(f"{'out of memory' if oom else 'failure'} in phase '{phase}' at batch {batch}{mem}: {message}")
+
+
+class DeviceUnavailableError(HwprofError, RuntimeError):
+    """The requested device is not usable here (e.g. device='cuda' without CUDA)."""

@@ -1,0 +1,1 @@
+"""Rendering and export: tables (CSV/JSON/Markdown/text), atomic file writes, plots (lazy matplotlib)."""
