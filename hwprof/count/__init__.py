@@ -1,0 +1,1 @@
+"""Analytical counting: formulas (aten op -> FLOPs/MACs), module tracking, the counter."""

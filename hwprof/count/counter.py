@@ -1,0 +1,328 @@
+"""``hwprof.count``: analytical FLOPs, MACs, params and bytes per aten op and per layer.
+
+The model is deep-copied onto fake tensors (``FakeCopyMode``): no real memory, no compute,
+and the user's module is never touched. A ``TorchDispatchMode`` sees every aten op that
+actually runs, forward and (with ``backward=True``) the ops autograd dispatches in backward;
+each op gets a cost from :mod:`hwprof.count.formulas` and is attributed to the module that
+ran it (:mod:`hwprof.count.tracking`).
+
+Bytes per op = bytes of its tensor inputs (read) + bytes of its outputs (written), as if
+every op were its own kernel (eager, unfused). Views and metadata ops move nothing and are
+left out of the op table. An op without a formula is listed in ``uncounted`` with its call
+count and has NaN FLOPs in the op table: never a silent zero.
+
+Per-layer columns without suffix are the layer's *own* ops (self); ``*_incl`` columns add
+its descendants. Summing a self column over all rows gives the model total.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from hwprof.count import formulas as F
+from hwprof.count.tracking import ModuleStack, backward_module, shapes_str, tensor_bytes
+from hwprof.errors import InputShapeError
+from hwprof.spec import TensorSpec, as_input_tuple, parse_dtype, parse_spec
+
+__all__ = ["count", "CountResult"]
+
+log = logging.getLogger(__name__)
+
+_SUM_COLUMNS = ("flops", "macs", "bytes_read", "bytes_written")
+
+
+@dataclass
+class CountResult:
+    """Counts of one model on one input (see DESIGN.md's API contract).
+
+    layers: one row per module (index = path, "" = root); ops: one row per aten op call;
+    totals: model-wide sums; uncounted: aten op -> calls with no formula; notes: caveats.
+    """
+
+    layers: pd.DataFrame
+    ops: pd.DataFrame
+    totals: dict[str, Any]
+    uncounted: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    def leaf_layers(self) -> pd.DataFrame:
+        return self.layers[self.layers["is_leaf"]]
+
+
+# ----------------------------------------------------------------------------- the dispatch mode
+class _Counter(TorchDispatchMode):
+    """Records (module, phase, op, shapes, dtype, cost, bytes) for every aten op call."""
+
+    def __init__(self, modules: ModuleStack) -> None:
+        super().__init__()
+        self.modules = modules
+        self.rows: list[tuple[Any, ...]] = []
+        self.uncounted: Counter[str] = Counter()
+        self.formula_errors: dict[str, str] = {}
+        self.paused = False
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        packet = func._overloadpacket
+        if self.paused or F.is_view(packet):
+            return func(*args, **kwargs)
+        formula = F.lookup(packet)
+        if formula is None:
+            # Like FlopCounterMode: count a composite op through its decomposition when it has one.
+            r = func.decompose(*args, **kwargs)
+            if r is not NotImplemented:
+                return r
+        out = func(*args, **kwargs)
+        self._record(func, packet, formula, args, kwargs, out)
+        return out
+
+    def _record(self, func: Any, packet: Any, formula: F.Formula | None, args: tuple, kwargs: dict, out: Any) -> None:
+        ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        name = str(packet)
+        bytes_read = sum(tensor_bytes(t) for t in ins)
+        flops = macs = math.nan
+        if formula is not None:
+            try:
+                cost = formula(_op_call(func, name, args, kwargs, out))
+                flops, macs = float(cost.flops), float(cost.macs)
+                if cost.bytes_read is not None:
+                    bytes_read = cost.bytes_read
+            except Exception as e:  # a formula that cannot read this call: listed, never zero
+                self.formula_errors[name] = f"{type(e).__name__}: {e}"
+                formula = None
+        if formula is None:
+            self.uncounted[name] += 1
+        bwd = torch._C._current_graph_task_id() != -1
+        module = backward_module() if bwd else self.modules.current
+        dtype = str(ins[0].dtype).removeprefix("torch.") if ins else (str(outs[0].dtype).removeprefix("torch.") if outs else "")
+        self.rows.append((module, "bwd" if bwd else "fwd", name, shapes_str(ins), shapes_str(outs), dtype,
+                          flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
+
+
+def _meta(x: Any) -> Any:
+    return F.T(tuple(x.shape), x.dtype) if isinstance(x, torch.Tensor) else x
+
+
+def _op_call(func: Any, name: str, args: tuple, kwargs: dict, out: Any) -> F.OpCall:
+    """Bind positional args to schema names and replace tensors by shapes (formulas are pure)."""
+    named: dict[str, Any] = {}
+    for i, a in enumerate(func._schema.arguments):
+        if i < len(args):
+            named[a.name] = args[i]
+        elif a.name in kwargs:
+            named[a.name] = kwargs[a.name]
+        elif a.has_default_value():
+            named[a.name] = a.default_value
+    outputs = tuple(tree_map(_meta, o) for o in (out if isinstance(out, (tuple, list)) else (out,)))
+    return F.OpCall(name, tree_map(_meta, named), outputs, tuple(tree_map(_meta, list(args))))
+
+
+# ----------------------------------------------------------------------------- public entry point
+def count(
+    model: nn.Module,
+    inputs: Any,
+    backward: bool = True,
+    batch: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+) -> CountResult:
+    """Count ``model`` on ``inputs`` (a tensor, a tuple of tensors, or a spec like ``"3x224x224"``).
+
+    Runs on a fake copy of the model (no memory, no compute; models on ``torch.device("meta")``
+    work). ``backward=True`` also counts the ops autograd runs for ``outputs.backward(ones)``;
+    ``backward=False`` runs under ``torch.no_grad()`` (so eval-mode fused fast paths run, as they
+    would in inference). ``dtype`` converts the copy and floating inputs (e.g. ``"bf16"``).
+    The model keeps its own ``training`` flag.
+    """
+    dt = parse_dtype(dtype) if dtype is not None else None
+    model_device = _model_device(model) if device is None else torch.device(device)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
+    with FakeCopyMode(fake_mode):
+        fmodel = copy.deepcopy(model)
+    with fake_mode:
+        if dt is not None:
+            fmodel = fmodel.to(dtype=dt)
+        args = _fake_inputs(inputs, batch, dt or _model_float_dtype(model), model_device, fake_mode)
+        stack = ModuleStack(fmodel)
+        counter = _Counter(stack)
+        notes: list[str] = []
+        grad_ctx = torch.enable_grad() if backward else torch.no_grad()
+        with grad_ctx, stack:
+            try:
+                with counter:
+                    output = fmodel(*args)
+            except Exception as e:
+                raise _input_error(stack, e) from e
+            if backward:
+                _run_backward(output, counter, notes)
+    return _build_result(fmodel, args, stack, counter, notes)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _model_float_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, device: torch.device,
+                 fake_mode: FakeTensorMode) -> tuple[Any, ...]:
+    """Fake tensors for ``inputs``: specs are created fake; real tensors converted (not copied)."""
+    if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], TensorSpec)):
+        specs = parse_spec(inputs) if isinstance(inputs, str) else tuple(inputs)
+        return as_input_tuple(list(specs), batch=batch, dtype=dtype, device=device, random=False)
+    real = as_input_tuple(inputs, batch=batch)
+    out = []
+    for x in real:
+        if isinstance(x, torch.Tensor):
+            fx = fake_mode.from_tensor(x) if x.device.type != "meta" else torch.empty_strided(
+                x.shape, x.stride(), dtype=x.dtype, device="meta")
+            if dtype is not None and fx.is_floating_point() and fx.dtype != dtype:
+                fx = fx.to(dtype)
+            out.append(fx)
+        else:
+            out.append(x)
+    return tuple(out)
+
+
+def _input_error(stack: ModuleStack, e: Exception) -> Exception:
+    """Name the innermost module that failed and its input shapes."""
+    frame = stack.innermost_active()
+    stack.stack.clear()
+    if frame is None:
+        return e
+    return InputShapeError(frame.path, type(frame.module).__name__, [frame.input_shapes], e)
+
+
+def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
+    """Backward from every floating output that requires grad, with all-ones seed gradients
+    (created outside the count)."""
+    outs = [t for t in tree_flatten(output)[0]
+            if isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()]
+    if not outs:
+        notes.append("backward skipped: no output requires grad (all parameters frozen and inputs without grad)")
+        return
+    counter.paused = True
+    grads = [torch.ones_like(t) for t in outs]
+    counter.paused = False
+    with counter:
+        torch.autograd.backward(outs, grads)
+
+
+# ----------------------------------------------------------------------------- tables
+_OP_COLUMNS = ["module", "phase", "op", "input_shapes", "output_shapes", "dtype", "flops", "macs",
+               "bytes_read", "bytes_written", "counted"]
+
+
+def _build_result(fmodel: nn.Module, args: tuple, stack: ModuleStack, counter: _Counter,
+                  notes: list[str]) -> CountResult:
+    ops = pd.DataFrame(counter.rows, columns=_OP_COLUMNS)
+    ops["bytes"] = ops["bytes_read"] + ops["bytes_written"]
+    layers = _layer_table(fmodel, stack, ops)
+    input_bytes = sum(tensor_bytes(a) for a in args if isinstance(a, torch.Tensor))
+    totals = _totals(fmodel, ops, layers, input_bytes)
+    for op, err in counter.formula_errors.items():
+        notes.append(f"formula for {op} could not read a call ({err}); listed as uncounted")
+    if counter.uncounted:
+        log.warning("ops without a formula (listed in .uncounted, not counted as zero): %s", dict(counter.uncounted))
+    return CountResult(layers, ops, totals, dict(counter.uncounted), notes)
+
+
+def _own_params(fmodel: nn.Module) -> dict[str, tuple[int, int]]:
+    """path -> (params, trainable params) owned directly; a shared parameter counts once (first owner)."""
+    seen: set[int] = set()
+    out: dict[str, tuple[int, int]] = {}
+    for path, mod in fmodel.named_modules():
+        n = t = 0
+        for p in mod.parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            n += p.numel()
+            t += p.numel() if p.requires_grad else 0
+        out[path] = (n, t)
+    return out
+
+
+def _layer_table(fmodel: nn.Module, stack: ModuleStack, ops: pd.DataFrame) -> pd.DataFrame:
+    params = _own_params(fmodel)
+    children = {path: [n for n, _ in mod.named_children()] for path, mod in fmodel.named_modules()}
+    rows = []
+    for path, rec in stack.records.items():
+        rows.append({
+            "path": path, "type": rec.type, "depth": 0 if path == "" else path.count(".") + 1,
+            "is_leaf": not children.get(path), "calls": rec.calls,
+            "input_shapes": rec.input_shapes, "output_shapes": rec.output_shapes,
+            "params": params.get(path, (0, 0))[0], "trainable_params": params.get(path, (0, 0))[1],
+            "output_bytes": rec.output_bytes, "output_is_alias": rec.output_is_alias,
+        })
+    layers = pd.DataFrame(rows).set_index("path")
+    for phase in ("fwd", "bwd"):
+        sel = ops[ops["phase"] == phase]
+        grouped = sel.groupby("module")[list(_SUM_COLUMNS)].sum(min_count=1) if len(sel) else None
+        for col in _SUM_COLUMNS:
+            values = grouped[col] if grouped is not None else pd.Series(dtype=float)
+            layers[f"{col}_{phase}"] = values.reindex(layers.index).fillna(0.0)
+        unc = sel[~sel["counted"]].groupby("module").size() if len(sel) else pd.Series(dtype=int)
+        layers[f"uncounted_calls_{phase}"] = unc.reindex(layers.index).fillna(0).astype(int)
+        layers[f"bytes_{phase}"] = layers[f"bytes_read_{phase}"] + layers[f"bytes_written_{phase}"]
+    for col in ("flops_fwd", "macs_fwd", "bytes_fwd", "flops_bwd", "macs_bwd", "bytes_bwd", "params"):
+        layers[f"{col}_incl"] = _inclusive(layers[col], children)
+    layers["intensity_fwd"] = layers["flops_fwd"] / layers["bytes_fwd"].where(layers["bytes_fwd"] > 0)
+    layers["intensity_bwd"] = layers["flops_bwd"] / layers["bytes_bwd"].where(layers["bytes_bwd"] > 0)
+    return layers
+
+
+def _inclusive(col: pd.Series, children: dict[str, list[str]]) -> pd.Series:
+    """Self value + all descendants' (paths join with '.'; the root's children have no prefix)."""
+    memo: dict[str, float] = {}
+
+    def total(path: str) -> float:
+        if path not in memo:
+            kids = [f"{path}.{c}" if path else c for c in children.get(path, [])]
+            memo[path] = float(col.get(path, 0.0)) + sum(total(k) for k in kids if k in col.index)
+        return memo[path]
+
+    return pd.Series({p: total(p) for p in col.index}, dtype=float)
+
+
+def _totals(fmodel: nn.Module, ops: pd.DataFrame, layers: pd.DataFrame, input_bytes: int) -> dict[str, Any]:
+    unique = {id(p): p for p in fmodel.parameters()}.values()
+    t: dict[str, Any] = {
+        "params": sum(p.numel() for p in unique),
+        "trainable_params": sum(p.numel() for p in unique if p.requires_grad),
+        "params_bytes": sum(p.numel() * p.element_size() for p in unique),
+        "input_bytes": input_bytes,
+    }
+    for phase in ("fwd", "bwd"):
+        sel = ops[ops["phase"] == phase]
+        for col in ("flops", "macs", "bytes_read", "bytes_written", "bytes"):
+            t[f"{col}_{phase}"] = int(sel[col].sum()) if len(sel) else 0
+    leaves = layers[layers["is_leaf"] & (layers["calls"] > 0)]
+    # Feature maps: the input plus every leaf output that is a new tensor (an in-place op or a
+    # view, e.g. ReLU(inplace=True) or Flatten, produces no new feature map).
+    t["feature_map_bytes"] = input_bytes + int(leaves.loc[~leaves["output_is_alias"], "output_bytes"].sum())
+    t["uncounted_calls"] = int((~ops["counted"]).sum()) if len(ops) else 0
+    return t
