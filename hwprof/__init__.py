@@ -12,10 +12,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "count": "hwprof.count.counter:count",
+    "count": "hwprof.counting.counter:count",
     "measure": "hwprof.measure.runner:measure",
     "measure_ceilings": "hwprof.hardware.ceilings:measure_ceilings",
-    "profile": "hwprof.profile:profile",
+    "profile": "hwprof.profiler:profile",
     "estimate_memory": "hwprof.memory.estimate:estimate_memory",
 }
 

@@ -3,8 +3,8 @@
 The model is deep-copied onto fake tensors (``FakeCopyMode``): no real memory, no compute,
 and the user's module is never touched. A ``TorchDispatchMode`` sees every aten op that
 actually runs, forward and (with ``backward=True``) the ops autograd dispatches in backward;
-each op gets a cost from :mod:`hwprof.count.formulas` and is attributed to the module that
-ran it (:mod:`hwprof.count.tracking`).
+each op gets a cost from :mod:`hwprof.counting.formulas` and is attributed to the module that
+ran it (:mod:`hwprof.counting.tracking`).
 
 Bytes per op = bytes of its tensor inputs (read) + bytes of its outputs (written), as if
 every op were its own kernel (eager, unfused). Views and metadata ops move nothing and are
@@ -32,9 +32,9 @@ from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from hwprof.count import formulas as F
-from hwprof.count.tracking import ModuleStack, backward_module, shapes_str, tensor_bytes
-from hwprof.errors import InputShapeError
+from hwprof.counting import formulas as F
+from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, tensor_bytes
+from hwprof.errors import HwprofError, InputShapeError
 from hwprof.spec import TensorSpec, as_input_tuple, parse_dtype, parse_spec
 
 __all__ = ["count", "CountResult"]
@@ -155,7 +155,7 @@ def count(
         fmodel = copy.deepcopy(model)
     with fake_mode:
         if dt is not None:
-            fmodel = fmodel.to(dtype=dt)
+            _convert_floats(fmodel, dt)
         args = _fake_inputs(inputs, batch, dt or _model_float_dtype(model), model_device, fake_mode)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
@@ -170,6 +170,23 @@ def count(
             if backward:
                 _run_backward(output, counter, notes)
     return _build_result(fmodel, args, stack, counter, notes)
+
+
+def _convert_floats(fmodel: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the fake copy's floating parameters and buffers to ``dtype`` (ties kept).
+
+    ``Module.to`` swaps tensors in place, which fake tensors (weak-referenced by their mode)
+    refuse, so the attributes are replaced instead; only hwprof's copy is touched."""
+    memo: dict[int, torch.Tensor] = {}
+    for mod in fmodel.modules():
+        for store, make in ((mod._parameters, lambda t, old: nn.Parameter(t, old.requires_grad)),
+                            (mod._buffers, lambda t, old: t)):
+            for name, old in list(store.items()):
+                if old is None or not old.is_floating_point():
+                    continue
+                if id(old) not in memo:
+                    memo[id(old)] = make(old.detach().to(dtype), old)
+                store[name] = memo[id(old)]
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -211,6 +228,11 @@ def _input_error(stack: ModuleStack, e: Exception) -> Exception:
     """Name the innermost module that failed and its input shapes."""
     frame = stack.innermost_active()
     stack.stack.clear()
+    if "convert all Tensors to FakeTensors" in str(e):
+        where = f"module '{frame.path or '<root>'}' ({type(frame.module).__name__})" if frame else "the model"
+        return HwprofError(
+            f"{where} uses a tensor or module that is not registered on the model (a closure or a global); "
+            "hwprof counts on a fake copy of the registered parameters, buffers and submodules only")
     if frame is None:
         return e
     return InputShapeError(frame.path, type(frame.module).__name__, [frame.input_shapes], e)

@@ -1,0 +1,117 @@
+"""Single formulas on shapes alone (no tensors), each expected value derived beside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwprof.counting import formulas as F
+from hwprof.counting.formulas import OpCall, T
+
+aten = torch.ops.aten
+
+
+def test_registering_an_op_twice_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="duplicate"):
+        F.register(aten.mm)(lambda c: F.Cost(0))
+
+
+def test_conv_macs_grouped_strided() -> None:
+    # seed 002: Conv2d(3, 6, 3, stride=3) on 1x3x6x6 -> out 1x6x2x2; MACs = 1*2*2 * 6*3*3*3 = 648
+    assert F.conv_macs((1, 3, 6, 6), (6, 3, 3, 3), (1, 6, 2, 2), transposed=False) == 648
+    # groups=3: weight 6x1x3x3 -> 1*2*2 * 6*1*9 = 216 (= 648 / 3)
+    assert F.conv_macs((1, 3, 6, 6), (6, 1, 3, 3), (1, 6, 2, 2), transposed=False) == 216
+
+
+def test_conv_transposed_counts_from_input_spatial() -> None:
+    # ConvTranspose2d(16, 8, 3, stride=2): weight 16x8x3x3; in 1x16x10x10 -> out 1x8x21x21
+    # MACs = N * H_in*W_in * C_in * C_out * k*k = 1 * 100 * 16 * 8 * 9 = 115,200
+    assert F.conv_macs((1, 16, 10, 10), (16, 8, 3, 3), (1, 8, 21, 21), transposed=True) == 115_200
+
+
+def test_conv_backward_respects_groups() -> None:
+    # depthwise 3x3, 256 ch, 56x56, no bias, input without grad: only grad_weight
+    # = fwd MACs = 56*56*256*9 = 7,225,344
+    call = OpCall("aten.convolution_backward", {
+        "grad_output": T((1, 256, 56, 56)), "input": T((1, 256, 56, 56)), "weight": T((256, 1, 3, 3)),
+        "transposed": False, "output_mask": [False, True, False]})
+    cost = F.REGISTRY[aten.convolution_backward](call)
+    assert cost.macs == 7_225_344
+    assert cost.flops == 2 * 7_225_344
+
+
+def test_conv_backward_bias_gradient_is_a_reduction() -> None:
+    # grad_bias sums grad_output over N, H, W: 2*8*5*5 = 400 adds; grad_input + grad_weight 2 x fwd MACs
+    call = OpCall("aten.convolution_backward", {
+        "grad_output": T((2, 8, 5, 5)), "input": T((2, 4, 7, 7)), "weight": T((8, 4, 3, 3)),
+        "transposed": False, "output_mask": [True, True, True]})
+    fwd_macs = 2 * 5 * 5 * 8 * 4 * 9  # = 14,400
+    cost = F.REGISTRY[aten.convolution_backward](call)
+    assert cost.macs == 2 * fwd_macs
+    assert cost.flops == 4 * fwd_macs + 400
+
+
+def test_causal_pairs() -> None:
+    # square: S(S+1)/2 -> 64*65/2 = 2080
+    assert F.causal_pairs(64, 64) == 2080
+    # L=3 queries, S=5 keys, top-left aligned: rows keep 1, 2, 3 keys = 6
+    assert F.causal_pairs(3, 5) == 6
+    # L=5, S=3: rows keep 1, 2, 3, 3, 3 = 12
+    assert F.causal_pairs(5, 3) == 12
+
+
+def test_sdpa_causal_counts_useful_pairs() -> None:
+    q = T((2, 4, 64, 16))
+    full = OpCall("aten._scaled_dot_product_flash_attention_for_cpu",
+                  {"query": q, "key": q, "value": q, "is_causal": False})
+    causal = OpCall(full.op, {**full.args, "is_causal": True})
+    f = F.REGISTRY[aten._scaled_dot_product_flash_attention_for_cpu]
+    # full: B*H*S*S*(D+Dv) = 2*4*64*64*32 = 1,048,576 MACs
+    assert f(full).macs == 1_048_576
+    # causal: 2*4*2080*32 = 532,480 MACs (2080 of 4096 pairs)
+    assert f(causal).macs == 532_480
+    # FLOPs = 2*MACs + softmax 5 per useful score: 2*532,480 + 5*2*4*2080 = 1,148,160
+    assert f(causal).flops == 1_148_160
+
+
+def test_elementwise_sub_counts_like_add() -> None:
+    a = T((3, 5))
+    add = F.REGISTRY[aten.add](OpCall("aten.add", {"self": a, "other": a}, (a,)))
+    sub = F.REGISTRY[aten.sub](OpCall("aten.sub", {"self": a, "other": a}, (a,)))
+    assert add == sub == F.Cost(15)
+
+
+def test_batch_norm_train_and_eval() -> None:
+    x = T((2, 3, 4, 4))  # 96 elements
+    train = OpCall("aten.native_batch_norm", {"input": x, "weight": T((3,)), "training": True}, (x,))
+    # mean 1 + var 3 + normalise 2 + affine 2 = 8 per element -> 768
+    assert F.REGISTRY[aten.native_batch_norm](train).flops == 768
+    ev = OpCall("aten._native_batch_norm_legit_no_training", {"input": x, "weight": T((3,))}, (x,))
+    # normalise 2 + affine 2 = 4 per element -> 384
+    assert F.REGISTRY[aten._native_batch_norm_legit_no_training](ev).flops == 384
+
+
+def test_embedding_reads_only_gathered_rows() -> None:
+    idx, out = T((1, 8), torch.long), T((1, 8, 4096))
+    call = OpCall("aten.embedding", {"weight": T((32000, 4096)), "indices": idx}, (out,))
+    cost = F.REGISTRY[aten.embedding](call)
+    # indices 8*8 B + rows 8*4096*4 B = 64 + 131,072 (not the 524 MB table)
+    assert cost == F.Cost(0, 0, bytes_read=64 + 131_072)
+
+
+def test_lstm_layer_macs_vs_seed_004() -> None:
+    # one layer, T*B = 15 rows, C_in 16, H 32: MACs = 15 * (4H*C_in + 4H*H) = 15 * (2048 + 4096) = 92,160
+    call = OpCall("aten.mkldnn_rnn_layer", {"input": T((5, 3, 16)), "weight0": T((128, 16)),
+                                            "weight1": T((128, 32)), "mode": 2, "hidden_size": 32,
+                                            "batch_first": False})
+    cost = F.REGISTRY[aten.mkldnn_rnn_layer](call)
+    assert cost.macs == 92_160
+    # seed 004 per step: C_in*H*4 + H*H*4 + H*H = 2048 + 4096 + 1024 = 7168; hwprof = seed - H*H per step
+    assert cost.macs == 15 * (7168 - 32 * 32)
+    # FLOPs = 2*MACs + 26*H elementwise per row = 184,320 + 15*832 = 196,800
+    assert cost.flops == 196_800
+
+
+def test_views_are_free_and_not_formulas() -> None:
+    assert F.is_view(aten.view) and F.is_view(aten.t) and F.is_view(aten.expand)
+    assert F.lookup(aten.view) is None
