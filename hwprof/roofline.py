@@ -1,0 +1,93 @@
+"""Roofline arithmetic: pure functions on plain numbers and DataFrames.
+
+For a layer doing ``flops`` FLOPs and moving ``bytes`` bytes in ``time_s`` seconds:
+
+    intensity            = flops / bytes                                  [FLOP/byte]
+    achieved_flop_per_s  = flops / time_s
+    achieved_bytes_per_s = bytes / time_s
+    attainable_flop_per_s = min(compute_roof, intensity * bandwidth)      (Williams et al., CACM 2009)
+    efficiency           = achieved_flop_per_s / attainable_flop_per_s
+    bound                = "memory" if intensity * bandwidth < compute_roof else "compute"
+    ridge intensity      = compute_roof / bandwidth
+
+The compute roof is the one of the math mode the op actually runs in (:func:`roof_key`):
+on CUDA, cuDNN runs fp32 convolutions in TF32 unless ``torch.backends.cudnn.allow_tf32`` is
+off, while fp32 matmuls use TF32 only if ``torch.backends.cuda.matmul.allow_tf32`` is on;
+bf16/fp16 matmuls and convs use the tensor-core roof of their dtype. Elementwise, norm and
+pooling work never runs on tensor cores: it is held to the fp32 (CUDA-core / SIMD) roof.
+Roofs are dense peaks (measured, or datasheet), never sparse ones, so efficiency is <= 1
+unless the kernel does less work than counted (Winograd/FFT convolutions, fused kernels):
+such rows are flagged ``above_roof``, never clipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["MathModes", "roof_key", "derive", "ridge_intensity"]
+
+_DTYPE_ROOF = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
+
+
+@dataclass(frozen=True)
+class MathModes:
+    """The math-mode switches in force for a run (read them with :meth:`current`)."""
+
+    device_type: str = "cpu"
+    cudnn_tf32: bool = True
+    matmul_tf32: bool = False
+
+    @classmethod
+    def current(cls, device_type: str) -> MathModes:
+        import torch
+
+        return cls(device_type, bool(torch.backends.cudnn.allow_tf32), bool(torch.backends.cuda.matmul.allow_tf32))
+
+
+def roof_key(dtype: str, op_class: str, modes: MathModes) -> str:
+    """Which compute roof applies: ``op_class`` is "conv", "matmul" or "other"; ``dtype`` a torch
+    dtype name ("float32", "bfloat16"...). Returns a key of ``ceilings.flop_per_s``."""
+    d = _DTYPE_ROOF.get(dtype.removeprefix("torch."), "fp32")
+    if op_class == "other":
+        return "fp32" if d in ("bf16", "fp16") else d
+    if d == "fp32" and modes.device_type == "cuda":
+        if (op_class == "conv" and modes.cudnn_tf32) or (op_class == "matmul" and modes.matmul_tf32):
+            return "tf32"
+    return d
+
+
+def ridge_intensity(compute_roof_flop_per_s: float, bytes_per_s: float) -> float:
+    """Intensity (FLOP/byte) where the bandwidth slope meets the compute roof."""
+    return compute_roof_flop_per_s / bytes_per_s
+
+
+def derive(df: pd.DataFrame, flop_per_s: Mapping[str, float], bytes_per_s: float,
+           flops: str = "flops", bytes_: str = "bytes", time_s: str = "time_s", roof: str = "roof_key",
+           tolerance: float = 1.0) -> pd.DataFrame:
+    """Add the derived roofline columns to a copy of ``df``.
+
+    ``df`` needs columns ``flops``, ``bytes``, ``time_s`` and ``roof_key`` (see :func:`roof_key`).
+    A row whose achieved FLOP/s exceeds ``tolerance`` x attainable is flagged ``above_roof``.
+    Rows with no time or no bytes get NaN metrics, never a made-up number.
+    """
+    out = df.copy()
+    t = out[time_s].where(out[time_s] > 0)
+    b = out[bytes_].where(out[bytes_] > 0)
+    roof_values = out[roof].map(lambda k: flop_per_s.get(k, np.nan)).astype(float)
+    out["intensity"] = out[flops] / b
+    out["achieved_flop_per_s"] = out[flops] / t
+    out["achieved_bytes_per_s"] = out[bytes_] / t
+    out["compute_roof_flop_per_s"] = roof_values
+    out["memory_roof_flop_per_s"] = out["intensity"] * bytes_per_s
+    out["attainable_flop_per_s"] = np.minimum(roof_values, out["memory_roof_flop_per_s"])
+    out["efficiency"] = out["achieved_flop_per_s"] / out["attainable_flop_per_s"].where(out["attainable_flop_per_s"] > 0)
+    out["pct_of_compute_roof"] = 100 * out["achieved_flop_per_s"] / roof_values
+    out["pct_of_memory_roof"] = 100 * out["achieved_bytes_per_s"] / bytes_per_s
+    out["bound"] = np.where(out["intensity"].isna(), "",
+                            np.where(out["memory_roof_flop_per_s"] < roof_values, "memory", "compute"))
+    out["above_roof"] = (out["efficiency"] > tolerance).fillna(False)
+    return out
