@@ -1,0 +1,53 @@
+"""`hwprof ceilings`: measure (or read from cache) this machine's peak FLOP/s per dtype and its bandwidth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+
+from hwprof.cli.common import add_output_options, emit
+from hwprof.report.tables import human, render, to_jsonable
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--refresh", action="store_true", help="re-measure even when a cached result exists")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke check, not a ceiling")
+    p.add_argument("--cache-dir", default="results/ceilings", help="where results are cached (default results/ceilings)")
+    add_output_options(p)
+
+
+def table(k: object) -> pd.DataFrame:
+    """One row per ceiling: measured, datasheet, measured/datasheet (FLOP/s rows, then bytes_per_s)."""
+    from hwprof.hardware.ceilings import Ceilings
+    assert isinstance(k, Ceilings)
+    sheet = k.datasheet or {}
+    rows = [{"ceiling": f"{mode}_flop_per_s", "measured": v, "datasheet": sheet.get(mode),
+             "ratio": k.ratio_to_datasheet.get(mode)} for mode, v in k.flop_per_s.items()]
+    rows.append({"ceiling": "bytes_per_s", "measured": k.bytes_per_s, "datasheet": sheet.get("bytes_per_s"),
+                 "ratio": k.ratio_to_datasheet.get("bytes_per_s")})
+    return pd.DataFrame(rows).set_index("ceiling")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwprof.hardware.ceilings import measure_ceilings
+    k = measure_ceilings(device=args.device, refresh=args.refresh, cache_dir=args.cache_dir, quick=args.quick)
+    df = table(k)
+    if args.format == "json":
+        emit(json.dumps(to_jsonable(k.to_dict()), indent=1), args.out)
+        return 0
+    if args.format != "table":
+        emit(render(df, args.format).rstrip("\n"), args.out, df, args.format)
+        return 0
+    shown = df.copy()
+    for col in ("measured", "datasheet"):
+        shown[col] = [human(v, "B/s" if name == "bytes_per_s" else "FLOP/s") for name, v in df[col].items()]
+    shown["ratio"] = df["ratio"].map(lambda v: "-" if v is None or v != v else f"{100 * v:.0f}%")
+    head = (f"{k.device_name} ({k.device_type}, torch {k.torch_version}"
+            + (f", {k.threads} threads" if k.device_type == "cpu" else "")
+            + f"): source {k.source}, measured {k.date}")
+    notes = "".join(f"\nnote: {n}" for n in k.notes)
+    emit(head + "\n" + render(shown, "table") + notes, args.out)
+    return 0

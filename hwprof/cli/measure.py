@@ -1,0 +1,96 @@
+"""`hwprof measure MODEL`: timed forward / backward / optimizer step, per-layer times and memory peaks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from hwprof import zoo
+from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.report.tables import human, render, to_jsonable
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--mode", choices=("inference", "train"), default="inference",
+                   help="inference: forward without grad; train: forward, backward (and step with --optimizer)")
+    p.add_argument("--optimizer", default=None, choices=("sgd", "momentum", "adam", "adamw"),
+                   help="train mode: also time the optimizer step")
+    p.add_argument("--per-layer", action="store_true", help="also time every module (separate hooked pass)")
+    p.add_argument("--depth", type=int, default=None, help="per-layer: deepest module path depth to time")
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: the model's)")
+    p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
+    p.add_argument("--budget", type=float, default=1.0, metavar="S", help="seconds of timed repetitions per phase")
+    p.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (default 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the run")
+    p.add_argument("--l2-flush", action="store_true", help="write a buffer larger than L2 before each repetition")
+    add_output_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwprof.measure.runner import measure
+    model, default_spec = zoo.build(args.model)
+    spec = args.input or default_spec
+    m = measure(model, spec, device=args.device, mode=args.mode, optimizer=args.optimizer,
+                per_layer=args.per_layer, depth=args.depth, batch=args.batch, dtype=args.dtype,
+                channels_last=args.channels_last, budget_s=args.budget, warmup=args.warmup,
+                threads=args.threads, l2_flush=args.l2_flush)
+    df = m.layers if args.per_layer else m.phases
+    if args.format == "json":
+        emit(json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1), args.out)
+    elif args.format == "md":
+        text = "## phases\n\n" + render(m.phases, "md")
+        if args.per_layer:
+            text += "\n## layers\n\n" + render(m.layers, "md")
+        emit(text + "\n" + "\n".join(f"- note: {n}" for n in m.notes), args.out)
+    elif args.format == "csv":
+        emit(render(df, "csv").rstrip("\n"), args.out, df, "csv")
+    else:
+        emit(_text(args.model, spec, m), args.out)
+    return 0
+
+
+def _ms(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{1e3 * float(x):.4g} ms"
+
+
+def _unit_free(col: str) -> str:
+    return col[:-2] if col.endswith("_s") else col
+
+
+def _text(name: str, spec: str, m: Any) -> str:
+    c, d = m.config, m.device
+    lines = [f"{name} (input {spec}, batch {c['batch']}, {c['dtype']}, {c['mode']}"
+             + (f", {c['optimizer']}" if c["optimizer"] else "") + f") on {d['type']}: {d['name']}, "
+             f"torch {d['torch_version']}, threads {d['threads']}", "", "phases (times in ms; raw seconds in csv/json):"]
+    ph = m.phases.copy()
+    for col in ("median_s", "iqr_s", "min_s", "mean_s"):
+        ph[col] = ph[col].map(_ms)
+    ph["iqr_over_median"] = m.phases["iqr_over_median"].map(lambda v: f"{100 * v:.1f}%")
+    lines += [render(ph.rename(columns=_unit_free), "table"), ""]
+    lines.append("memory: " + ", ".join(f"{k.replace('_bytes', '')} {human(v, 'B', 1024)}"
+                                        for k, v in m.memory.items() if v is not None and "_bytes_" not in k))
+    if not m.layers.empty:
+        ly = m.layers.copy()
+        for col in ("fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s"):
+            ly[col] = ly[col].map(_ms)
+        ly.index = [p or "<root>" for p in ly.index]
+        ly = ly.rename(columns=_unit_free).rename(columns={"fwd": "fwd_self", "bwd": "bwd_self"})
+        lines += ["", "per layer (self = inclusive - children; times in ms):", render(ly, "table"), ""]
+        s = m.layer_sum
+        for ph_name in ("fwd", "bwd"):
+            if s.get(f"{ph_name}_whole_s") is None:
+                continue
+            ratio = s.get(f"{ph_name}_ratio")
+            lines.append(f"{ph_name}: whole model {_ms(s[f'{ph_name}_whole_s'])}, sum of per-layer self "
+                         f"{_ms(s[f'{ph_name}_layer_sum_s'])}"
+                         + (f" ({100 * ratio:.0f}%)" if ratio is not None else "")
+                         + f", hooked root {_ms(s[f'{ph_name}_hooked_root_s'])}")
+    lines += [""] + [f"note: {n}" for n in m.notes]
+    return "\n".join(lines).rstrip()
+

@@ -1,0 +1,124 @@
+"""Device resolution and a plain description of the machine a measurement ran on.
+
+``resolve_device("auto")`` picks CUDA when it is usable and CPU otherwise (and says so);
+``resolve_device("cuda")`` without CUDA raises :class:`~hwprof.errors.DeviceUnavailableError`.
+Nothing here creates a CUDA context unless the caller asked for a CUDA device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from typing import Any
+
+import torch
+
+from hwprof.errors import DeviceUnavailableError
+
+__all__ = ["resolve_device", "cpu_name", "device_name", "describe_device", "same_device"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device = "auto", notes: list[str] | None = None) -> torch.device:
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:N" | torch.device`` into a usable ``torch.device``.
+
+    ``"auto"`` -> ``cuda:<current>`` if ``torch.cuda.is_available()`` else ``cpu``; choosing CPU
+    is logged and, with ``notes``, appended there. ``"cuda"`` gets the current device index.
+    Raises ``DeviceUnavailableError`` (one line) for CUDA without CUDA, a missing index, or a
+    device type other than cpu/cuda.
+    """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        msg = f"device='auto' picked cpu: CUDA is not available ({_why_no_cuda()})"
+        log.info(msg)
+        if notes is not None:
+            notes.append(msg)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceUnavailableError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N ({e})") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise DeviceUnavailableError(f"device {str(dev)!r} is not supported; expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"device={str(dev)!r} requested but CUDA is not available ({_why_no_cuda()}); use --device cpu")
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise DeviceUnavailableError(
+            f"device={str(dev)!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return torch.device("cuda", index)
+
+
+def _why_no_cuda() -> str:
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """True when ``a`` and ``b`` name the same device ("cuda" means the current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    ia = torch.cuda.current_device() if a.index is None else a.index
+    ib = torch.cuda.current_device() if b.index is None else b.index
+    return ia == ib
+
+
+def cpu_name() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else ``platform.processor()`` / machine."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    """``torch.cuda.get_device_name`` for CUDA, :func:`cpu_name` for CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def describe_device(device: torch.device) -> dict[str, Any]:
+    """What torch knows about ``device`` (NVML facts are added by :mod:`hwprof.measure.probes`).
+
+    Keys: type, name, torch_version, cuda_version, threads (intra-op), interop_threads,
+    cpu_count, math-mode flags; for CUDA also index, capability, sm_count,
+    total_memory_bytes, l2_cache_bytes.
+    """
+    info: dict[str, Any] = {
+        "type": device.type,
+        "name": device_name(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu_name": cpu_name(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update({
+            "index": device.index,
+            "capability": f"{props.major}.{props.minor}",
+            "sm_count": props.multi_processor_count,
+            "total_memory_bytes": int(props.total_memory),
+            "l2_cache_bytes": int(getattr(props, "L2_cache_size", 0)) or None,
+            "cudnn_version": torch.backends.cudnn.version(),
+        })
+    return info

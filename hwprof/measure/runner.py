@@ -1,0 +1,545 @@
+"""``measure()``: timed phases of a model (forward, backward, optimizer step), per-layer times, memory peaks.
+
+Order of a run::
+
+    resolve device; copy the model only if device/dtype/memory format must change
+    snapshot the model's state (in-place runs), start memory probes
+    untimed first forward           -> a failure names the innermost module (InputShapeError)
+    phases, each with time_fn       -> fwd_nograd (inference) | fwd, bwd, step (train)
+    per-layer pass (per_layer=True) -> global hooks, a separate run after the whole-model timing
+    stop probes, restore state, restore thread count
+
+Phase ``bwd`` times ``loss.backward()`` alone (its forward runs in the untimed setup); phase
+``step`` times ``optimizer.step()`` alone (forward + backward in the setup). Gradients are set
+to None before every repetition. ``budget_s`` is per phase (and for the per-layer pass).
+Out of memory anywhere raises :class:`~hwprof.errors.MeasurementError` (``oom=True``) after
+the run's tensors are dropped and the CUDA cache is emptied, so a caller can try the next
+configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from hwprof.errors import InputShapeError, MeasurementError
+from hwprof.hardware.device import describe_device, resolve_device, same_device
+from hwprof.measure.probes import MemoryProbes, cuda_current
+from hwprof.measure.state import model_placement, preserved_state
+from hwprof.measure.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
+from hwprof.spec import as_input_tuple, parse_dtype
+
+__all__ = ["measure", "Measurement", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
+
+PHASES = ("fwd_nograd", "fwd", "bwd", "step")
+PHASE_COLUMNS = ("median_s", "iqr_s", "min_s", "mean_s", "reps", "iqr_over_median")
+LAYER_COLUMNS = ("type", "is_leaf", "depth", "calls", "fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s")
+_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+
+
+@dataclass
+class Measurement:
+    """Result of :func:`measure`. Times in seconds (``*_s``), memory in bytes (``*_bytes``)."""
+
+    phases: pd.DataFrame
+    timings: dict[str, TimingStats]
+    layers: pd.DataFrame
+    layer_sum: dict[str, float | None]
+    memory: dict[str, Any]
+    device: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (raw repetition times included under ``timings``)."""
+        from hwprof.report.tables import to_jsonable
+        return to_jsonable({
+            "config": self.config, "device": self.device, "phases": self.phases,
+            "timings": {k: v.to_dict() for k, v in self.timings.items()},
+            "layers": self.layers, "layer_sum": self.layer_sum, "memory": self.memory, "notes": self.notes,
+        })
+
+
+def is_oom(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, MemoryError, or a RuntimeError saying "out of memory" / "can't allocate memory"."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def make_optimizer(spec: Any, params: list[nn.Parameter]) -> torch.optim.Optimizer | None:
+    """None | "sgd" | "momentum" (SGD, 0.9) | "adam" | "adamw" (lr 1e-3) | an Optimizer class or factory(params)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        name = spec.strip().lower()
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=1e-3)
+        if name == "momentum":
+            return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        if name == "adam":
+            return torch.optim.Adam(params, lr=1e-3)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=1e-3)
+        raise ValueError(f"unknown optimizer {spec!r}; expected one of {_OPTIMIZERS} or a torch.optim.Optimizer class")
+    if callable(spec):
+        try:
+            return spec(params)
+        except TypeError:
+            return spec(params, lr=1e-3)
+    raise ValueError(f"optimizer must be None, a name in {_OPTIMIZERS} or an Optimizer class, got {spec!r}")
+
+
+def _optimizer_name(spec: Any) -> str | None:
+    if spec is None or isinstance(spec, str):
+        return spec
+    return getattr(spec, "__name__", type(spec).__name__)
+
+
+def default_loss(output: Any) -> torch.Tensor:
+    """Sum over every floating tensor of the output of ``t.float().sum()``."""
+    from torch.utils._pytree import tree_flatten
+    parts = [t.float().sum() for t in tree_flatten(output)[0]
+             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    if not parts:
+        raise ValueError("the model's output has no floating tensor that requires grad; pass loss_fn=")
+    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+
+
+# --------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _num_threads(threads: int | None) -> Iterator[int]:
+    """Set torch's intra-op threads for the block; the previous count is restored in ``finally``."""
+    prev = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(prev)
+
+
+class _Innermost:
+    """Global forward hooks that remember which of ``model``'s modules an exception left first."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.paths = {id(m): p for p, m in model.named_modules()}
+        self.failures: dict[int, tuple[str, str, list[Any]]] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> _Innermost:
+        from torch.nn.modules.module import register_module_forward_hook
+        self._handles.append(register_module_forward_hook(self._post, always_call=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        path = self.paths.get(id(module))
+        exc = sys.exc_info()[1]   # set only while _call_impl runs always_call hooks for a raising forward
+        if path is None or exc is None or id(exc) in self.failures:
+            return
+        self.failures[id(exc)] = (path, type(module).__name__, _shapes(args))
+
+    def locate(self, exc: BaseException, model: nn.Module, inputs: tuple[Any, ...]) -> tuple[str, str, list[Any]]:
+        e: BaseException | None = exc
+        while e is not None:
+            if id(e) in self.failures:
+                return self.failures[id(e)]
+            e = e.__cause__ or e.__context__
+        return "", type(model).__name__, _shapes(inputs)
+
+
+def _shapes(values: Any) -> list[Any]:
+    from torch.utils._pytree import tree_flatten
+    return [tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for v in tree_flatten(values)[0]]
+
+
+def _prepare_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, dev: torch.device,
+                    channels_last: bool) -> tuple[Any, ...]:
+    """Spec strings are built on ``dev``; user tensors are copied there (floats cast to ``dtype``), never modified."""
+    if isinstance(inputs, str):
+        xs = as_input_tuple(inputs, batch=batch, dtype=dtype, device=dev)
+    else:
+        xs = tuple(_copy_input(v, dtype, dev) for v in as_input_tuple(inputs, batch=batch, dtype=dtype, device=dev))
+    if channels_last:
+        xs = tuple(v.contiguous(memory_format=torch.channels_last)
+                   if isinstance(v, torch.Tensor) and v.dim() == 4 and v.is_floating_point() else v for v in xs)
+    return xs
+
+
+def _copy_input(v: Any, dtype: torch.dtype, dev: torch.device) -> Any:
+    if not isinstance(v, torch.Tensor):
+        return v
+    out = v.detach().to(dev, dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+    if v.requires_grad and out.is_floating_point():
+        out.requires_grad_(True)
+    return out
+
+
+def _batch_of(inputs: tuple[Any, ...], batch: int | None) -> int | None:
+    if batch is not None:
+        return batch
+    for v in inputs:
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    return None
+
+
+def _median(values: list[float]) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return statistics.median(vals) if vals else math.nan
+
+
+def _free_cuda(dev: torch.device) -> None:
+    gc.collect()
+    if dev.type == "cuda" and torch.cuda.is_initialized():
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Oom:
+    phase: str
+    batch: int | None
+    message: str
+    allocated: int | None
+    reserved: int | None
+
+
+@dataclass
+class _Config:
+    dev: torch.device
+    mode: str
+    optimizer: Any
+    per_layer: bool
+    depth: int | None
+    batch: int | None
+    dtype: torch.dtype | None
+    channels_last: bool
+    budget_s: float
+    warmup: int
+    l2_flush: bool
+    nvml_interval_s: float
+    clock: Clock
+    loss_fn: Callable[[Any], torch.Tensor]
+    min_reps: int
+    max_reps: int
+    target_iqr: float
+    layer_reps: int | None
+
+
+def _use_nvml(dev: torch.device) -> bool:
+    """NVML is queried for CUDA runs only (a CPU run has no GPU memory to report)."""
+    return dev.type == "cuda"
+
+
+# --------------------------------------------------------------------------- measure
+def measure(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    device: str | torch.device = "auto",
+    mode: str = "inference",
+    optimizer: Any = None,
+    per_layer: bool = False,
+    depth: int | None = None,
+    batch: int | None = None,
+    dtype: str | torch.dtype | None = None,
+    channels_last: bool = False,
+    budget_s: float = 1.0,
+    warmup: int = 3,
+    l2_flush: bool = False,
+    threads: int | None = None,
+    nvml_interval_s: float = 0.005,
+    clock: Clock | None = None,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    min_reps: int = 10,
+    max_reps: int = 1000,
+    target_iqr: float = 0.02,
+    layer_reps: int | None = None,
+) -> Measurement:
+    """Time ``model`` on ``inputs`` and probe its memory; the model is left exactly as it was.
+
+    ``inputs``: a tensor, a tuple of tensors, or a spec string like ``"3x224x224"`` (batch
+    default 1). ``mode="inference"`` times ``fwd_nograd`` in eval mode; ``mode="train"`` times
+    ``fwd`` (grad enabled), ``bwd`` (``loss_fn(output).backward()``; default loss = sum of the
+    floating outputs) and, with an ``optimizer``, ``step``, in train mode. ``per_layer=True``
+    adds a separate hooked pass giving every module's self and inclusive times (``depth``
+    limits it). ``threads`` sets torch's intra-op threads for the run. ``layer_reps`` fixes
+    the number of per-layer repetitions (default: by budget, 3 to 100).
+    Raises ``DeviceUnavailableError``, ``InputShapeError`` (first forward failed), ``MeasurementError``.
+    """
+    if mode not in ("inference", "train"):
+        raise ValueError(f"mode must be 'inference' or 'train', got {mode!r}")
+    if optimizer is not None and mode != "train":
+        raise ValueError("an optimizer needs mode='train'")
+    notes: list[str] = []
+    dev = resolve_device(device, notes)
+    cfg = _Config(dev=dev, mode=mode, optimizer=optimizer, per_layer=per_layer, depth=depth, batch=batch,
+                  dtype=parse_dtype(dtype) if dtype is not None else None, channels_last=channels_last,
+                  budget_s=budget_s, warmup=warmup, l2_flush=l2_flush, nvml_interval_s=nvml_interval_s,
+                  clock=clock or PerfCounterClock(), loss_fn=loss_fn or default_loss, min_reps=min_reps,
+                  max_reps=max_reps, target_iqr=target_iqr, layer_reps=layer_reps)
+    if isinstance(optimizer, str) and optimizer.strip().lower() not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {_OPTIMIZERS} or an Optimizer class")
+    cuda = dev.type == "cuda"
+    with (_num_threads(threads),
+          torch.random.fork_rng(devices=[dev.index] if cuda else []),   # dropout / random inputs draw from it
+          torch.cuda.device(dev) if cuda else contextlib.nullcontext()):   # events and hooks on the right device
+        outcome = _run(model, inputs, cfg, notes)
+    if isinstance(outcome, _Oom):
+        _free_cuda(dev)
+        raise MeasurementError(outcome.phase, outcome.batch, outcome.message, outcome.allocated,
+                               outcome.reserved, oom=True)
+    return outcome
+
+
+def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measurement | _Oom:
+    """Everything that holds tensors lives in this frame, so an OOM can drop them all before raising."""
+    progress = {"phase": "setup"}
+    batch = cfg.batch
+    # probes start first: their baselines precede the model copy / input creation on the device
+    probes = MemoryProbes(cfg.dev, cfg.nvml_interval_s, use_nvml=_use_nvml(cfg.dev))
+    try:
+        with probes:
+            work, copied = _work_model(model, cfg, notes)
+            run_dtype = cfg.dtype or _float_dtype(work)
+            xs = _prepare_inputs(inputs, cfg.batch, run_dtype, cfg.dev, cfg.channels_last)
+            batch = _batch_of(xs, cfg.batch)
+            input_shapes = _shapes(xs)
+            with contextlib.nullcontext() if copied else preserved_state(work):
+                if copied:
+                    for p in work.parameters():
+                        p.grad = None
+                timings, layers, layer_sum, threads = _timed(work, xs, cfg, probes, notes, progress, batch)
+            del work, xs
+        notes.extend(probes.notes)
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        alloc, reserved = cuda_current(cfg.dev)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return _Oom(progress["phase"], batch, first, alloc, reserved)
+    memory = probes.result()
+    if cfg.dev.type != "cuda":
+        notes.append("CPU run: allocator and NVML fields are None; rss_* is this process's resident memory "
+                     "(torch itself included), ru_maxrss_bytes its lifetime peak")
+    device_info = {**describe_device(cfg.dev), **probes.nvml_info, "threads": threads}
+    phases = pd.DataFrame([{"phase": k, **v.summary()} for k, v in timings.items()],
+                          columns=["phase", *PHASE_COLUMNS]).set_index("phase")
+    config = {"mode": cfg.mode, "optimizer": _optimizer_name(cfg.optimizer), "batch": batch,
+              "dtype": str(run_dtype).replace("torch.", ""), "channels_last": cfg.channels_last,
+              "per_layer": cfg.per_layer, "depth": cfg.depth, "budget_s": cfg.budget_s, "warmup": cfg.warmup,
+              "l2_flush": cfg.l2_flush, "input_shapes": input_shapes, "model": type(model).__name__,
+              "measured_copy": copied, "device": str(cfg.dev)}
+    return Measurement(phases=phases, timings=timings, layers=layers, layer_sum=layer_sum, memory=memory,
+                       device=device_info, notes=notes, config=config)
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _work_model(model: nn.Module, cfg: _Config, notes: list[str]) -> tuple[nn.Module, bool]:
+    """The model itself when it already sits on the target device/dtype/format, else a moved deep copy."""
+    where = model_placement(model)
+    dev0 = where["device"]
+    if dev0 is not None and dev0.type == "meta":
+        raise MeasurementError("setup", cfg.batch, "the model's tensors are on the meta device (no data); "
+                               "build it on cpu or cuda to measure it")
+    reasons = []
+    if dev0 is not None and (where["multi_device"] or not same_device(dev0, cfg.dev)):
+        reasons.append(f"device {dev0} -> {cfg.dev}")
+    if cfg.dtype is not None and any(d != str(cfg.dtype) for d in where["dtypes"]):
+        reasons.append(f"dtype {','.join(where['dtypes'])} -> {cfg.dtype}")
+    if cfg.channels_last and where["channels_last"] is False:
+        reasons.append("memory format -> channels_last")
+    if not reasons:
+        return model, False
+    work = copy.deepcopy(model)
+    if cfg.dtype is not None:
+        work.to(device=cfg.dev, dtype=cfg.dtype)
+    else:
+        work.to(device=cfg.dev)
+    if cfg.channels_last:
+        work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted at runtime, not in the stubs
+    notes.append(f"measured a deep copy of the model ({'; '.join(reasons)}); the original was not touched")
+    return work, True
+
+
+def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryProbes, notes: list[str],
+           progress: dict[str, str], batch: int | None
+           ) -> tuple[dict[str, TimingStats], pd.DataFrame, dict[str, float | None], int]:
+    """First forward, timed phases and the per-layer pass, on ``work`` (already snapshot/copied)."""
+    train = cfg.mode == "train"
+    work.train(train)
+    threads = torch.get_num_threads()
+    params = list(work.parameters())
+
+    def zero_grads() -> None:
+        for p in params:
+            p.grad = None
+
+    def forward() -> Any:
+        return work(*xs)
+
+    progress["phase"] = "fwd" if train else "fwd_nograd"
+    _first_forward(work, xs, train)
+
+    def timed(phase: str, fn: Callable[[], Any], setup: Callable[[], Any] | None) -> TimingStats:
+        progress["phase"] = phase
+        with probes.phase(phase):
+            stats = time_fn(fn, device=cfg.dev, warmup=cfg.warmup, min_reps=cfg.min_reps, max_reps=cfg.max_reps,
+                            budget_s=cfg.budget_s, target_iqr=cfg.target_iqr, l2_flush=cfg.l2_flush,
+                            setup=setup, clock=cfg.clock)
+        if stats.noisy:
+            notes.append(f"phase {phase}: IQR/median = {100 * stats.iqr_over_median:.1f}% > 10% "
+                         f"over {stats.reps} reps; the median is less trustworthy")
+        return stats
+
+    timings: dict[str, TimingStats] = {}
+    if not train:
+        def fwd_nograd() -> None:
+            with torch.no_grad():
+                forward()
+        timings["fwd_nograd"] = timed("fwd_nograd", fwd_nograd, None)
+    else:
+        def fwd() -> None:
+            with torch.enable_grad():
+                forward()
+        timings["fwd"] = timed("fwd", fwd, zero_grads)
+
+        pending: list[torch.Tensor] = []
+
+        def bwd_setup() -> None:
+            zero_grads()
+            pending.clear()
+            with torch.enable_grad():
+                pending.append(cfg.loss_fn(forward()))
+
+        def bwd() -> None:
+            pending.pop().backward()
+        timings["bwd"] = timed("bwd", bwd, bwd_setup)
+
+        opt = make_optimizer(cfg.optimizer, [p for p in params if p.requires_grad])
+        if opt is not None:
+            def step_setup() -> None:
+                zero_grads()
+                with torch.enable_grad():
+                    cfg.loss_fn(forward()).backward()
+            try:
+                timings["step"] = timed("step", opt.step, step_setup)
+            finally:
+                opt.state.clear()
+                del opt
+        zero_grads()
+
+    layers = pd.DataFrame(columns=list(LAYER_COLUMNS)).rename_axis("module")
+    layer_sum: dict[str, float | None] = {}
+    if cfg.per_layer:
+        progress["phase"] = "per_layer"
+        layers = _per_layer(work, xs, cfg, zero_grads, notes)
+        layer_sum = _layer_sum(layers, timings, train)
+        zero_grads()
+    return timings, layers, layer_sum, threads
+
+
+def _first_forward(work: nn.Module, xs: tuple[Any, ...], train: bool) -> None:
+    """One untimed forward; a non-OOM failure becomes InputShapeError naming the innermost module."""
+    tracker = _Innermost(work)
+    try:
+        with tracker, torch.set_grad_enabled(train):
+            out = work(*xs)
+        del out
+    except Exception as e:
+        if is_oom(e):
+            raise
+        path, mtype, shapes = tracker.locate(e, work, xs)
+        raise InputShapeError(path, mtype, shapes, e) from e
+
+
+def _per_layer(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, zero_grads: Callable[[], None],
+               notes: list[str]) -> pd.DataFrame:
+    """Median over repetitions of each module's times from a hooked run (see :class:`LayerTimer`)."""
+    train = cfg.mode == "train"
+    reps: list[dict[str, dict[str, float]]] = []
+    with LayerTimer(work, device=cfg.dev, clock=cfg.clock, depth=cfg.depth, backward=train) as lt:
+        start = cfg.clock.now_ns()
+        i = -1   # rep -1 is a warm-up
+        while True:
+            lt.reset()
+            zero_grads()
+            if train:
+                with torch.enable_grad():
+                    loss = cfg.loss_fn(work(*xs))
+                lt.prepare_backward(loss)
+                loss.backward()
+                del loss
+            else:
+                with torch.no_grad():
+                    work(*xs)
+            rec = lt.collect()
+            if i >= 0:
+                reps.append(rec)
+            i += 1
+            if cfg.layer_reps is not None:
+                if len(reps) >= cfg.layer_reps:
+                    break
+            elif len(reps) >= 100 or (len(reps) >= 3 and cfg.clock.now_ns() - start >= cfg.budget_s * 1e9):
+                break
+    rows = []
+    for path, m in work.named_modules():
+        if path not in reps[0]:
+            continue
+        row: dict[str, Any] = {"module": path, "type": type(m).__name__, "is_leaf": not any(True for _ in m.children()),
+                               "depth": 0 if path == "" else path.count(".") + 1, "calls": reps[0][path]["calls"]}
+        for col in ("fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s"):
+            row[col] = _median([r[path][col] for r in reps])
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=["module", *LAYER_COLUMNS]).set_index("module")
+    containers = (nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)   # never called themselves
+    idle = [p or "<root>" for p, c in df["calls"].items()
+            if c == 0 and not isinstance(work.get_submodule(p), containers)]
+    if idle:
+        shown = ", ".join(idle[:8]) + (f", ... ({len(idle)} in all)" if len(idle) > 8 else "")
+        notes.append(f"per-layer: {len(idle)} module(s) never ran in the hooked pass (a fused fast path such as "
+                     f"nn.TransformerEncoderLayer in inference, or unused): {shown}; their time is in their parent")
+    notes.append(f"per-layer times come from a separate hooked pass ({len(reps)} reps, median per module); "
+                 "compare m.layer_sum's hooked root time with the whole-model median for the hook overhead")
+    return df
+
+
+def _layer_sum(layers: pd.DataFrame, timings: dict[str, TimingStats], train: bool) -> dict[str, float | None]:
+    """Whole-model medians beside sum(per-layer self medians) and their ratio, for fwd and bwd."""
+    out: dict[str, float | None] = {}
+    whole = {"fwd": timings["fwd" if train else "fwd_nograd"].median_s,
+             "bwd": timings["bwd"].median_s if "bwd" in timings else None}
+    for ph in ("fwd", "bwd"):
+        col = layers[f"{ph}_s"].astype(float)
+        total = float(col.sum(skipna=True)) if col.notna().any() else None
+        root = float(layers.loc["", f"{ph}_incl_s"]) if "" in layers.index else None
+        out[f"{ph}_whole_s"] = whole[ph]
+        out[f"{ph}_layer_sum_s"] = total
+        out[f"{ph}_hooked_root_s"] = None if root is None or math.isnan(root) else root
+        w = whole[ph]
+        out[f"{ph}_ratio"] = total / w if total is not None and w else None
+    return out

@@ -1,0 +1,78 @@
+"""Helpers for the measurement tests (imported by name: tests/measure is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class FakeClock:
+    """``now_ns()`` returns the current time, then advances it by ``step_ns``; ``advance`` moves it by hand."""
+
+    def __init__(self, step_ns: int = 0) -> None:
+        self.t = 0
+        self.step_ns = step_ns
+        self.reads = 0
+
+    def now_ns(self) -> int:
+        t = self.t
+        self.t += self.step_ns
+        self.reads += 1
+        return t
+
+    def advance(self, ns: int) -> None:
+        self.t += ns
+
+
+class Block(nn.Module):
+    """conv-bn-relu with a residual add written in forward (its self time)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)) + x)
+
+
+class TinyNet(nn.Module):
+    """stem (Sequential) -> 2 residual blocks (one shared relu inside each) -> pool -> fc. Input 3x8x8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.blocks = nn.Sequential(Block(4), Block(4))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+class DownBlock(nn.Module):
+    """ResNet-style block with a downsample branch: the case where start/end module hooks overlap."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = self.downsample(x)
+        return self.relu(self.conv2(self.relu(self.bn1(self.conv1(x)))) + identity)
+
+
+class BranchNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = DownBlock(3, 8)
+        self.layer2 = DownBlock(8, 16)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer2(self.layer1(x)).mean(dim=(2, 3)))

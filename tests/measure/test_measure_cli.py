@@ -1,0 +1,49 @@
+"""`hwprof measure` through hwprof.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hwprof.cli import main
+
+
+def test_measure_train_per_layer_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["measure", "lenet5", "--device", "cpu", "--budget", "0.2", "--per-layer", "--mode", "train",
+               "--optimizer", "adam"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "phases" in out and "per layer" in out
+    for phase in ("fwd", "bwd", "step"):
+        assert f"\n{phase} " in out
+    assert "conv1" in out and "sum of per-layer self" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without CUDA")
+def test_measure_cuda_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", "lenet5", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+
+
+def test_measure_json_and_csv_outputs(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "m.json"
+    assert main(["measure", "lenet5", "--device", "cpu", "--budget", "0.05", "--format", "json",
+                 "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["phases"][0]["phase"] == "fwd_nograd"
+    assert data["timings"]["fwd_nograd"]["times_s"]
+    assert data["memory"]["rss_peak_bytes"] > 0
+    capsys.readouterr()
+    csv = tmp_path / "m.csv"
+    assert main(["measure", "lenet5", "--device", "cpu", "--budget", "0.05", "--per-layer", "--format", "csv",
+                 "--out", str(csv)]) == 0
+    head = csv.read_text().splitlines()[0]
+    assert head.startswith("module,type,is_leaf")
+
+
+def test_measure_bad_input_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", "lenet5", "--device", "cpu", "--input", "3x32x32", "--budget", "0.05"]) == 2
+    assert "conv1" in capsys.readouterr().err

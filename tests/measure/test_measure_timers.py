@@ -1,0 +1,122 @@
+"""time_fn and TimingStats with a scripted clock (no real timing noise), plus one real-clock check."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import pytest
+import torch
+from measure_helpers import FakeClock
+from torch import nn
+
+from hwprof.measure.runner import measure
+from hwprof.measure.timers import TimingStats, time_fn
+
+MS = 1_000_000  # ns
+
+
+def scripted(clock: FakeClock, durations_ns: list[int]):
+    """A fn whose n-th call takes durations_ns[n] on ``clock`` (cycling)."""
+    it = itertools.cycle(durations_ns)
+    return lambda: clock.advance(next(it))
+
+
+def test_statistics_from_scripted_durations() -> None:
+    clock = FakeClock()
+    # timed reps see 5, 1, 4, 2, 3 ms: sorted 1..5 -> median 3, q25 2, q75 4 (numpy linear), min 1, mean 3
+    stats = time_fn(scripted(clock, [5 * MS, 1 * MS, 4 * MS, 2 * MS, 3 * MS]), warmup=0, min_reps=5,
+                    max_reps=5, budget_s=100, clock=clock)
+    assert stats.times_s == pytest.approx([0.005, 0.001, 0.004, 0.002, 0.003])
+    assert stats.reps == 5
+    assert stats.median_s == pytest.approx(0.003)
+    assert stats.iqr_s == pytest.approx(0.002)
+    assert stats.min_s == pytest.approx(0.001)
+    assert stats.mean_s == pytest.approx(0.003)
+    assert stats.iqr_over_median == pytest.approx(2 / 3)
+    assert stats.stop_reason == "max_reps"
+
+
+def test_quartiles_interpolate_like_numpy() -> None:
+    # [1, 2, 3, 10]: q25 at position 0.75 -> 1.75; q75 at 2.25 -> 3 + 0.25 * 7 = 4.75; median 2.5
+    s = TimingStats([10.0, 1.0, 3.0, 2.0])
+    assert s.median_s == pytest.approx(2.5)
+    assert s.iqr_s == pytest.approx(3.0)
+    assert set(s.to_dict()) >= {"median_s", "iqr_s", "min_s", "mean_s", "reps", "iqr_over_median", "times_s"}
+
+
+def test_budget_stops_the_loop() -> None:
+    clock = FakeClock()
+    # 10 ms per rep, budget 0.1 s: the 10th rep reaches the budget; target_iqr=0 disables the stability stop
+    stats = time_fn(scripted(clock, [10 * MS]), warmup=2, min_reps=3, max_reps=1000, budget_s=0.1,
+                    target_iqr=0, clock=clock)
+    assert stats.reps == 10
+    assert stats.stop_reason == "budget"
+
+
+def test_min_reps_beats_the_budget() -> None:
+    clock = FakeClock()
+    stats = time_fn(scripted(clock, [10 * MS]), warmup=0, min_reps=20, budget_s=0.01, target_iqr=0, clock=clock)
+    assert stats.reps == 20
+
+
+def test_stable_iqr_stops_after_min_reps() -> None:
+    clock = FakeClock()
+    stats = time_fn(scripted(clock, [1 * MS]), warmup=0, min_reps=7, budget_s=1e6, target_iqr=0.02, clock=clock)
+    assert stats.reps == 7
+    assert stats.stop_reason == "stable"
+
+
+def test_unstable_runs_until_max_reps() -> None:
+    clock = FakeClock()
+    stats = time_fn(scripted(clock, [1 * MS, 2 * MS]), warmup=0, min_reps=4, max_reps=40, budget_s=1e6,
+                    target_iqr=0.02, clock=clock)
+    assert stats.reps == 40
+    assert stats.stop_reason == "max_reps"
+
+
+def test_warning_above_ten_percent(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    with caplog.at_level(logging.WARNING, logger="hwprof.measure.timers"):
+        noisy = time_fn(scripted(clock, [1 * MS, 2 * MS]), warmup=0, min_reps=10, max_reps=10, clock=clock)
+    assert noisy.noisy
+    assert any("IQR/median" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hwprof.measure.timers"):
+        # 100 vs 105 ms: IQR/median = 5% -> quiet
+        quiet = time_fn(scripted(clock, [100 * MS, 105 * MS]), warmup=0, min_reps=10, max_reps=10, clock=clock)
+    assert not quiet.noisy
+    assert not caplog.records
+
+
+def test_setup_is_outside_the_timed_region() -> None:
+    clock = FakeClock()
+    calls = {"setup": 0}
+
+    def setup() -> None:
+        calls["setup"] += 1
+        clock.advance(1_000 * MS)   # 1 s of setup per rep, never timed
+
+    stats = time_fn(scripted(clock, [2 * MS]), setup=setup, warmup=3, min_reps=5, max_reps=5, clock=clock)
+    assert stats.times_s == pytest.approx([0.002] * 5)
+    assert calls["setup"] == 3 + 5   # warm-up reps get their setup too
+
+
+def test_l2_flush_runs_in_setup_on_cpu() -> None:
+    clock = FakeClock()
+    stats = time_fn(scripted(clock, [1 * MS]), l2_flush=True, warmup=1, min_reps=3, max_reps=3, clock=clock)
+    assert stats.median_s == pytest.approx(0.001)
+
+
+class Sleeper(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.010)
+        return x
+
+
+def test_real_clock_sleep_is_ten_milliseconds_in_seconds() -> None:
+    m = measure(Sleeper(), torch.zeros(1), device="cpu", budget_s=0.25, warmup=1)
+    median = m.phases.loc["fwd_nograd", "median_s"]
+    assert median == pytest.approx(0.010, abs=0.001)   # seconds, not ms
+    assert m.timings["fwd_nograd"].reps >= 10
