@@ -139,6 +139,7 @@ def count(
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    training: bool | None = None,
 ) -> CountResult:
     """Count ``model`` on ``inputs`` (a tensor, a tuple of tensors, or a spec like ``"3x224x224"``).
 
@@ -146,7 +147,7 @@ def count(
     work). ``backward=True`` also counts the ops autograd runs for ``outputs.backward(ones)``;
     ``backward=False`` runs under ``torch.no_grad()`` (so eval-mode fused fast paths run, as they
     would in inference). ``dtype`` converts the copy and floating inputs (e.g. ``"bf16"``).
-    The model keeps its own ``training`` flag.
+    ``training`` sets the copy's mode (None: the model's own flag; the model itself is untouched).
     """
     dt = parse_dtype(dtype) if dtype is not None else None
     model_device = _model_device(model) if device is None else torch.device(device)
@@ -156,6 +157,8 @@ def count(
     with fake_mode:
         if dt is not None:
             _convert_floats(fmodel, dt)
+        if training is not None:
+            fmodel.train(training)
         args = _fake_inputs(inputs, batch, dt or _model_float_dtype(model), model_device, fake_mode)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
