@@ -1,0 +1,183 @@
+"""`hwprof study depthwise [--device auto|cpu|cuda] [--dtype fp32,bf16] [--channels-last no|yes|both]
+[--quick] [--counters] [--out DIR]`: dense / grouped / depthwise / pointwise convolutions at matched
+shapes, on the measured roofline (see :mod:`hwprof.studies.depthwise`).
+
+Writes CSV, plots, a Markdown summary and a manifest under ``--out`` (default
+``out/depthwise-<device>-<UTC time>``); prints the headline shape's table (``--format``) and a
+progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hwprof.cli.common import emit
+from hwprof.report.tables import FORMATS, render
+from hwprof.spec import InputSpecError, parse_dtype
+
+__all__ = ["add_arguments", "run"]
+
+_DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    d = sub.add_parser(
+        "depthwise", help="dense vs grouped vs depthwise vs pointwise convolutions: FLOPs vs time, on the roofline",
+        description="Operators at matched input/output shape (dense 3x3, grouped 3x3 g=2/8/32, depthwise "
+                    "3x3/5x5/7x7, pointwise 1x1, depthwise-separable), fp32/bf16, NCHW/channels_last, "
+                    "forward and forward+backward; FLOPs and bytes from hwprof's counter, median times, "
+                    "the measured roofs of this machine.")
+    d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    d.add_argument("--dtype", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (default fp32,bf16)")
+    d.add_argument("--channels-last", choices=("no", "yes", "both"), default="both",
+                   help="memory format: NCHW (no), channels_last (yes) or both (default)")
+    d.add_argument("--quick", action="store_true",
+                   help="C=256 56x56 at batch 1 only, short timing budgets (under a minute on a 2-core CPU)")
+    d.add_argument("--counters", action="store_true",
+                   help="also measure each operator's kernels with Nsight Compute (ncu), where available")
+    d.add_argument("--channels", metavar="LIST", help="comma-separated C values; with --spatial, sweep their "
+                   "cross product instead of MobileNetV1's stage shapes + C=256 56x56")
+    d.add_argument("--spatial", metavar="LIST", help="comma-separated H=W values (see --channels)")
+    d.add_argument("--batch", metavar="LIST", help="comma-separated batch sizes (default 1,64; --quick: 1)")
+    d.add_argument("--budget-s", type=float, help="timing budget per point in seconds")
+    d.add_argument("--quick-ceilings", action="store_true",
+                   help="measure the roofs with small GEMMs too (a smoke check: understates the roofs)")
+    d.add_argument("--no-fasternet", action="store_true", help="skip the FasterNet-style table")
+    d.add_argument("--no-models", action="store_true", help="skip MobileNetV1 vs its dense twin")
+    d.add_argument("--no-plots", action="store_true", help="skip the plots")
+    d.add_argument("--format", choices=FORMATS, default="table", help="format of the printed table (default table)")
+    d.add_argument("--out", metavar="DIR", help="output directory (default out/depthwise-<device>-<UTC time>)")
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputSpecError(f"--{what} expects comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise InputSpecError(f"--{what} expects positive integers, got {text!r}")
+    return values
+
+
+def _dtypes(text: str) -> tuple[str, ...]:
+    out = []
+    for name in (t for t in text.split(",") if t.strip()):
+        dt = parse_dtype(name)
+        short = _DTYPE_NAMES.get(str(dt).removeprefix("torch."))
+        if short is None:
+            raise InputSpecError(f"--dtype {name!r}: the study runs fp32, bf16 or fp16")
+        out.append(short)
+    if not out:
+        raise InputSpecError("--dtype is empty; expected e.g. fp32,bf16")
+    return tuple(dict.fromkeys(out))
+
+
+def _config(args: argparse.Namespace, dtypes: tuple[str, ...], cl: tuple[bool, ...]) -> Any:
+    from hwprof.studies import depthwise as dw
+
+    overrides: dict[str, Any] = {}
+    channels, spatial = _ints(args.channels, "channels"), _ints(args.spatial, "spatial")
+    if (channels is None) != (spatial is None):
+        raise InputSpecError("--channels and --spatial go together (their cross product is swept)")
+    if channels is not None and spatial is not None:
+        overrides["shapes"] = tuple((c, s) for c in channels for s in spatial)
+    batches = _ints(args.batch, "batch")
+    if batches is not None:
+        overrides["batches"] = batches
+    if args.budget_s is not None:
+        overrides["budget_s"] = args.budget_s
+    make = dw.quick_config if args.quick else dw.default_config
+    return make(dtypes, cl, **overrides)
+
+
+class _Bar:
+    """A tqdm bar on stderr, opened at the first measurement, whose total can grow (OOM retries,
+    ncu runs)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="pt", desc="depthwise", file=sys.stderr, dynamic_ncols=True,
+                            leave=False)
+        self.bar.total = max(total, done)
+        self.bar.n = done
+        self.bar.set_postfix_str(label[:60], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _headline_table(headline: pd.DataFrame | None, fmt: str) -> pd.DataFrame:
+    if headline is None or headline.empty:
+        return pd.DataFrame()
+    cols = ["op", "variant", "pass", "flops", "bytes", "intensity", "time_s", "achieved_flop_per_s",
+            "pct_of_compute_roof", "pct_of_memory_roof", "bound", "flops_ratio", "speedup"]
+    t = headline.sort_values(["pass", "variant", "flops"], ascending=[True, True, False])[cols].reset_index(drop=True)
+    if fmt in ("table", "md"):
+        from hwprof.studies.depthwise import fmt_pct, fmt_rate, fmt_ratio, fmt_time
+
+        t = t.assign(
+            flops=[f"{v:.3g}" for v in t["flops"]], bytes=[f"{v:.3g}" for v in t["bytes"]],
+            intensity=[f"{v:.3g}" for v in t["intensity"]], time_s=[fmt_time(v) for v in t["time_s"]],
+            achieved_flop_per_s=[fmt_rate(v) for v in t["achieved_flop_per_s"]],
+            pct_of_compute_roof=[fmt_pct(v) for v in t["pct_of_compute_roof"]],
+            pct_of_memory_roof=[fmt_pct(v) for v in t["pct_of_memory_roof"]],
+            flops_ratio=[fmt_ratio(v) if math.isfinite(v) else "-" for v in t["flops_ratio"]],
+            speedup=[fmt_ratio(v) if math.isfinite(v) else "-" for v in t["speedup"]],
+        ).rename(columns={"time_s": "time", "achieved_flop_per_s": "achieved", "flops_ratio": "fewer FLOPs vs dense",
+                          "speedup": "faster vs dense"})
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwprof.studies import depthwise as dw
+
+    dtypes = _dtypes(args.dtype)
+    cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
+    config = _config(args, dtypes, cl)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("out") / f"depthwise-{args.device.replace(':', '')}-{stamp}"
+    command = shlex.join(["hwprof", *sys.argv[1:]]) if sys.argv[1:] else "hwprof study depthwise"
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = _Bar()
+    try:
+        with logging_redirect_tqdm():   # log lines (e.g. noisy-timing warnings) print above the bar
+            result = dw.run_study(out, device=args.device, quick=args.quick, counters=args.counters, config=config,
+                                  fasternet=not args.no_fasternet, models=not args.no_models,
+                                  plots=not args.no_plots, quick_ceilings=args.quick_ceilings, command=command,
+                                  progress=bar)
+    finally:
+        bar.close()
+    for note in result.notes:
+        print(f"hwprof study depthwise: {note}", file=sys.stderr)
+    table = _headline_table(result.headline, args.format)
+    if args.format == "table":
+        shape = dw.headline_shape(result.points)
+        head = (f"C={shape[0]}, {shape[1]}x{shape[1]}, bs {shape[2]}" if shape else "no dense/depthwise pair ran")
+        text = f"depthwise study on {result.ceilings.get('device_name') or args.device}: {head}\n"
+        text += render(table, "table", index=False) if len(table) else ""
+    else:
+        text = render(table, args.format, index=False)
+    emit(text.rstrip("\n"), None)
+    counts = result.points["status"].value_counts().to_dict()
+    print(f"{len(result.points)} points: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + f"; wrote {out}/ ({', '.join(sorted({p.name for p in result.paths.values()}))})", file=sys.stderr)
+    return 0 if counts.get("ok", 0) else 1

@@ -1,0 +1,413 @@
+"""Plots: roofline, per-layer time bars, FLOPs vs time (matplotlib, imported lazily).
+
+matplotlib is an optional dependency (``pip install 'hwprof[plots]'``); without it every
+function here raises :class:`PlotUnavailable` with a one-line message. Figures are built
+on matplotlib's object API (``Figure`` + the Agg canvas), never through ``pyplot``, so no
+global backend or figure registry of the caller is touched. Every plot is written twice,
+as PNG (Agg) and SVG beside it, each rendered to memory first and then written atomically
+(:func:`hwprof.report.tables.write_atomic`).
+
+Roofline (Williams, Waterman, Patterson, CACM 2009): attainable FLOP/s at arithmetic
+intensity I (FLOP/byte) is ``min(peak_flop_per_s, bytes_per_s * I)``; the ridge point
+``peak_flop_per_s / bytes_per_s`` separates memory-bound from compute-bound intensities.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hwprof.errors import HwprofError
+from hwprof.report.tables import write_atomic
+
+__all__ = ["PlotUnavailable", "roofline_plot", "time_bar_plot", "flops_vs_time_plot", "MARKERS"]
+
+#: Marker shapes used for ``marker_by`` categories, in order of first appearance.
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "d", "8")
+
+# Roofs are drawn in neutral greys so that the category colours stay with the points.
+_ROOF_COLOR = "0.25"
+_DATASHEET_COLOR = "0.55"
+_ROOF_ORDER = ("fp64", "fp32", "tf32", "bf16", "fp16")
+
+
+class PlotUnavailable(HwprofError, ImportError):
+    """matplotlib is not installed, so no plot can be drawn."""
+
+
+def _matplotlib() -> tuple[Any, Any]:
+    """Import matplotlib lazily; return ``(Figure, FigureCanvasAgg)``.
+
+    ``import matplotlib`` comes first and alone so that a missing (or blocked) package
+    fails here even when a submodule is still cached in ``sys.modules``.
+    """
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotUnavailable("matplotlib is not installed: pip install 'hwprof[plots]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def _new_figure(size_in: tuple[float, float]) -> Any:
+    Figure, FigureCanvasAgg = _matplotlib()
+    fig = Figure(figsize=size_in, dpi=110)
+    FigureCanvasAgg(fig)  # attach the Agg canvas (PNG); SVG is rendered by savefig's own switch
+    return fig
+
+
+def _output_paths(path: str | Path) -> tuple[Path, Path]:
+    """``x.png`` -> (``x.png``, ``x.svg``); a path without ``.png`` gets it (``x.svg`` -> ``x.png``)."""
+    p = Path(path)
+    png = p if p.suffix.lower() == ".png" else p.with_suffix(".png")
+    return png, png.with_suffix(".svg")
+
+
+def _save(fig: Any, path: str | Path) -> list[Path]:
+    """Render ``fig`` to PNG and SVG in memory, then write both atomically; returns the paths."""
+    png, svg = _output_paths(path)
+    out = []
+    for target, fmt, meta in ((png, "png", {"Software": None}), (svg, "svg", {"Date": None})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, bbox_inches="tight", metadata=meta)
+        out.append(write_atomic(target, buf.getvalue()))
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+def _si(x: float, unit: str) -> str:
+    """3.0e12, 'B/s' -> '3.00 TB/s' (decimal prefixes)."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= factor:
+            return f"{x / factor:.3g} {prefix}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _normalise_ceilings(ceilings: Any) -> dict[str, Any]:
+    """Read ``flop_per_s`` (dict), ``bytes_per_s``, ``device_name`` and ``datasheet`` from an
+    object or a dict; drop roofs that are missing or not positive."""
+    flops = {str(k): float(v) for k, v in (_get(ceilings, "flop_per_s") or {}).items()
+             if v is not None and _finite_positive(v)}
+    bw = _get(ceilings, "bytes_per_s")
+    sheet = _get(ceilings, "datasheet") or None
+    sheet_flops: dict[str, float] = {}
+    sheet_bw = None
+    if sheet:
+        sheet_bw = sheet.get("bytes_per_s") if isinstance(sheet, Mapping) else None
+        src = sheet.get("flop_per_s", sheet) if isinstance(sheet, Mapping) else {}
+        sheet_flops = {str(k): float(v) for k, v in src.items()
+                       if k in _ROOF_ORDER and v is not None and _finite_positive(v)}
+    return {
+        "flop_per_s": flops,
+        "bytes_per_s": float(bw) if bw is not None and _finite_positive(bw) else None,
+        "device_name": _get(ceilings, "device_name") or _get(ceilings, "device") or "",
+        "datasheet_flop_per_s": sheet_flops,
+        "datasheet_bytes_per_s": float(sheet_bw) if sheet_bw is not None and _finite_positive(sheet_bw) else None,
+    }
+
+
+def _finite_positive(v: Any) -> bool:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(f) and f > 0
+
+
+def _roof_sort(items: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    order = {k: i for i, k in enumerate(_ROOF_ORDER)}
+    return sorted(items, key=lambda kv: (kv[1], order.get(kv[0], 99)))
+
+
+def _categories(values: pd.Series) -> list[Any]:
+    """Distinct values in order of first appearance (NaN shown as 'n/a')."""
+    return list(dict.fromkeys(values.fillna("n/a").tolist()))
+
+
+def _colour_map(cats: Sequence[Any]) -> dict[Any, Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(cats) <= 10 else "tab20"]
+    return {c: cmap(i % cmap.N) for i, c in enumerate(cats)}
+
+
+def _marker_map(cats: Sequence[Any]) -> dict[Any, str]:
+    return {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(cats)}
+
+
+def _positive_rows(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    """Rows where every column in ``cols`` is finite and > 0 (what a log axis can show)."""
+    mask = pd.Series(True, index=df.index)
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce")
+        mask &= v.notna() & (v > 0) & v.map(lambda x: math.isfinite(x) if pd.notna(x) else False)
+    return df[mask]
+
+
+def _legends(ax: Any, colours: Mapping[Any, Any], color_title: str,
+             markers: Mapping[Any, str] | None, marker_title: str | None) -> None:
+    """Colour legend (and marker legend) outside the axes on the right, never over the data."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=c, label=str(k))
+               for k, c in colours.items()]
+    # figure-level legends anchored to the axes: both count in the tight bounding box
+    fig = ax.figure
+    fig.legend(handles=handles, title=color_title, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+               bbox_transform=ax.transAxes, fontsize=8, title_fontsize=8, frameon=False)
+    if markers:
+        mh = [Line2D([], [], linestyle="", marker=m, markersize=7, color="0.35", label=str(k))
+              for k, m in markers.items()]
+        fig.legend(handles=mh, title=marker_title, loc="lower left", bbox_to_anchor=(1.01, 0.0),
+                   bbox_transform=ax.transAxes, fontsize=8, title_fontsize=8, frameon=False)
+
+
+def _scatter_categories(ax: Any, df: pd.DataFrame, x: str, y: str, color_by: str | None,
+                        marker_by: str | None, sizes: pd.Series | float) -> tuple[dict, dict | None]:
+    """One scatter call per (colour, marker) group; returns the two maps for the legends."""
+    ccol = df[color_by].fillna("n/a") if color_by and color_by in df else pd.Series("all", index=df.index)
+    mcol = df[marker_by].fillna("n/a") if marker_by and marker_by in df else None
+    colours = _colour_map(_categories(ccol))
+    markers = _marker_map(_categories(mcol)) if mcol is not None else None
+    keys = [ccol] if mcol is None else [ccol, mcol]
+    for key, g in df.groupby(keys, sort=False):
+        ck = key[0] if isinstance(key, tuple) else key
+        mk = key[1] if isinstance(key, tuple) and len(key) > 1 else None
+        s = sizes.loc[g.index] if isinstance(sizes, pd.Series) else sizes
+        ax.scatter(g[x], g[y], s=s, c=[colours[ck]], marker=markers[mk] if markers else "o",
+                   alpha=0.8, edgecolors="0.15", linewidths=0.5, zorder=3)
+    return colours, markers
+
+
+# --------------------------------------------------------------------------- roofline
+def roofline_plot(
+    points: pd.DataFrame,
+    ceilings: Any,
+    path: str | Path,
+    *,
+    title: str = "",
+    label_top: int = 8,
+    color_by: str | None = "layer_type",
+    marker_by: str | None = None,
+    size_by: str | None = "time_share",
+    labels: Sequence[str] | None = None,
+) -> list[Path]:
+    """Log-log roofline of ``points`` on the measured ``ceilings``; writes PNG + SVG, returns the paths.
+
+    ``points`` columns: ``name``, ``intensity`` (FLOP/byte), ``achieved_flop_per_s``, ``time_s``,
+    plus the ``color_by`` / ``marker_by`` / ``size_by`` columns when given. ``ceilings``: an object
+    or a dict with ``flop_per_s`` (dict: "fp32", "tf32", "bf16", "fp16", "fp64" -> FLOP/s),
+    ``bytes_per_s``, ``device_name`` and ``datasheet`` (the same keys + ``bytes_per_s``, or None).
+
+    Drawn: each measured compute roof as a solid horizontal line from its ridge point
+    (roof / bytes_per_s) rightwards, labelled on the line; the bandwidth slope
+    ``y = bytes_per_s * I`` up to the highest roof, labelled along the slope; datasheet roofs
+    dashed. Points are sized by ``size_by`` (area ~ sqrt of the value; constant when None),
+    coloured by ``color_by``, shaped by ``marker_by``. The ``label_top`` rows with the largest
+    ``time_s`` are labelled with their ``name`` (or exactly the rows named in ``labels``).
+    Rows whose intensity or FLOP/s is missing or not positive (e.g. failed runs) are skipped.
+    """
+    fig = _new_figure((10.0, 6.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    roofs = _normalise_ceilings(ceilings)
+    df = _positive_rows(points, ["intensity", "achieved_flop_per_s"]) if len(points) else points
+
+    # axis extents: the data, the ridge points and the roofs, padded by a factor each side
+    measured = _roof_sort(roofs["flop_per_s"].items())
+    sheet = _roof_sort(roofs["datasheet_flop_per_s"].items())
+    bw = roofs["bytes_per_s"]
+    sheet_bw = roofs["datasheet_bytes_per_s"]
+    all_roofs = [v for _, v in measured + sheet]
+    xs = list(df["intensity"].astype(float)) if len(df) else []
+    ys = list(df["achieved_flop_per_s"].astype(float)) if len(df) else []
+    if bw and all_roofs:
+        xs += [v / bw for v in all_roofs]
+    x_lo = min(xs) / 4 if xs else 0.1
+    x_hi = max(xs) * 8 if xs else 1e3
+    y_candidates = ys + all_roofs
+    y_lo = min(y_candidates) / 5 if y_candidates else 1e9
+    y_hi = max(y_candidates) * 3 if y_candidates else 1e15
+    if bw:
+        y_lo = min(y_lo, bw * x_lo * 2)
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(y_lo, y_hi)
+
+    top_roof = max(all_roofs) if all_roofs else None
+    if bw:
+        x_end = top_roof / bw if top_roof else x_hi
+        ax.plot([x_lo, x_end], [bw * x_lo, bw * x_end], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
+    if sheet_bw:
+        x_end = (max(v for _, v in sheet) if sheet else (top_roof or y_hi)) / sheet_bw
+        ax.plot([x_lo, x_end], [sheet_bw * x_lo, sheet_bw * x_end], color=_DATASHEET_COLOR,
+                linewidth=1.2, linestyle="--", zorder=2)
+    sheet_of = dict(sheet)
+    for name, roof in measured:
+        x0 = roof / bw if bw else x_lo
+        ax.plot([x0, x_hi], [roof, roof], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
+        label = f"{name} {_si(roof, 'FLOP/s')} measured"
+        if name in sheet_of:
+            label += f" (datasheet {_si(sheet_of[name], 'FLOP/s')}, dashed)"
+        ax.text(x_hi / 1.15, roof / 1.08, label, ha="right", va="top", fontsize=8, color=_ROOF_COLOR, zorder=4)
+    for name, roof in sheet:
+        x0 = roof / (sheet_bw or bw) if (sheet_bw or bw) else x_lo
+        ax.plot([x0, x_hi], [roof, roof], color=_DATASHEET_COLOR, linewidth=1.2, linestyle="--", zorder=2)
+        if name not in roofs["flop_per_s"]:
+            ax.text(x_hi / 1.15, roof / 1.08, f"{name} {_si(roof, 'FLOP/s')} datasheet", ha="right", va="top",
+                    fontsize=7, color=_DATASHEET_COLOR, zorder=4)
+
+    colours: dict = {}
+    markers: dict | None = None
+    if len(df):
+        if size_by and size_by in df:
+            v = pd.to_numeric(df[size_by], errors="coerce").fillna(0.0).clip(lower=0.0)
+            vmax = float(v.max()) or 1.0
+            sizes: pd.Series | float = 18.0 + 300.0 * (v / vmax) ** 0.5
+        else:
+            sizes = 40.0
+        colours, markers = _scatter_categories(ax, df, "intensity", "achieved_flop_per_s",
+                                               color_by, marker_by, sizes)
+        _label_points(ax, df, "intensity", "achieved_flop_per_s", label_top, labels)
+
+    if bw:  # the slope's label, rotated to the slope as drawn on screen
+        fig.canvas.draw()
+        xa = x_lo * 2.0
+        p1 = ax.transData.transform((xa, bw * xa))
+        p2 = ax.transData.transform((xa * 10, bw * xa * 10))
+        angle = math.degrees(math.atan2(p2[1] - p1[1], p2[0] - p1[0]))
+        label = f"memory {_si(bw, 'B/s')} measured"
+        if sheet_bw:
+            label += f" (datasheet {_si(sheet_bw, 'B/s')}, dashed)"
+        ax.text(xa, bw * xa * 1.6, label, rotation=angle,
+                rotation_mode="anchor", fontsize=8, color=_ROOF_COLOR, zorder=4)
+
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    heading = title or "Roofline"
+    if roofs["device_name"]:
+        heading += f" — {roofs['device_name']}"
+    ax.set_title(heading, fontsize=11)
+    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    if colours:
+        _legends(ax, colours, color_by or "", markers, marker_by)
+    return _save(fig, path)
+
+
+def _label_points(ax: Any, df: pd.DataFrame, x: str, y: str, top: int, labels: Sequence[str] | None) -> None:
+    """Label rows named in ``labels``, else the ``top`` rows by ``time_s``, with their ``name``."""
+    if "name" not in df:
+        return
+    if labels is not None:
+        chosen = df[df["name"].isin(list(labels))]
+    elif top > 0 and "time_s" in df:
+        chosen = df.assign(_t=pd.to_numeric(df["time_s"], errors="coerce")).nlargest(top, "_t")
+    else:
+        return
+    offsets = ((6, 6), (6, -12), (-6, 8), (-6, -12))
+    for i, (_, row) in enumerate(chosen.iterrows()):
+        dx, dy = offsets[i % len(offsets)]
+        ax.annotate(str(row["name"]), (float(row[x]), float(row[y])), xytext=(dx, dy),
+                    textcoords="offset points", fontsize=7, ha="left" if dx > 0 else "right",
+                    color="0.1", zorder=5)
+
+
+# --------------------------------------------------------------------------- time bars
+def time_bar_plot(layers: pd.DataFrame, path: str | Path, *, top: int = 20, title: str = "") -> list[Path]:
+    """Horizontal bars of the ``top`` layers by ``time_s``; writes PNG + SVG, returns the paths.
+
+    ``layers`` columns: ``name``, ``layer_type``, ``time_s``, ``flops``. Each bar is annotated
+    with the layer's share of the total time and its share of the total FLOPs, both over *all*
+    rows of ``layers`` (time_share = time_s / sum(time_s); flop_share = flops / sum(flops)),
+    so that a layer that takes much more time than its FLOPs suggest stands out.
+    """
+    fig_h = 1.2 + 0.32 * max(1, min(top, len(layers)))
+    fig = _new_figure((10.0, fig_h))
+    ax = fig.add_subplot(1, 1, 1)
+    t = pd.to_numeric(layers["time_s"], errors="coerce").fillna(0.0)
+    f = pd.to_numeric(layers["flops"], errors="coerce").fillna(0.0)
+    t_total = float(t.sum())
+    f_total = float(f.sum())
+    df = layers.assign(_t=t, _f=f).nlargest(top, "_t").iloc[::-1]  # largest at the top
+    colours = _colour_map(_categories(df["layer_type"])) if len(df) else {}
+    ypos = list(range(len(df)))
+    bar_colours = [colours[k] for k in df["layer_type"].fillna("n/a")]
+    ax.barh(ypos, df["_t"] * 1e3, color=bar_colours, edgecolor="0.2", linewidth=0.4)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels([f"{n} ({ty})" for n, ty in zip(df["name"], df["layer_type"], strict=True)], fontsize=8)
+    xmax = float(df["_t"].max() * 1e3) if len(df) else 1.0
+    for yi, (ti, fi) in zip(ypos, zip(df["_t"], df["_f"], strict=True), strict=True):
+        ts = ti / t_total if t_total else float("nan")
+        fs = fi / f_total if f_total else float("nan")
+        ax.text(ti * 1e3 + xmax * 0.01, yi, f"{ts:.1%} of time | {fs:.1%} of FLOPs", va="center", fontsize=7)
+    ax.set_xlim(0, xmax * 1.45 if xmax > 0 else 1.0)
+    ax.set_xlabel("time (ms)")
+    ax.set_title(title or f"Top {len(df)} layers by time", fontsize=11)
+    ax.grid(True, axis="x", linewidth=0.4, alpha=0.5)
+    if colours:
+        _legends(ax, colours, "layer_type", None, None)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- FLOPs vs time
+def flops_vs_time_plot(
+    points: pd.DataFrame,
+    path: str | Path,
+    *,
+    color_by: str,
+    marker_by: str | None = None,
+    title: str = "",
+    labels: Sequence[str] | None = None,
+) -> list[Path]:
+    """Log-log scatter of ``time_s`` against ``flops``; writes PNG + SVG, returns the paths.
+
+    Dotted diagonals are lines of constant throughput (time_s = flops / R) at each power of ten
+    of R in FLOP/s that crosses the data: a point's distance below/above them reads directly as
+    achieved FLOP/s. Operators far apart on FLOPs but close on time (dense vs depthwise
+    convolution) sit on very different diagonals. Rows with missing or non-positive values are skipped;
+    rows whose ``name`` is in ``labels`` are labelled.
+    """
+    fig = _new_figure((9.0, 6.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    df = _positive_rows(points, ["flops", "time_s"]) if len(points) else points
+    colours: dict = {}
+    markers: dict | None = None
+    if len(df):
+        fl = df["flops"].astype(float)
+        ts = df["time_s"].astype(float)
+        x_lo, x_hi = float(fl.min()) / 3, float(fl.max()) * 3
+        y_lo, y_hi = float(ts.min()) / 3, float(ts.max()) * 3
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        rate = fl / ts
+        for e in range(math.floor(math.log10(rate.min())) - 1, math.ceil(math.log10(rate.max())) + 2):
+            r = 10.0 ** e
+            ax.plot([x_lo, x_hi], [x_lo / r, x_hi / r], linestyle=":", color="0.6", linewidth=0.8, zorder=1)
+            # label where the line leaves the plot (right edge or top edge)
+            xl = min(x_hi, y_hi * r) / 1.3
+            if x_lo < xl and y_lo < xl / r < y_hi:
+                ax.text(xl, xl / r, _si(r, "FLOP/s"), fontsize=7, color="0.45", ha="right", va="bottom")
+        colours, markers = _scatter_categories(ax, df, "flops", "time_s", color_by, marker_by, 40.0)
+        if labels:
+            _label_points(ax, df, "flops", "time_s", 0, labels)
+    ax.set_xlabel("FLOPs per call")
+    ax.set_ylabel("median time (s)")
+    ax.set_title(title or "FLOPs vs time", fontsize=11)
+    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    if colours:
+        _legends(ax, colours, color_by, markers, marker_by)
+    return _save(fig, path)
