@@ -1,0 +1,140 @@
+"""What ``hwprof profile`` shows: the per-layer table, a plain-language summary computed from
+the records, the Markdown report, and the MobileNetV1-vs-dense-twin comparison of the default run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from hwprof.report.tables import human, render
+
+__all__ = ["terminal_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines"]
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def terminal_table(p: Any, top: int | None = None) -> pd.DataFrame:
+    """name, type, shape, FLOPs, time, achieved FLOP/s, % of roof, intensity, bound (strings)."""
+    lay = p.layers.sort_values("time_s", ascending=False) if top else p.layers
+    if top:
+        lay = lay.head(top)
+    df = pd.DataFrame({
+        "type": [f"{t}/{v}" if v else t for t, v in zip(lay["type"], lay["variant"], strict=True)],
+        "output": lay["output_shapes"],
+        "flops": lay["flops"].map(human),
+        "time": lay["time_s"].map(lambda s: f"{s * 1e3:.3f} ms" if s == s else "-"),
+        "time%": lay["time_share"].map(_pct),
+        "flop/s": lay["achieved_flop_per_s"].map(human),
+        "%roof": lay["pct_of_compute_roof"].map(lambda x: "-" if x != x else f"{x:.2f}%"),
+        "roof": lay["roof_key"],
+        "AI": lay["intensity"].map(lambda x: "-" if x != x else f"{x:.2f}"),
+        "bound": lay["bound"] + lay["above_roof"].map(lambda f: " ABOVE ROOF" if f else ""),
+    }, index=lay.index.map(lambda s: s or "(root)"))
+    df.index.name = "layer"
+    return df
+
+
+def summary_lines(p: Any) -> list[str]:
+    """A short summary whose every number comes from the profile."""
+    s = p.summary
+    k = p.ceilings
+    lines = [
+        f"device {k.device_name}: roofs {', '.join(f'{key} {human(v)}FLOP/s' for key, v in k.flop_per_s.items())}, "
+        f"bandwidth {human(k.bytes_per_s)}B/s ({k.source})",
+        f"whole model: {s['whole_model_time_s'] * 1e3:.3f} ms for {human(s['flops'])}FLOPs = "
+        f"{human(s['achieved_flop_per_s'])}FLOP/s, {_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak",
+        f"sum of per-layer times {s['sum_of_layer_times_s'] * 1e3:.3f} ms = {_pct(s['layer_sum_over_whole'])} of the "
+        "whole-model time (hooked pass; the rest is launch/framework overhead between layers)",
+    ]
+    by = s["by_type"]
+    top = by.head(4)
+    lines.append("time vs FLOPs by layer type: " + "; ".join(
+        f"{kind} {_pct(r.time_share)} of time / {_pct(r.flops_share)} of FLOPs" for kind, r in top.iterrows()))
+    lay = p.layers
+    hog = lay.sort_values("time_s", ascending=False).head(3)
+    lines.append("slowest layers: " + ", ".join(
+        f"{n or '(root)'} ({_pct(r.time_share)} of time, {_pct(r.flops_share)} of FLOPs)" for n, r in hog.iterrows()))
+    lines.append(f"memory-bound layers take {_pct(s['memory_bound_time_share'])} of the layer time")
+    above = lay[lay["above_roof"]].sort_values("time_s", ascending=False)
+    if len(above):
+        names = ", ".join(n or "(root)" for n in above.index[:5]) + (", ..." if len(above) > 5 else "")
+        lines.append(
+            f"ABOVE ROOF: {len(above)} layers ({_pct(float(above['time_share'].sum()))} of the time) ran faster than "
+            f"their roof allows: data resident in cache (the memory roof is DRAM bandwidth), fewer operations "
+            f"than counted (Winograd/FFT), or a roof measured low; flagged, not clipped: {names}")
+    if s["uncounted"]:
+        lines.append(f"ops without a formula: {s['uncounted']}; they ran in layers holding "
+                     f"{_pct(s['uncounted_time_share'])} of the time")
+    lines += [f"note: {n}" for n in p.notes]
+    return lines
+
+
+def variant_shares(p: Any, variant: str = "depthwise") -> dict[str, float]:
+    """Share of FLOPs and time, achieved FLOP/s, fraction of roof and median intensity of one conv variant."""
+    lay = p.layers
+    sel = lay[lay["variant"] == variant]
+    if sel.empty:
+        return {}
+    t, f = float(sel["time_s"].sum()), float(sel["flops"].sum())
+    roof = float(sel["compute_roof_flop_per_s"].iloc[0])
+    return {
+        "layers": int(len(sel)),
+        "flops_share": f / float(lay["flops"].sum()),
+        "time_share": t / float(lay["time_s"].sum()),
+        "achieved_flop_per_s": f / t if t > 0 else float("nan"),
+        "fraction_of_roof": (f / t) / roof if t > 0 else float("nan"),
+        "roof_key": str(sel["roof_key"].iloc[0]),
+        "median_intensity": float(sel["intensity"].median()),
+        "memory_bound_layers": int((sel["bound"] == "memory").sum()),
+    }
+
+
+def comparison_lines(sep: Any, dense: Any) -> list[str]:
+    """MobileNetV1 vs its dense twin, every number measured in this run."""
+    d = variant_shares(sep, "depthwise")
+    lines = []
+    if d:
+        lines.append(
+            f"MobileNetV1: the {d['layers']} depthwise layers hold {_pct(d['flops_share'])} of the FLOPs but take "
+            f"{_pct(d['time_share'])} of the layer time, running at {human(d['achieved_flop_per_s'])}FLOP/s = "
+            f"{_pct(d['fraction_of_roof'])} of the {d['roof_key']} peak; {d['memory_bound_layers']} of "
+            f"{d['layers']} are memory-bound, median intensity {d['median_intensity']:.2f} FLOP/byte.")
+    fs, fd = sep.summary["flops"], dense.summary["flops"]
+    ts, td = sep.summary["whole_model_time_s"], dense.summary["whole_model_time_s"]
+    lines.append(
+        f"Dense twin: {fd / fs:.1f}x the FLOPs of MobileNetV1 but only {td / ts:.1f}x the time "
+        f"({td * 1e3:.2f} ms vs {ts * 1e3:.2f} ms); achieved {human(dense.summary['achieved_flop_per_s'])}FLOP/s "
+        f"({_pct(dense.summary['fraction_of_peak'])} of peak) vs {human(sep.summary['achieved_flop_per_s'])}FLOP/s "
+        f"({_pct(sep.summary['fraction_of_peak'])}).")
+    return lines
+
+
+def markdown_report(p: Any) -> str:
+    cfg = p.config
+    parts = [
+        f"# hwprof profile: {cfg['model']}",
+        "",
+        f"device **{p.ceilings.device_name}** ({cfg['device']}), dtype {cfg['dtype']}, mode {cfg['mode']}, "
+        f"batch {cfg['batch']}, channels_last {cfg['channels_last']}",
+        "",
+        "## Summary",
+        "",
+        *[f"- {line}" for line in summary_lines(p)],
+        "",
+        "## Layers (by time)",
+        "",
+        render(terminal_table(p, top=40), "md"),
+        "## Phases (whole model)",
+        "",
+        render(p.measurement.phases, "md"),
+        "## Memory",
+        "",
+        render(pd.DataFrame({"bytes": p.measurement.memory}).dropna(), "md"),
+        "Figures: `roofline.png`, `layer_time.png`; all numbers: `layers.csv`, `profile.json`.",
+        "",
+    ]
+    return "\n".join(parts)
