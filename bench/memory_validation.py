@@ -1,0 +1,234 @@
+"""Sweep: every memory predictor against measured peaks, over models, batch sizes and modes.
+
+    python bench/memory_validation.py --out results/memory --device cuda      # the H100 run
+    python bench/memory_validation.py --out /tmp/mem --quick                 # CPU smoke check (~1 min)
+
+For each model x batch x mode (train with Adam, inference): ``hwprof.estimate_memory`` on a
+meta-device build (fake tensors), then one real measured step (``hwprof.measure``, few
+repetitions) of a real build. Writes ``memory-validation-<device>.csv`` (one row per predictor:
+predicted and measured bytes, error in %) and ``memory-validation-<device>.png``
+(predicted vs measured, log-log; needs matplotlib). An out-of-memory point is recorded as such
+(``oom=True``) and the sweep goes on.
+
+On CPU the comparison is coarse: all points run in one process, and memory the C allocator
+kept from an earlier point can serve a later one without raising RSS (tiny models then show
+a growth near 0). ``--quick`` checks that the sweep runs, not that the predictors are right.
+
+What is compared: on CUDA each predictor's peak against ``max_memory_allocated`` and the
+simulated reserved bytes against ``max_memory_reserved``; on CPU the predicted peak minus
+params, buffers and inputs against the RSS peak minus its baseline (see hwprof/memory/validate.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from hwprof import zoo
+from hwprof.errors import HwprofError
+from hwprof.memory.estimate import estimate_memory
+from hwprof.memory.validate import compare, run_measure
+from hwprof.report.tables import write_atomic
+
+log = logging.getLogger("memory_validation")
+
+#: (model, input spec or None for the zoo default, two batch sizes) for the full sweep
+FULL: list[tuple[str, str | None, tuple[int, int]]] = [
+    ("mobilenet_v1", None, (64, 128)),
+    ("mobilenet_v1_dense", None, (32, 64)),
+    ("vgg16", None, (16, 32)),
+    ("resnet18", None, (64, 128)),
+    ("resnet50", None, (32, 64)),
+    ("transformer_encoder", None, (16, 64)),
+    ("lstm", None, (32, 128)),
+    ("torchvision:resnet50", "3x224x224", (32, 64)),
+    ("torchvision:mobilenet_v2", "3x224x224", (64, 128)),
+]
+#: tiny models for the CPU smoke check
+QUICK: list[tuple[str, str | None, tuple[int, int]]] = [
+    ("lenet5", None, (8, 32)),
+    ("mobilenet_v1", "3x64x64", (2, 4)),
+    ("gpt_tiny", None, (2, 4)),
+    ("lstm", "16x128", (4, 8)),
+]
+COLUMNS = ["model", "input", "batch", "mode", "predictor", "predicted_bytes", "predicted_reserved_bytes",
+           "measured_alloc_bytes", "measured_reserved_bytes", "measured_nvml_bytes", "measured_rss_delta_bytes",
+           "predicted_compared_bytes", "compared_bytes", "error_pct", "reserved_error_pct", "oom", "fake_device", "predict_s", "measure_s",
+           "notes"]
+
+
+def _have_torchvision() -> bool:
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def sweep_points(quick: bool) -> list[tuple[str, str | None, tuple[int, int]]]:
+    points = QUICK if quick else FULL
+    if not _have_torchvision():
+        skipped = [n for n, _, _ in points if n.startswith("torchvision:")]
+        if skipped:
+            log.warning("torchvision is not installed: skipping %s", ", ".join(skipped))
+        points = [p for p in points if not p[0].startswith("torchvision:")]
+    return points
+
+
+def one_point(name: str, spec: str, real_model: torch.nn.Module, batch: int, mode: str, device: str,
+              budget_s: float, fake_device: str = "cpu") -> list[dict[str, Any]]:
+    """Predict and measure one configuration; one row per predictor."""
+    optimizer = "adam" if mode == "train" else None
+    meta_model, _ = zoo.build(name, device="meta")
+    t0 = time.perf_counter()
+    est = estimate_memory(meta_model, spec, mode=mode, optimizer=optimizer, batch=batch, device=device,
+                          fake_device=fake_device)
+    t1 = time.perf_counter()
+    measured = run_measure(real_model, spec, device=device, mode=mode, optimizer=optimizer, batch=batch,
+                           budget_s=budget_s)
+    t2 = time.perf_counter()
+    v = compare(est, measured, device)
+    rows = []
+    for predictor, r in v.table.iterrows():
+        pred = est.predictors.loc[predictor]
+        if device == "cuda":
+            pred_c, compared = r["predicted_peak_bytes"], r["measured_alloc_peak_bytes"]
+            err, res_err = r["error_pct"], r["reserved_error_pct"]
+        else:
+            pred_c, compared, err, res_err = r["predicted_delta_bytes"], r["measured_rss_delta_bytes"], r["error_pct"], None
+        rows.append({
+            "model": name, "input": spec, "batch": batch, "mode": mode, "predictor": predictor,
+            "predicted_bytes": _int(pred["peak_predicted_bytes"]),
+            "predicted_reserved_bytes": _int(pred["reserved_predicted_bytes"]),
+            "measured_alloc_bytes": measured.get("alloc_peak_bytes"),
+            "measured_reserved_bytes": measured.get("reserved_peak_bytes"),
+            "measured_nvml_bytes": v.measured.get("nvml_used_minus_baseline_bytes"),
+            "measured_rss_delta_bytes": v.measured.get("rss_peak_minus_baseline_bytes"),
+            "predicted_compared_bytes": _int(pred_c), "compared_bytes": _int(compared), "error_pct": _float(err), "reserved_error_pct": _float(res_err),
+            "oom": bool(measured.get("oom")), "fake_device": est.config["fake_device"],
+            "predict_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3),
+            "notes": measured.get("error") or "",
+        })
+    return rows
+
+
+def _int(v: Any) -> int | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return int(v)
+
+
+def _float(v: Any) -> float | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return round(float(v), 2)
+
+
+def plot(df: pd.DataFrame, path: Path, device: str) -> Path | None:
+    """Predicted vs measured, log-log, one series per predictor; None (and a log line) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
+    ok = df[(~df["oom"].fillna(False).astype(bool)) & (df["compared_bytes"].fillna(0) > 0)
+            & df["predicted_compared_bytes"].notna()]
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for predictor, g in ok.groupby("predictor", sort=False):
+        ax.scatter(g["compared_bytes"].astype(float) / 2**20, g["predicted_compared_bytes"].astype(float) / 2**20,
+                   label=predictor, s=18)
+    values = pd.concat([ok["compared_bytes"], ok["predicted_compared_bytes"]]).astype(float) / 2**20
+    values = values[values > 0]
+    lim = [float(values.min()) / 2, float(values.max()) * 2] if len(values) else [1.0, 10.0]
+    ax.plot(lim, lim, color="gray", lw=0.8, ls="--", label="predicted = measured")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    what = "max_memory_allocated" if device == "cuda" else "RSS peak - baseline"
+    ax.set_xlabel(f"measured {what} (MiB)")
+    ax.set_ylabel("predicted (MiB)" if device == "cuda" else "predicted peak - params - buffers - inputs (MiB)")
+    ax.set_title(f"hwprof memory predictors vs measured ({device}, torch {torch.__version__})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the CSV and the plot")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="tiny models at small batches (CPU smoke check)")
+    p.add_argument("--modes", default="train,inference", help="comma-separated: train,inference")
+    p.add_argument("--models", default=None, help="comma-separated subset of the sweep's model names")
+    p.add_argument("--budget", type=float, default=0.2, metavar="S", help="measured seconds per phase")
+    p.add_argument("--fake-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the predictions' fake tensors live (compare cpu and cuda on a GPU)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        log.error("--device cuda: CUDA is not available here")
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    points = sweep_points(args.quick)
+    if args.models:
+        wanted = set(args.models.split(","))
+        points = [pt for pt in points if pt[0] in wanted]
+    modes = [m for m in args.modes.split(",") if m]
+    rows: list[dict[str, Any]] = []
+    for name, spec_override, batches in points:
+        try:
+            real_model, default_spec = zoo.build(name)
+        except HwprofError as e:
+            log.warning("%s: cannot build (%s); skipped", name, e)
+            continue
+        spec = spec_override or default_spec
+        for mode in modes:
+            for batch in batches:
+                log.info("%s %s batch %d %s ...", name, spec, batch, mode)
+                try:
+                    new = one_point(name, spec, real_model, batch, mode, args.device, args.budget, args.fake_device)
+                except (HwprofError, RuntimeError, ValueError) as e:   # a failing point must not end the sweep
+                    log.warning("%s batch %d %s failed: %s", name, batch, mode, e)
+                    new = [{"model": name, "input": spec, "batch": batch, "mode": mode, "predictor": "",
+                            "oom": False, "notes": f"failed: {type(e).__name__}: {e}"}]
+                rows.extend(new)
+                sim = [r for r in new if r.get("predictor") == "simulated"]
+                if sim:
+                    r = sim[0]
+                    log.info("  simulated %s MiB vs measured %s MiB: %s%% %s",
+                             _mib(r["predicted_compared_bytes"]), _mib(r["compared_bytes"]), r["error_pct"],
+                             "(OOM)" if r["oom"] else "")
+        del real_model
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    suffix = args.device if args.fake_device == "cpu" else f"{args.device}-fake-{args.fake_device}"
+    csv_path = out / f"memory-validation-{suffix}.csv"
+    write_atomic(csv_path, df.to_csv(index=False))
+    png = plot(df, out / f"memory-validation-{suffix}.png", args.device)
+    ok = df[(~df["oom"].fillna(False).astype(bool)) & df["error_pct"].notna()]
+    summary = ok.groupby("predictor")["error_pct"].agg(
+        median_abs_error_pct=lambda s: s.abs().median(), max_abs_error_pct=lambda s: s.abs().max(), points="count")
+    sys.stdout.write(f"wrote {csv_path}" + (f" and {png}" if png else "") + "\n")
+    sys.stdout.write(summary.round(1).to_string() + "\n")
+    return 0
+
+
+def _mib(v: Any) -> str:
+    return "-" if v is None else f"{v / 2**20:.1f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""`hwprof memory MODEL`: predicted training/inference memory, predictors side by side.
+
+Prediction runs on fake tensors (the model is built on the meta device: nothing is
+allocated), so ``--device cuda`` predicts a GPU run on a machine without one.
+``--validate`` builds the real model and runs one measured step (``hwprof.measure``);
+``--fit SIZE|auto`` searches the largest batch predicted to fit (and, with ``--validate``,
+checks it and the next size up for real).
+
+Output: ``--format table`` prints MiB; csv/json/md give bytes. With ``--fit``, csv/json/md
+hold the fit table (one row per evaluated batch, then the real checks); otherwise the
+predictors table (with measured values and errors when validated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from hwprof import zoo
+from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.report.tables import human, render, to_jsonable
+
+OPTIMIZER_CHOICES = ("none", "sgd", "momentum", "adam", "adamw")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="device to predict (and validate) for (default: cuda if available, else cpu)")
+    p.add_argument("--mode", choices=("train", "inference"), default="train",
+                   help="train: forward, backward and optimizer step; inference: forward without grad")
+    p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, default="adam",
+                   help="optimizer of the training step (default adam; none: no step)")
+    p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (parameters and activations)")
+    p.add_argument("--amp", action="store_true", help="autocast to --dtype (fp16 if fp32), parameters stay fp32")
+    p.add_argument("--validate", action="store_true",
+                   help="run the real step and compare measured peaks with every predictor")
+    p.add_argument("--fit", metavar="SIZE", default=None,
+                   help="largest batch predicted to fit in SIZE (80GB = 80e9 B, 80GiB = 80*2**30 B, or auto)")
+    p.add_argument("--fake-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the prediction's fake tensors live (cuda: real CUDA kernel choices; needs CUDA)")
+    p.add_argument("--budget", type=float, default=0.5, metavar="S",
+                   help="seconds of repetitions per measured phase with --validate (default 0.5)")
+    add_output_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hwprof.memory.estimate import estimate_memory
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
+    meta_model, default_spec = zoo.build(args.model, device="meta")
+    spec = args.input or default_spec
+    real_model: Any = None
+    if args.validate:
+        _require_device(device)
+        real_model, _ = zoo.build(args.model)
+    if args.fit is not None:
+        return _run_fit(args, meta_model, real_model, spec, device, optimizer)
+    est = estimate_memory(meta_model, spec, mode=args.mode, optimizer=optimizer, dtype=args.dtype, amp=args.amp,
+                          batch=args.batch, device=device, fake_device=args.fake_device)
+    val = None
+    if real_model is not None:
+        from hwprof.memory.validate import validate
+        val = validate(real_model, spec, device=device, mode=args.mode, optimizer=optimizer, dtype=args.dtype,
+                       batch=args.batch, estimate=est, budget_s=args.budget)
+    df = est.predictors.copy()
+    if val is not None:
+        df = df.join(val.table.drop(columns=["predicted_peak_bytes"], errors="ignore"))
+    header = (f"{args.model} (input {spec}, batch {est.config['batch']}, {est.config['dtype']}"
+              f"{' amp' if args.amp else ''}, {args.mode}{', ' + optimizer if optimizer else ''}) "
+              f"predicted for {device}")
+    if args.format == "json":
+        body: dict[str, Any] = {"model": args.model, "input": spec, **est.to_dict()}
+        if val is not None:
+            body["validation"] = {"compared": val.compared, "measured": val.measured,
+                                  "table": val.table.reset_index().to_dict(orient="records"), "notes": val.notes}
+        emit(json.dumps(to_jsonable(body), indent=1), args.out)
+    elif args.format in ("csv", "md"):
+        emit(render(df, args.format).rstrip("\n"), args.out, df, args.format)
+    else:
+        emit(_text(header, est, val), args.out)
+    return 0
+
+
+def _require_device(device: str) -> None:
+    import torch
+
+    from hwprof.errors import DeviceUnavailableError
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError("--validate --device cuda needs a CUDA device")
+
+
+def _mib(v: Any) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{float(v) / 2**20:,.1f}"
+
+
+def _pct(v: Any) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{float(v):+.1f}%"
+
+
+def _text(header: str, est: Any, val: Any) -> str:
+    df = est.predictors
+    shown = pd.DataFrame(index=df.index)
+    for col in df.columns:
+        if col == "notes":
+            continue
+        if df[col].isna().all():
+            continue
+        shown[col.replace("_bytes", "")] = df[col].map(_mib)
+    lines = [header, "", "predicted memory (MiB):", render(shown, "table"), ""]
+    lines += [f"{name}: {note}" for name, note in df["notes"].items() if note]
+    if val is not None:
+        t = val.table
+        lines += ["", f"validation on {val.device}: compared with {val.compared.replace('_bytes', '')} (MiB)"]
+        vt = pd.DataFrame(index=t.index)
+        for col in t.columns:
+            vt[col.replace("_bytes", "")] = t[col].map(_pct if col.endswith("_pct") else _mib)
+        lines += [render(vt, "table"), ""]
+        m = val.measured
+        lines.append("measured: " + ", ".join(
+            f"{k.replace('_bytes', '')} {_mib(m.get(k))} MiB" for k in (
+                "alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_minus_baseline_bytes",
+                "cuda_context_bytes", "rss_peak_minus_baseline_bytes") if m.get(k) is not None))
+        lines += [f"note: {n}" for n in val.notes]
+    lines += [f"note: {n}" for n in est.notes]
+    return "\n".join(lines).rstrip()
+
+
+def _run_fit(args: argparse.Namespace, meta_model: Any, real_model: Any, spec: str, device: str,
+             optimizer: str | None) -> int:
+    from hwprof.memory.fit import check_fit, device_total_bytes, fit_batch, parse_size
+    limit = device_total_bytes(device) if args.fit == "auto" else parse_size(args.fit)
+    fit = fit_batch(meta_model, spec, limit, mode=args.mode, optimizer=optimizer, dtype=args.dtype, amp=args.amp,
+                    device=device)
+    checks = None
+    if args.validate:
+        checks = check_fit(real_model, spec, fit, device=device, mode=args.mode, optimizer=optimizer,
+                           dtype=args.dtype, budget_s=args.budget)
+    table = fit.evaluations.copy()
+    if checks is not None:
+        table = pd.concat([table.assign(kind="predicted"), checks.assign(kind="measured")], ignore_index=True)
+    summary = (f"{args.model} (input {spec}, {args.mode}{', ' + optimizer if optimizer else ''}, {args.dtype}) on "
+               f"{device}: largest batch predicted to fit in {limit:,} B ({human(limit, 'B', 1024)}) = {fit.batch} "
+               f"(criterion: simulated {fit.criterion.replace('_bytes', '')})")
+    if args.format == "json":
+        emit(json.dumps(to_jsonable({"model": args.model, "input": spec, "limit_bytes": limit, "batch": fit.batch,
+                                     "criterion": fit.criterion, "evaluations": fit.evaluations,
+                                     "checks": checks}), indent=1), args.out)
+    elif args.format in ("csv", "md"):
+        emit(render(table, args.format, index=False).rstrip("\n"), args.out, table, args.format)
+    else:
+        ev = fit.evaluations.copy()
+        for col in ("peak_predicted_bytes", "reserved_predicted_bytes"):
+            ev[col.replace("_bytes", "_mib")] = ev.pop(col).map(_mib)
+        lines = [summary, "", render(ev, "table", index=False)]
+        if checks is not None:
+            ck = checks.copy()
+            for col in ("alloc_peak_bytes", "reserved_peak_bytes", "rss_peak_minus_baseline_bytes"):
+                ck[col.replace("_bytes", "_mib")] = ck.pop(col).map(_mib)
+            lines += ["", "real check:", render(ck, "table", index=False)]
+        emit("\n".join(lines), args.out)
+    return 0

@@ -1,0 +1,257 @@
+"""Formula predictor: closed-form accounting from the tensors autograd saves, layer by layer.
+
+One forward pass of a fake copy of the model (``hwprof.memory.simulate.prepare_fake``: no
+memory, no compute, the user's model untouched) runs under
+``torch.autograd.graph.saved_tensors_hooks``; the pack hook sees every tensor an autograd
+node keeps for backward (``SavedVariable``s: an op's inputs, outputs or intermediates, e.g.
+``save_mean``/``save_invstd`` of batch norm, the boolean mask of dropout, the int64 indices
+of max pooling). Forward hooks on the fake copy attribute each one to the innermost module
+running when it was saved, and record every leaf module call's input and output bytes.
+
+Deduplication is by storage (``untyped_storage()`` identity): a view (``flatten``, ``t()``)
+or the result of an in-place op (``ReLU(inplace=True)``) shares its base's storage and costs
+nothing more; a storage saved by several nodes is counted once, in full (a saved view keeps
+its whole base alive). Saved parameters and buffers are not activations (they are counted as
+``params``/``buffers``); saved model inputs are counted as ``inputs``.
+
+Formula (all terms in bytes, ``P`` = trainable parameter bytes)::
+
+    grads            = P                              (train; 0 for inference)
+    optimizer_state  = k * P, k = 0 sgd, 1 momentum, 2 adam/adamw   (torch.optim state tensors)
+    activations_saved = sum of distinct saved storages that are neither parameters, buffers nor inputs
+    transient_bwd    = max over leaf module calls of (output bytes + input bytes)
+                       (the gradient of a layer's output and of its input live at once)
+    transient_step   = P for adam/adamw on CUDA (foreach Adam's ``_foreach_sqrt`` of the second
+                       moments), else 0
+    peak (train)     = params + buffers + inputs + optimizer_state
+                       + max(grads + activations_saved + transient_bwd, grads + transient_step)
+    peak (inference) = params + buffers + inputs + max over leaf calls of (input + output bytes)
+
+It is an upper bound of the backward-start peak by construction (all gradients are counted as
+live while all activations still are) and ignores the allocator's rounding and the cuBLAS /
+cuDNN workspaces (see ``simulate`` for those).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from hwprof.errors import InputShapeError
+from hwprof.memory.simulate import (
+    OPTIMIZER_STATES_PER_PARAM,
+    OPTIMIZERS,
+    FakeSetup,
+    ModuleStack,
+    compute_loss,
+    prepare_fake,
+    storage_key,
+    storage_nbytes,
+    target_kernels,
+    tensor_leaves,
+)
+
+__all__ = ["LeafCall", "SavedTensor", "Inspection", "inspect_forward", "FormulaResult", "formula",
+           "optimizer_state_bytes"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LeafCall:
+    """One call of a leaf module: bytes of its tensor inputs/outputs and their storages."""
+
+    path: str
+    type: str
+    call: int                         # index of the call among all module calls (pre-hook order)
+    params_bytes: int                 # the module's own parameters (distinct storages)
+    input_bytes: int                  # sum of numel * itemsize of the tensor inputs
+    output_bytes: int                 # sum of numel * itemsize of the tensor outputs
+    output_keys: tuple[int, ...]
+    output_storage_bytes: tuple[int, ...]
+    aliases_input: bool               # an output shares storage with an input (in-place op or view)
+
+
+@dataclass
+class SavedTensor:
+    """One tensor packed by autograd during the forward."""
+
+    module: str
+    call: int                         # the module call it was saved in (-1: outside any module)
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int                       # of the tensor (view) itself
+    key: int                          # storage identity
+    storage_bytes: int
+    kind: str                         # "activations", "params", "buffers" or "inputs"
+
+
+@dataclass
+class Inspection:
+    """The leaf calls and saved tensors of one forward of the fake copy."""
+
+    setup: FakeSetup
+    leaves: list[LeafCall] = field(default_factory=list)
+    saved: list[SavedTensor] = field(default_factory=list)
+
+    def distinct_saved_bytes(self, kind: str = "activations") -> int:
+        """Sum of the storages of kind ``kind`` saved for backward, each storage once."""
+        seen: dict[int, int] = {}
+        for s in self.saved:
+            if s.kind == kind:
+                seen.setdefault(s.key, s.storage_bytes)
+        return sum(seen.values())
+
+    def layers(self) -> pd.DataFrame:
+        """One row per module call, in call order: leaf calls with their params and input/output
+        bytes, plus non-leaf calls whose own code saved tensors (e.g. a residual ``mul``).
+        ``activations_saved_bytes``: distinct activation storages first saved in that call."""
+        saved_first: dict[int, int] = {}
+        n_saved: dict[int, int] = {}
+        path_of: dict[int, str] = {}
+        seen: set[int] = set()
+        for s in self.saved:
+            n_saved[s.call] = n_saved.get(s.call, 0) + 1
+            path_of[s.call] = s.module
+            if s.kind == "activations" and s.key not in seen:
+                seen.add(s.key)
+                saved_first[s.call] = saved_first.get(s.call, 0) + s.storage_bytes
+        rows = []
+        for c in self.leaves:
+            rows.append({"call": c.call, "module": c.path, "type": c.type, "params_bytes": c.params_bytes,
+                         "input_bytes": c.input_bytes, "output_bytes": c.output_bytes,
+                         "in_place_or_view": c.aliases_input, "saved_tensors": n_saved.pop(c.call, 0),
+                         "activations_saved_bytes": saved_first.pop(c.call, 0)})
+        for call, n in n_saved.items():
+            path = path_of[call]
+            rows.append({"call": call, "module": path, "type": _type_of(self.setup.model, path) if call >= 0 else "",
+                         "params_bytes": 0, "input_bytes": 0, "output_bytes": 0, "in_place_or_view": False,
+                         "saved_tensors": n, "activations_saved_bytes": saved_first.get(call, 0)})
+        cols = ["module", "type", "params_bytes", "input_bytes", "output_bytes", "in_place_or_view",
+                "saved_tensors", "activations_saved_bytes"]
+        df = pd.DataFrame(rows, columns=["call", *cols]).sort_values("call", kind="stable")
+        return df[cols].reset_index(drop=True)
+
+
+def _type_of(model: nn.Module, path: str) -> str:
+    try:
+        return type(model.get_submodule(path)).__name__
+    except AttributeError:
+        return ""
+
+
+def _bytes(tensors: list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def inspect_forward(model: nn.Module, inputs: Any, *, mode: str = "train", dtype: torch.dtype | str = torch.float32,
+                    amp: bool = False, batch: int | None = None, device: str = "cuda",
+                    fake_device: torch.device | str | None = None) -> Inspection:
+    """Run one forward of a fake copy of ``model``, collecting leaf calls and (train) saved tensors."""
+    setup = prepare_fake(model, inputs, batch=batch, dtype=dtype, amp=amp, device=device, mode=mode,
+                         fake_device=fake_device)
+    insp = Inspection(setup)
+    keep: list[Any] = []            # hold every seen tensor until the end: storage addresses are not reused
+
+    def on_leaf(path: str, mod: nn.Module, args: tuple[Any, ...], output: Any, call: int) -> None:
+        ins, outs = tensor_leaves(args), tensor_leaves(output)
+        keep.append((ins, outs))
+        in_keys = {storage_key(t) for t in ins}
+        own = {storage_key(p): storage_nbytes(p) for p in mod.parameters(recurse=False)}
+        insp.leaves.append(LeafCall(
+            path, type(mod).__name__, call, sum(own.values()), _bytes(ins), _bytes(outs),
+            tuple(storage_key(t) for t in outs), tuple(storage_nbytes(t) for t in outs),
+            any(storage_key(t) in in_keys for t in outs)))
+
+    stack = ModuleStack(setup.model, on_leaf)
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        keep.append(t)
+        key = storage_key(t)
+        kind = setup.param_keys.get(key) or ("inputs" if key in setup.input_keys else "activations")
+        insp.saved.append(SavedTensor(stack.current, stack.current_call, tuple(t.shape), str(t.dtype).replace("torch.", ""),
+                                      t.numel() * t.element_size(), key, storage_nbytes(t), kind))
+        return t
+
+    train = mode == "train"
+    grad_ctx = torch.autograd.graph.saved_tensors_hooks(pack, _unpack) if train else torch.no_grad()
+    try:
+        with stack, setup.fake_mode, grad_ctx, setup.autocast(), target_kernels(setup):
+            try:
+                out = setup.model(*setup.inputs)
+            except Exception as e:
+                path, typ, shapes = stack.innermost()
+                raise InputShapeError(path, typ, shapes, e) from e
+            if train:
+                compute_loss(out)
+    finally:
+        keep.clear()
+    return insp
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def optimizer_state_bytes(optimizer: str | None, trainable_params_bytes: int) -> int:
+    """``k x trainable parameter bytes`` with k from ``OPTIMIZER_STATES_PER_PARAM``."""
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or None")
+    return OPTIMIZER_STATES_PER_PARAM[optimizer] * trainable_params_bytes
+
+
+@dataclass
+class FormulaResult:
+    """Components (bytes) of the formula predictor, the per-layer table and notes."""
+
+    components: dict[str, int | None]
+    layers: pd.DataFrame
+    saved: pd.DataFrame
+    notes: list[str]
+
+
+def formula(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: str | None = None,
+            dtype: torch.dtype | str = torch.float32, amp: bool = False, batch: int | None = None,
+            device: str = "cuda", inspection: Inspection | None = None) -> FormulaResult:
+    """The formula predictor (see the module docstring for every term)."""
+    insp = inspection or inspect_forward(model, inputs, mode=mode, dtype=dtype, amp=amp, batch=batch, device=device)
+    s = insp.setup
+    train = mode == "train"
+    opt = optimizer if train else None
+    p_train = s.trainable_params_bytes
+    grads = p_train if train else 0
+    opt_state = optimizer_state_bytes(opt, p_train)
+    act = insp.distinct_saved_bytes("activations") if train else 0
+    transient_fwd = max((c.input_bytes + c.output_bytes for c in insp.leaves), default=0)
+    transient_step = p_train if (opt in ("adam", "adamw") and device == "cuda") else 0
+    base = s.params_bytes + s.buffers_bytes + s.inputs_bytes
+    notes = []
+    if train:
+        bwd_peak, step_peak = grads + act + transient_fwd, grads + transient_step
+        transient = transient_fwd if bwd_peak >= step_peak else transient_step
+        peak = base + opt_state + max(bwd_peak, step_peak)
+        notes.append("peak at the start of backward" if bwd_peak >= step_peak
+                     else "peak in the optimizer step (activations already freed)")
+    else:
+        transient = transient_fwd
+        peak = base + transient
+    components: dict[str, int | None] = {
+        "params": s.params_bytes, "buffers": s.buffers_bytes, "grads": grads, "optimizer_state": opt_state,
+        "activations_saved": act, "inputs": s.inputs_bytes, "transient": transient, "workspace": None,
+        "allocator_rounding": None, "peak_predicted": peak, "reserved_predicted": None,
+    }
+    if train:
+        n_saved = len(insp.saved)
+        n_distinct = len({x.key for x in insp.saved if x.kind == "activations"})
+        notes.append(f"{n_saved} saved tensors, {n_distinct} distinct activation storages")
+        saved_inputs = insp.distinct_saved_bytes("inputs")
+        if saved_inputs:
+            notes.append(f"inputs saved for backward: {saved_inputs} B (counted in inputs)")
+    saved_df = pd.DataFrame([vars(x) for x in insp.saved],
+                            columns=["module", "call", "shape", "dtype", "nbytes", "key", "storage_bytes", "kind"])
+    return FormulaResult(components, insp.layers(), saved_df, notes)

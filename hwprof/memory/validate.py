@@ -1,0 +1,195 @@
+"""Check the predictors against a real step: ``hwprof.measure.runner.measure``'s memory probes.
+
+What is compared (``error_pct = 100 * (predicted - measured) / measured``):
+
+* **CUDA**: every predictor's ``peak_predicted_bytes`` against ``alloc_peak_bytes``
+  (``torch.cuda.max_memory_allocated`` over the run, which counts everything live: parameters,
+  inputs, optimizer state...); the simulated ``reserved_predicted_bytes`` against
+  ``reserved_peak_bytes``. NVML's ``used`` peak minus its pre-run baseline is reported beside
+  them, and ``cuda_context_bytes = nvml_process_bytes - reserved_peak_bytes``: this process's
+  device memory as NVML lists it at the end of the run (the allocator keeps its segments)
+  minus what the caching allocator reserved, i.e. the CUDA context, loaded kernels and library
+  handles (None where NVML does not list the process, e.g. in some containers).
+* **CPU**: the resident-set peak minus its baseline. ``measure`` takes the baseline after the
+  model and the inputs exist, so each predictor's peak minus (params + buffers + inputs) is
+  compared. RSS also holds whatever the C allocator keeps and torch's own one-time
+  allocations, so this is a coarse check.
+
+``measure`` is imported lazily (``hwprof.measure.runner``); tests pass a fake one as ``measure_fn``.
+An out-of-memory run (``MeasurementError`` with ``oom=True``) is recorded, not raised.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from hwprof.errors import MeasurementError
+from hwprof.memory.estimate import MemoryEstimate, estimate_memory
+from hwprof.spec import as_input_tuple, parse_dtype
+
+__all__ = ["Validation", "validate", "run_measure", "error_pct", "real_inputs", "load_measure",
+           "MEASURED_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+MEASURED_KEYS = ("alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_peak_bytes", "nvml_baseline_bytes",
+                 "rss_peak_bytes", "rss_baseline_bytes")
+
+MeasureFn = Callable[..., Any]
+
+
+def load_measure() -> MeasureFn:
+    """``hwprof.measure.runner.measure``, imported on first use."""
+    from hwprof.measure.runner import measure
+    return measure
+
+
+def error_pct(predicted: int | None, measured: int | None) -> float | None:
+    """``100 * (predicted - measured) / measured``; None when either is missing or measured <= 0."""
+    if predicted is None or measured is None or measured <= 0:
+        return None
+    if isinstance(predicted, float) and math.isnan(predicted):
+        return None
+    return 100.0 * (float(predicted) - float(measured)) / float(measured)
+
+
+def real_inputs(inputs: Any, batch: int | None, dtype: torch.dtype) -> Any:
+    """What to hand to ``measure``: a spec string as is (it builds the batch on the device);
+    tensors re-made with dimension 0 = ``batch`` (random floats, zero integers) when it differs."""
+    if isinstance(inputs, str):
+        return inputs
+    items = as_input_tuple(inputs)
+    if batch is None:
+        return items
+    out: list[Any] = []
+    for x in items:
+        if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] != batch:
+            shape = (batch, *x.shape[1:])
+            x = torch.randn(shape, dtype=x.dtype) if x.is_floating_point() else torch.zeros(shape, dtype=x.dtype)
+        out.append(x)
+    return tuple(out)
+
+
+def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimizer: str | None,
+                batch: int | None, dtype: torch.dtype | str = torch.float32, budget_s: float = 0.5,
+                measure_fn: MeasureFn | None = None) -> dict[str, Any]:
+    """One real run; returns ``m.memory`` plus ``oom`` (bool) and ``error`` (str | None).
+
+    Only the keyword arguments ``measure_fn`` accepts are passed (few repetitions: memory
+    peaks need no statistics).
+    """
+    fn = measure_fn or load_measure()
+    kwargs: dict[str, Any] = {"device": device, "mode": mode, "optimizer": optimizer if mode == "train" else None,
+                              "budget_s": budget_s}
+    extra = {"batch": batch, "dtype": parse_dtype(dtype), "per_layer": False, "warmup": 1, "min_reps": 2,
+             "max_reps": 3}
+    try:
+        params = inspect.signature(fn).parameters
+        accepts_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        kwargs.update({k: v for k, v in extra.items() if accepts_all or k in params})
+    except (TypeError, ValueError):
+        pass
+    try:
+        m = fn(model, real_inputs(inputs, batch, parse_dtype(dtype)), **kwargs)
+    except MeasurementError as e:
+        if not e.oom:
+            raise
+        logger.info("out of memory at batch %s: %s", batch, e)
+        return {**{k: None for k in MEASURED_KEYS}, "oom": True, "error": str(e),
+                "allocated_bytes_at_oom": e.allocated_bytes, "reserved_bytes_at_oom": e.reserved_bytes}
+    mem: dict[str, Any] = dict(getattr(m, "memory", None) or {})
+    return {**{k: mem.get(k) for k in MEASURED_KEYS}, **mem, "oom": False, "error": None}
+
+
+@dataclass
+class Validation:
+    """Predicted vs measured. ``table``: index = predictor; ``measured``: the run's memory dict
+    plus derived values (bytes); ``compared``: which measured quantity the peaks were compared to."""
+
+    device: str
+    table: pd.DataFrame
+    measured: dict[str, Any]
+    compared: str
+    oom: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _sub(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else int(a) - int(b)
+
+
+def derived(measured: dict[str, Any]) -> dict[str, int | None]:
+    """NVML used minus baseline, the CUDA context estimate, RSS peak minus baseline (see module docstring)."""
+    nvml_delta = _sub(measured.get("nvml_used_peak_bytes"), measured.get("nvml_baseline_bytes"))
+    return {"nvml_used_minus_baseline_bytes": nvml_delta,
+            "cuda_context_bytes": _sub(measured.get("nvml_process_bytes"), measured.get("reserved_peak_bytes")),
+            "rss_peak_minus_baseline_bytes": _sub(measured.get("rss_peak_bytes"), measured.get("rss_baseline_bytes"))}
+
+
+def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> Validation:
+    """Build the predicted-vs-measured table for ``estimate`` and a run's ``measured`` memory."""
+    extra = derived(measured)
+    measured = {**measured, **extra}
+    preds = estimate.predictors
+    rows = []
+    notes: list[str] = []
+    if device == "cuda":
+        compared = "alloc_peak_bytes"
+        target = measured.get("alloc_peak_bytes")
+        for name, r in preds.iterrows():
+            pred = _int(r["peak_predicted_bytes"])
+            res = _int(r["reserved_predicted_bytes"])
+            rows.append({"predictor": name, "predicted_peak_bytes": pred, "measured_alloc_peak_bytes": target,
+                         "error_pct": error_pct(pred, target), "predicted_reserved_bytes": res,
+                         "measured_reserved_peak_bytes": measured.get("reserved_peak_bytes"),
+                         "reserved_error_pct": error_pct(res, measured.get("reserved_peak_bytes")),
+                         "nvml_used_minus_baseline_bytes": extra["nvml_used_minus_baseline_bytes"]})
+    else:
+        compared = "rss_peak_minus_baseline_bytes"
+        target = extra["rss_peak_minus_baseline_bytes"]
+        c = estimate.components
+        before = sum(int(c.get(k) or 0) for k in ("params", "buffers", "inputs"))
+        notes.append(f"CPU: predicted peak minus params + buffers + inputs ({before} B, allocated before the "
+                     "RSS baseline) vs RSS peak minus baseline")
+        for name, r in preds.iterrows():
+            pred = _int(r["peak_predicted_bytes"])
+            pred_delta = None if pred is None else pred - before
+            rows.append({"predictor": name, "predicted_peak_bytes": pred, "predicted_delta_bytes": pred_delta,
+                         "measured_rss_delta_bytes": target, "error_pct": error_pct(pred_delta, target)})
+    table = pd.DataFrame(rows).set_index("predictor")
+    return Validation(device, table, measured, compared, bool(measured.get("oom")), notes)
+
+
+def _int(v: Any) -> int | None:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return int(v)
+
+
+def validate(model: nn.Module, inputs: Any, *, device: str = "cpu", mode: str = "train",
+             optimizer: str | None = None, dtype: torch.dtype | str = torch.float32, amp: bool = False,
+             batch: int | None = None, estimate: MemoryEstimate | None = None, budget_s: float = 0.5,
+             measure_fn: MeasureFn | None = None) -> Validation:
+    """Predict (unless ``estimate`` is given) and measure one configuration; compare them.
+
+    ``model`` must hold real tensors (``measure`` cannot run a meta model); it is not modified.
+    """
+    if amp:
+        raise ValueError("validation runs hwprof.measure, which has no autocast option: use amp=False")
+    est = estimate or estimate_memory(model, inputs, mode=mode, optimizer=optimizer, dtype=dtype, batch=batch,
+                                      device=device)
+    measured = run_measure(model, inputs, device=device, mode=mode, optimizer=optimizer, batch=batch, dtype=dtype,
+                           budget_s=budget_s, measure_fn=measure_fn)
+    v = compare(est, measured, device)
+    if v.oom:
+        v.notes.append(f"out of memory: {measured.get('error')}")
+    return v

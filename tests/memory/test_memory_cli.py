@@ -1,0 +1,79 @@
+"""`hwprof memory`: prediction, --validate with a fake measure, --fit, formats, user errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import hwprof.memory.validate as validate_mod
+from hwprof.cli import main
+from hwprof.errors import MeasurementError
+
+
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "lenet5", "--batch", "8", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "predicted memory (MiB)" in out
+    for name in ("seed", "seed_per_layer", "formula", "simulated"):
+        assert name in out
+
+
+def test_csv_and_out_file(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mem.csv"
+    assert main(["memory", "lenet5", "--batch", "8", "--device", "cuda", "--format", "csv", "--out", str(path)]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="predictor")
+    assert list(df.index) == ["seed", "seed_per_layer", "formula", "simulated"]
+    assert df.loc["formula", "params_bytes"] == 431_080 * 4           # seed 001's LeNet-5, fp32
+    assert df.loc["formula", "optimizer_state_bytes"] == 2 * 431_080 * 4     # default optimizer: adam
+    assert df.loc["simulated", "reserved_predicted_bytes"] > 0
+    assert pd.read_csv(path, index_col="predictor").equals(df)
+
+
+def test_json_inference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "lenet5", "--batch", "2", "--mode", "inference", "--format", "json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["config"]["mode"] == "inference" and body["config"]["optimizer"] is None
+    assert body["components"]["grads"] == 0
+
+
+def test_validate_with_a_fake_measure(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def measure(model: Any, inputs: Any, **kw: Any) -> Any:
+        return SimpleNamespace(memory={"alloc_peak_bytes": None, "reserved_peak_bytes": None,
+                                       "nvml_used_peak_bytes": None, "nvml_baseline_bytes": None,
+                                       "rss_peak_bytes": 300_000_000, "rss_baseline_bytes": 200_000_000})
+    monkeypatch.setattr(validate_mod, "load_measure", lambda: measure)
+    assert main(["memory", "lenet5", "--batch", "8", "--device", "cpu", "--validate", "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="predictor")
+    assert (df["measured_rss_delta_bytes"] == 100_000_000).all()
+    assert "error_pct" in df.columns
+    assert main(["memory", "lenet5", "--batch", "8", "--device", "cpu", "--validate"]) == 0
+    assert "validation on cpu" in capsys.readouterr().out
+
+
+def test_fit_with_validation(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def measure(model: Any, inputs: Any, *, batch: int | None = None, **kw: Any) -> Any:
+        if batch is not None and batch > 3:
+            raise MeasurementError("fwd", batch, "out of memory", oom=True)
+        return SimpleNamespace(memory={"rss_peak_bytes": 2, "rss_baseline_bytes": 1})
+    monkeypatch.setattr(validate_mod, "load_measure", lambda: measure)
+    assert main(["memory", "lenet5", "--device", "cpu", "--fit", "16MB", "--validate", "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    predicted = df[df["kind"] == "predicted"]
+    fit = int(predicted.loc[predicted["fits"], "batch"].max())
+    assert fit >= 1 and not predicted.loc[predicted["batch"] == fit + 1, "fits"].any()
+    measured = df[df["kind"] == "measured"]
+    assert list(measured["batch"]) == [fit, fit + 1]
+    assert main(["memory", "lenet5", "--device", "cpu", "--fit", "16MB"]) == 0
+    assert "largest batch predicted to fit" in capsys.readouterr().out
+
+
+def test_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "no_such_model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["memory", "lenet5", "--input", "1x5x5"]) == 2       # LeNet's conv2 cannot run on 1x5x5
+    assert "error" in capsys.readouterr().err

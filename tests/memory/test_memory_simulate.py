@@ -1,0 +1,180 @@
+"""The simulated predictor: exact replays of small steps, and cross-checks against other trackers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from hwprof.memory.allocator import ExactAllocatorModel
+from hwprof.memory.simulate import (
+    MemoryTracker,
+    compute_loss,
+    cublas_workspace_bytes,
+    prepare_fake,
+    simulate,
+)
+from hwprof.zoo import build
+
+MiB = 2**20
+P = (1024 * 1024 + 1024) * 4            # Linear(1024, 1024): 4,198,400 B of parameters
+X = 4 * 1024 * 4                        # its input at batch 4: 16,384 B
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16 * 16, 10))
+
+
+def test_inference_chain_allocated_and_reserved() -> None:
+    model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024))
+    r = simulate(model, "1024", batch=4, mode="inference", device="cuda", workspace_bytes=0)
+    # live at the peak: params 2 x P, the input x, and during the ReLU both its input y1 and output r1
+    # (Sequential drops y1 only when the ReLU returns); later r1 + y2: 3 x 16,384 at most
+    assert r.peak_requested_bytes == 2 * P + 3 * X == 8_445_952
+    # every size is a multiple of 512: the caching allocator adds nothing
+    assert r.peak_allocated_bytes == 8_445_952
+    # reserved: the two 4 MiB weights (1..10 MiB) share one 20 MiB segment (split, 16 MiB then 12 MiB
+    # left), the biases and activations (<= 1 MiB) one 2 MiB small segment: 22 MiB
+    assert r.reserved_bytes == 22 * MiB
+    # with the default cuBLAS workspace (32 MiB on sm_90, its own 32 MiB segment), allocated once
+    r = simulate(model, "1024", batch=4, mode="inference", device="cuda", workspace_bytes=32 * MiB)
+    assert r.peak_allocated_bytes == 8_445_952 + 32 * MiB
+    assert r.reserved_bytes == 54 * MiB
+
+
+@pytest.mark.parametrize("optimizer,device,expected_bytes", [
+    # backward peak: params P + input X + loss 4 B (sum) + its gradient 4 B (ones_like) + grads P
+    ("sgd", "cpu", P + X + 4 + 4 + P),                                  # 8,413,192
+    # on CUDA the two 4 B scalars take a 512 B block each
+    ("sgd", "cuda", P + X + 512 + 512 + P),                             # 8,414,208
+    # momentum: + the momentum buffer (P), live from the first step on
+    ("momentum", "cpu", P + X + 4 + 4 + P + P),                         # 12,611,592
+    # Adam on CPU (single-tensor): in the step, params + X + 2 P states + 2 x 4 B step counters + grads P
+    # + (exp_avg_sq.sqrt() / bias_correction2_sqrt): two weight-sized temporaries (2 x 4 MiB) at once
+    ("adam", "cpu", P + X + 2 * P + 8 + P + 2 * 4 * MiB),               # 25,198,600
+    # Adam on CUDA (foreach, torch's default there): _foreach_sqrt of all second moments: + P;
+    # the step counters are CPU scalars in a real CUDA run and are not counted
+    ("adam", "cuda", P + X + 2 * P + P + P),                            # 21,008,384
+])
+def test_linear_training_step_peak(optimizer: str, device: str, expected_bytes: int) -> None:
+    r = simulate(nn.Linear(1024, 1024), "1024", batch=4, optimizer=optimizer, device=device, workspace_bytes=0)
+    assert r.peak_allocated_bytes == expected_bytes
+    assert r.components["params"] == P
+    assert r.components["grads"] == P
+    assert r.components["optimizer_state"] == {"sgd": 0, "momentum": P, "adam": 2 * P}[optimizer] + \
+        (8 if (optimizer, device) == ("adam", "cpu") else 0)
+
+
+def test_formula_equals_simulation_for_a_linear_layer_with_adam() -> None:
+    from hwprof.memory.formula import formula
+    f = formula(nn.Linear(1024, 1024), "1024", batch=4, optimizer="adam", device="cuda").components
+    s = simulate(nn.Linear(1024, 1024), "1024", batch=4, optimizer="adam", device="cuda", workspace_bytes=0)
+    assert f["peak_predicted"] == s.peak_allocated_bytes == 21_008_384
+
+
+def test_train_peak_holds_the_state_and_exceeds_inference() -> None:
+    model, spec = build("mobilenet_v1", device="meta")
+    train = simulate(model, spec, batch=2, optimizer="adam", device="cuda")
+    inference = simulate(model, spec, batch=2, mode="inference", device="cuda")
+    c = train.components
+    assert train.peak_allocated_bytes >= c["params"] + c["grads"] + c["optimizer_state"]
+    assert train.peak_allocated_bytes > inference.peak_allocated_bytes
+    assert train.reserved_bytes >= train.peak_allocated_bytes
+    assert set(train.phase_peaks["phase"]) == {"forward", "backward", "step", "zero_grad"}
+    # the steady state (second iteration, optimizer state live) is the peak
+    assert "iteration 2" in train.peak_phase
+
+
+def test_matches_memtracker_under_fake_mode() -> None:
+    mt = pytest.importorskip("torch.distributed._tools.mem_tracker")
+    s = prepare_fake(small_cnn(), "3x16x16", batch=8, device="cpu")
+    with s.fake_mode:
+        opt = torch.optim.Adam(s.model.parameters(), foreach=True)
+        tracker = mt.MemTracker()
+        tracker.track_external(s.model, opt, *s.inputs)
+        with tracker:
+            for _ in range(2):
+                compute_loss(s.model(*s.inputs)).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                tracker.reset_mod_stats()
+        theirs = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    ours = simulate(small_cnn(), "3x16x16", batch=8, optimizer="adam", device="cpu", foreach=True)
+    assert ours.peak_allocated_bytes == theirs == 1_369_360
+
+
+def test_matches_a_trace_of_real_tensors() -> None:
+    torch.manual_seed(0)
+    model = small_cnn()
+    x = torch.randn(8, 3, 16, 16)
+    work = copy.deepcopy(model)
+    alloc = ExactAllocatorModel()
+    tracker = MemoryTracker(alloc)
+    for t in (*work.parameters(), *work.buffers(), x):
+        tracker.register(t, "existing")
+    opt = torch.optim.Adam(work.parameters(), foreach=False)
+    with tracker:
+        for it in range(2):
+            tracker.set_phase(it, "forward")
+            loss = compute_loss(work(x))
+            tracker.set_phase(it, "backward")
+            loss.backward()
+            del loss
+            tracker.set_phase(it, "step")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    tracker.close()
+    fake = simulate(model, x, optimizer="adam", device="cpu")
+    assert fake.peak_allocated_bytes == alloc.peak_allocated_bytes
+
+
+def test_cublas_workspace_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert cublas_workspace_bytes(9) == 4096 * 8 * 1024                   # 32 MiB on sm_90
+    assert cublas_workspace_bytes(8) == 4096 * 1024 * 2 + 16 * 1024 * 8  # 8,519,680 B before
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    assert cublas_workspace_bytes(8) == 4096 * 1024 * 8
+    r = simulate(nn.Linear(1024, 1024), "1024", batch=4, optimizer="sgd", device="cuda", workspace_bytes=MiB)
+    # one workspace for the forward thread (addmm), one for the autograd thread (mm)
+    assert r.components["workspace"] == 2 * MiB
+    assert r.peak_allocated_bytes == P + X + 512 + 512 + P + 2 * MiB
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(64, 3 * 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = (t.view(b, s, 4, 16).transpose(1, 2) for t in self.qkv(x).split(d, dim=2))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.1)
+
+
+def test_cuda_attention_is_emulated_on_a_cpu_replay() -> None:
+    cpu = simulate(_Attention(), "256x64", batch=2, device="cpu")
+    cuda = simulate(_Attention(), "256x64", batch=2, device="cuda", workspace_bytes=0)
+    ops = set(cuda.timeline["op"])
+    assert "_scaled_dot_product_efficient_attention" in ops       # fp32: the memory-efficient kernel
+    # the CPU math path keeps 2 x 4 heads x 256 x 256 attention probabilities (2 MiB in fp32) for backward
+    assert cpu.components["activations_saved"] > cuda.components["activations_saved"] + 2 * MiB
+    mha = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+    r = simulate(mha, "256x64", batch=2, device="cuda", workspace_bytes=0)
+    assert "_scaled_dot_product_efficient_attention" in set(r.timeline["op"])
+
+
+def test_meta_model_and_bf16() -> None:
+    with torch.device("meta"):
+        model = nn.Linear(1024, 1024)
+    r = simulate(model, "1024", batch=4, optimizer="adam", dtype="bf16", device="cuda", workspace_bytes=0)
+    assert r.components["params"] == P // 2                  # 2 B per value
+    assert r.components["optimizer_state"] == P              # Adam's states follow the parameters' dtype
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
+def test_fake_cuda_request_falls_back_to_cpu_without_cuda() -> None:
+    r = simulate(nn.Linear(8, 8), "8", batch=2, device="cuda", fake_device="cuda")
+    assert r.fake_device == "cpu"
