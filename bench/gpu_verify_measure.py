@@ -29,7 +29,7 @@ import torch
 
 from hwprof.hardware.ceilings import measure_ceilings
 from hwprof.hardware.device import describe_device, resolve_device
-from hwprof.measure.runner import measure
+from hwprof.measuring.runner import measure
 from hwprof.report.tables import write_atomic, write_json_atomic
 from hwprof.zoo import build
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwprof.measure.timers import LayerTimer
+from hwprof.measuring.timers import LayerTimer
 from hwprof.zoo import MobileNetV1
 
 

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "count": "hwprof.counting.counter:count",
-    "measure": "hwprof.measure.runner:measure",
+    "measure": "hwprof.measuring.runner:measure",
     "measure_ceilings": "hwprof.hardware.ceilings:measure_ceilings",
     "profile": "hwprof.profiler:profile",
     "estimate_memory": "hwprof.memory.estimate:estimate_memory",

@@ -143,7 +143,7 @@ def profile(
     name: str | None = None,
 ) -> Profile:
     """Count, measure and place every layer of ``model`` on this machine's measured roofline."""
-    from hwprof.measure.runner import measure
+    from hwprof.measuring.runner import measure
 
     m = measure(model, inputs, device=device, mode=mode, optimizer=optimizer, per_layer=True, depth=depth,
                 batch=batch, dtype=dtype, channels_last=channels_last, budget_s=budget_s)

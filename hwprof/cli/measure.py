@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hwprof.measure.runner import measure
+    from hwprof.measuring.runner import measure
     model, default_spec = zoo.build(args.model)
     spec = args.input or default_spec
     m = measure(model, spec, device=args.device, mode=args.mode, optimizer=args.optimizer,

@@ -32,7 +32,7 @@ import torch
 
 from hwprof.hardware.datasheet import lookup
 from hwprof.hardware.device import device_name, resolve_device
-from hwprof.measure.timers import time_fn
+from hwprof.measuring.timers import time_fn
 
 __all__ = ["Ceilings", "measure_ceilings", "cache_path", "gemm_flop_per_s", "copy_bytes_per_s"]
 

@@ -92,7 +92,7 @@ def device_name(device: torch.device) -> str:
 
 
 def describe_device(device: torch.device) -> dict[str, Any]:
-    """What torch knows about ``device`` (NVML facts are added by :mod:`hwprof.measure.probes`).
+    """What torch knows about ``device`` (NVML facts are added by :mod:`hwprof.measuring.probes`).
 
     Keys: type, name, torch_version, cuda_version, threads (intra-op), interop_threads,
     cpu_count, math-mode flags; for CUDA also index, capability, sm_count,

@@ -1,4 +1,4 @@
-"""Check the predictors against a real step: ``hwprof.measure.runner.measure``'s memory probes.
+"""Check the predictors against a real step: ``hwprof.measuring.runner.measure``'s memory probes.
 
 What is compared (``error_pct = 100 * (predicted - measured) / measured``):
 
@@ -15,7 +15,7 @@ What is compared (``error_pct = 100 * (predicted - measured) / measured``):
   compared. RSS also holds whatever the C allocator keeps and torch's own one-time
   allocations, so this is a coarse check.
 
-``measure`` is imported lazily (``hwprof.measure.runner``); tests pass a fake one as ``measure_fn``.
+``measure`` is imported lazily (``hwprof.measuring.runner``); tests pass a fake one as ``measure_fn``.
 An out-of-memory run (``MeasurementError`` with ``oom=True``) is recorded, not raised.
 """
 
@@ -48,8 +48,8 @@ MeasureFn = Callable[..., Any]
 
 
 def load_measure() -> MeasureFn:
-    """``hwprof.measure.runner.measure``, imported on first use."""
-    from hwprof.measure.runner import measure
+    """``hwprof.measuring.runner.measure``, imported on first use."""
+    from hwprof.measuring.runner import measure
     return measure
 
 

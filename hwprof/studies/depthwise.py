@@ -9,7 +9,7 @@ Every number comes from hwprof's own stages, never a re-implementation:
 
 * FLOPs, MACs, bytes: :func:`hwprof.count` (aten-level, fake tensors);
   bytes = bytes read of tensor inputs + bytes written of outputs per aten op.
-* time: :func:`hwprof.measure.timers.time_fn` (median of repetitions).
+* time: :func:`hwprof.measuring.timers.time_fn` (median of repetitions).
 * roofs: :func:`hwprof.measure_ceilings` (measured on this machine).
 * roofline columns: :func:`hwprof.roofline.derive` (intensity, achieved FLOP/s and bytes/s,
   attainable = min(roof, bandwidth x intensity), % of each roof, bound, above_roof), with the
@@ -361,7 +361,7 @@ def _resolve_count(count_fn: CountFn | None) -> CountFn:
 def _resolve_time(time_fn: TimeFn | None) -> TimeFn:
     if time_fn is not None:
         return time_fn
-    from hwprof.measure.timers import time_fn as real_time_fn
+    from hwprof.measuring.timers import time_fn as real_time_fn
     return real_time_fn
 
 

@@ -99,7 +99,7 @@ def test_real_inputs_rebatch() -> None:
 
 
 def test_real_cpu_validation() -> None:
-    pytest.importorskip("hwprof.measure.runner")
+    pytest.importorskip("hwprof.measuring.runner")
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     v = validate(model, "3x8x8", device="cpu", optimizer="adam", batch=4, budget_s=0.05)

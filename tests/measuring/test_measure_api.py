@@ -9,16 +9,19 @@ from measure_helpers import FakeClock
 from torch import nn
 
 import hwprof
-import hwprof.measure.timers  # noqa: F401 - binds the package to hwprof.measure, which must stay callable
-from hwprof.measure.runner import PHASE_COLUMNS, Measurement, measure
+import hwprof.counting.counter  # noqa: F401 - importing the engines must not shadow the public functions
+import hwprof.measuring.timers  # noqa: F401
+from hwprof.measuring.runner import PHASE_COLUMNS, Measurement, measure
 
 MEMORY_KEYS = {"alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_peak_bytes", "nvml_baseline_bytes",
                "nvml_process_bytes", "rss_peak_bytes", "rss_baseline_bytes", "ru_maxrss_bytes"}
 
 
-def test_hwprof_measure_is_callable_after_submodule_import() -> None:
+def test_public_functions_stay_callable_after_submodule_imports() -> None:
     m = hwprof.measure(nn.Linear(3, 3), "3", device="cpu", budget_s=0.01, min_reps=2, max_reps=2)
     assert isinstance(m, Measurement)
+    for name in ("count", "measure", "measure_ceilings", "profile", "estimate_memory"):
+        assert callable(getattr(hwprof, name)) and getattr(hwprof, name).__module__.startswith("hwprof."), name
 
 
 def test_measurement_fields_and_json() -> None:

@@ -7,9 +7,9 @@ import torch
 from measure_helpers import TinyNet
 
 from hwprof.hardware.ceilings import measure_ceilings
-from hwprof.measure.probes import MemoryProbes
-from hwprof.measure.runner import measure
-from hwprof.measure.timers import time_fn
+from hwprof.measuring.probes import MemoryProbes
+from hwprof.measuring.runner import measure
+from hwprof.measuring.timers import time_fn
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

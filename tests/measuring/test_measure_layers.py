@@ -9,8 +9,8 @@ import torch
 from measure_helpers import BranchNet, FakeClock, TinyNet
 from torch import nn
 
-from hwprof.measure.runner import LAYER_COLUMNS, measure
-from hwprof.measure.timers import LayerTimer
+from hwprof.measuring.runner import LAYER_COLUMNS, measure
+from hwprof.measuring.timers import LayerTimer
 
 
 def run(model: nn.Module, clock: FakeClock, mode: str, **kw):  # type: ignore[no-untyped-def]

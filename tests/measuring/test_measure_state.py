@@ -7,8 +7,8 @@ import torch
 from measure_helpers import FakeClock, TinyNet
 from torch import nn
 
-from hwprof.measure.runner import measure
-from hwprof.measure.state import hook_counts, preserved_state
+from hwprof.measuring.runner import measure
+from hwprof.measuring.state import hook_counts, preserved_state
 
 
 def snapshot(model: nn.Module) -> dict:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-import hwprof.measure.probes as probes
-import hwprof.measure.runner as runner
+import hwprof.measuring.probes as probes
+import hwprof.measuring.runner as runner
 from hwprof.errors import DeviceUnavailableError, InputShapeError, MeasurementError
 from hwprof.hardware.device import resolve_device
-from hwprof.measure.runner import is_oom, measure
+from hwprof.measuring.runner import is_oom, measure
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without CUDA")
 QUICK = dict(budget_s=0.01, warmup=1, min_reps=2, max_reps=2)

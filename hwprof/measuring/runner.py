@@ -35,9 +35,9 @@ from torch import nn
 
 from hwprof.errors import InputShapeError, MeasurementError
 from hwprof.hardware.device import describe_device, resolve_device, same_device
-from hwprof.measure.probes import MemoryProbes, cuda_current
-from hwprof.measure.state import model_placement, preserved_state
-from hwprof.measure.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
+from hwprof.measuring.probes import MemoryProbes, cuda_current
+from hwprof.measuring.state import model_placement, preserved_state
+from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
 from hwprof.spec import as_input_tuple, parse_dtype
 
 __all__ = ["measure", "Measurement", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]

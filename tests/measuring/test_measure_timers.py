@@ -11,8 +11,8 @@ import torch
 from measure_helpers import FakeClock
 from torch import nn
 
-from hwprof.measure.runner import measure
-from hwprof.measure.timers import TimingStats, time_fn
+from hwprof.measuring.runner import measure
+from hwprof.measuring.timers import TimingStats, time_fn
 
 MS = 1_000_000  # ns
 
@@ -78,12 +78,12 @@ def test_unstable_runs_until_max_reps() -> None:
 
 def test_warning_above_ten_percent(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
-    with caplog.at_level(logging.WARNING, logger="hwprof.measure.timers"):
+    with caplog.at_level(logging.WARNING, logger="hwprof.measuring.timers"):
         noisy = time_fn(scripted(clock, [1 * MS, 2 * MS]), warmup=0, min_reps=10, max_reps=10, clock=clock)
     assert noisy.noisy
     assert any("IQR/median" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="hwprof.measure.timers"):
+    with caplog.at_level(logging.WARNING, logger="hwprof.measuring.timers"):
         # 100 vs 105 ms: IQR/median = 5% -> quiet
         quiet = time_fn(scripted(clock, [100 * MS, 105 * MS]), warmup=0, min_reps=10, max_reps=10, clock=clock)
     assert not quiet.noisy
