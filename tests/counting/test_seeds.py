@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import hwprof
-from hwprof.zoo import MOBILENET_V1_CONV_DEFS, AlexNet, LeNet5, MobileNetV1, VGG16
+from hwprof.zoo import MOBILENET_V1_CONV_DEFS, VGG16, AlexNet, LeNet5, MobileNetV1
 
 
 def test_lenet5_params_seed_001() -> None:
