@@ -155,11 +155,11 @@ def count(
     with FakeCopyMode(fake_mode):
         fmodel = copy.deepcopy(model)
     with fake_mode:
-        if dt is not None:
-            _convert_floats(fmodel, dt)
+        if dt is not None or model_device != _model_device(model):
+            _convert(fmodel, dt, model_device)
         if training is not None:
             fmodel.train(training)
-        args = _fake_inputs(inputs, batch, dt or _model_float_dtype(model), model_device, fake_mode)
+        args = _fake_inputs(inputs, batch, dt, dt or _model_float_dtype(model), model_device, fake_mode)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
         notes: list[str] = []
@@ -175,20 +175,24 @@ def count(
     return _build_result(fmodel, args, stack, counter, notes)
 
 
-def _convert_floats(fmodel: nn.Module, dtype: torch.dtype) -> None:
-    """Cast the fake copy's floating parameters and buffers to ``dtype`` (ties kept).
-
-    ``Module.to`` swaps tensors in place, which fake tensors (weak-referenced by their mode)
-    refuse, so the attributes are replaced instead; only hwprof's copy is touched."""
+def _convert(fmodel: nn.Module, dtype: torch.dtype | None, device: torch.device | None) -> None:
+    """Cast the fake copy's floating parameters and buffers to ``dtype`` and move all of them to
+    ``device`` (ties kept). ``Module.to`` swaps tensors in place, which fake tensors (weak-referenced
+    by their mode) refuse, so the attributes are replaced instead; only hwprof's copy is touched."""
     memo: dict[int, torch.Tensor] = {}
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        dt = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        return t.detach().to(device=device or t.device, dtype=dt)
+
     for mod in fmodel.modules():
-        for store, make in ((mod._parameters, lambda t, old: nn.Parameter(t, old.requires_grad)),
-                            (mod._buffers, lambda t, old: t)):
+        for store, is_param in ((mod._parameters, True), (mod._buffers, False)):
             for name, old in list(store.items()):
-                if old is None or not old.is_floating_point():
+                if old is None:
                     continue
                 if id(old) not in memo:
-                    memo[id(old)] = make(old.detach().to(dtype), old)
+                    new = convert(old)
+                    memo[id(old)] = nn.Parameter(new, old.requires_grad) if is_param else new
                 store[name] = memo[id(old)]
 
 
@@ -207,12 +211,13 @@ def _model_float_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, device: torch.device,
-                 fake_mode: FakeTensorMode) -> tuple[Any, ...]:
-    """Fake tensors for ``inputs``: specs are created fake; real tensors converted (not copied)."""
+def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype | None, spec_dtype: torch.dtype,
+                 device: torch.device, fake_mode: FakeTensorMode) -> tuple[Any, ...]:
+    """Fake tensors for ``inputs``: specs are created fake (floats in ``spec_dtype``); real tensors
+    are converted (not copied), cast only when ``dtype`` was asked for, and moved to ``device``."""
     if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], TensorSpec)):
         specs = parse_spec(inputs) if isinstance(inputs, str) else tuple(inputs)
-        return as_input_tuple(list(specs), batch=batch, dtype=dtype, device=device, random=False)
+        return as_input_tuple(list(specs), batch=batch, dtype=spec_dtype, device=device, random=False)
     real = as_input_tuple(inputs, batch=batch)
     out = []
     for x in real:
@@ -221,6 +226,8 @@ def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, device: tor
                 x.shape, x.stride(), dtype=x.dtype, device="meta")
             if dtype is not None and fx.is_floating_point() and fx.dtype != dtype:
                 fx = fx.to(dtype)
+            if fx.device != device:
+                fx = fx.to(device)
             out.append(fx)
         else:
             out.append(x)

@@ -140,3 +140,11 @@ def test_dtype_changes_bytes_not_flops() -> None:
     assert f32.totals["flops_fwd"] == b16.totals["flops_fwd"]
     assert f32.totals["bytes_fwd"] == 2 * b16.totals["bytes_fwd"]
     assert m.weight.dtype == torch.float32  # the user's model is not converted
+
+
+def test_count_on_another_device_moves_only_the_copy() -> None:
+    m = zoo.LeNet5()
+    on_meta = hwprof.count(m, "1x28x28", backward=True, device="meta")
+    on_cpu = hwprof.count(m, "1x28x28", backward=True)
+    assert on_meta.totals == on_cpu.totals
+    assert next(m.parameters()).device == torch.device("cpu")
