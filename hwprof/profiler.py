@@ -141,20 +141,34 @@ def profile(
     ceilings: Any = None,
     depth: int | None = None,
     name: str | None = None,
+    progress: bool = False,
 ) -> Profile:
-    """Count, measure and place every layer of ``model`` on this machine's measured roofline."""
+    """Count, measure and place every layer of ``model`` on this machine's measured roofline.
+
+    ``progress=True`` shows a progress bar (tqdm, on stderr) over the stages."""
+    from tqdm import tqdm
+
     from hwprof.measuring.runner import measure
 
-    m = measure(model, inputs, device=device, mode=mode, optimizer=optimizer, per_layer=True, depth=depth,
-                batch=batch, dtype=dtype, channels_last=channels_last, budget_s=budget_s)
-    dev_type = str(m.device.get("type", "cpu"))
-    train = mode == "train"
-    c = count(model, inputs, backward=train, batch=batch, dtype=dtype, device=_count_device(dev_type, model),
-              training=train)
-    if ceilings is None:
-        from hwprof.hardware.ceilings import measure_ceilings
+    bar = tqdm(total=3, desc=f"{name or type(model).__name__}: measure", disable=not progress, leave=False)
+    try:
+        m = measure(model, inputs, device=device, mode=mode, optimizer=optimizer, per_layer=True, depth=depth,
+                    batch=batch, dtype=dtype, channels_last=channels_last, budget_s=budget_s)
+        bar.update()
+        bar.set_description(f"{name or type(model).__name__}: count")
+        dev_type = str(m.device.get("type", "cpu"))
+        train = mode == "train"
+        c = count(model, inputs, backward=train, batch=batch, dtype=dtype,
+                  device=_count_device(dev_type, model), training=train)
+        bar.update()
+        bar.set_description(f"{name or type(model).__name__}: ceilings")
+        if ceilings is None:
+            from hwprof.hardware.ceilings import measure_ceilings
 
-        ceilings = measure_ceilings(device=dev_type)
+            ceilings = measure_ceilings(device=dev_type)
+        bar.update()
+    finally:
+        bar.close()
     k = ceilings
     modes = MathModes.current(dev_type)
     modules = dict(model.named_modules())

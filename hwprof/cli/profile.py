@@ -47,7 +47,8 @@ def _run_one(name: str, args: argparse.Namespace, batch: int, ceilings: Ceilings
     model, spec = zoo.build(name)
     return profile(model, args.input or spec, device=args.device, dtype=args.dtype, mode=args.mode,
                    optimizer=args.optimizer, channels_last=args.channels_last, batch=batch,
-                   budget_s=0.1 if args.quick else args.budget, ceilings=ceilings, name=name)
+                   budget_s=0.1 if args.quick else args.budget, ceilings=ceilings, name=name,
+                   progress=True)
 
 
 def _show(p: Profile, args: argparse.Namespace) -> str:
