@@ -269,7 +269,7 @@ def test_summary_numbers_come_from_the_csv(study: D.StudyResult) -> None:
 
 
 def test_counters_flag_without_ncu_says_so_and_runs_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(D, "ncu_path", lambda: None)
+    monkeypatch.setattr(D.study, "ncu_path", lambda: None)   # where run_study looks it up
     r = D.run_study(tmp_path, device="cpu", counters=True, config=tiny_config(ops=("dense_3x3", "depthwise_3x3"),
                     dtypes=("fp32",), channels_last=(False,), passes=(False,)), ceilings=CEILINGS,
                     count_fn=None, time_fn=fake_time_fn, fasternet=False, models=False, plots=False)

@@ -1,0 +1,76 @@
+"""Roofs and derived metrics: the measured ceilings as a plain dict, the math modes in force,
+and the roofline columns of the sweep's rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from hwprof import roofline
+from hwprof.roofline import MathModes, roof_key
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def normalise_ceilings(ceilings: Any) -> dict[str, Any]:
+    """A plain dict from a ``measure_ceilings`` result (object or dict): ``flop_per_s`` (dict),
+    ``bytes_per_s``, ``device_name``, ``datasheet`` (dict or None), ``source``, plus any
+    other scalar fields it has (for the manifest)."""
+    out: dict[str, Any] = {
+        "flop_per_s": {str(k): (float(v) if v is not None else None)
+                       for k, v in dict(_get(ceilings, "flop_per_s") or {}).items()},
+        "bytes_per_s": (float(_get(ceilings, "bytes_per_s")) if _get(ceilings, "bytes_per_s") is not None else None),
+        "device_name": _get(ceilings, "device_name") or _get(ceilings, "device") or "",
+        "datasheet": _get(ceilings, "datasheet"),
+        "source": _get(ceilings, "source", "measured"),
+    }
+    extra: Iterable[tuple[str, Any]] = ()
+    if isinstance(ceilings, Mapping):
+        extra = ceilings.items()
+    elif dataclasses.is_dataclass(ceilings) and not isinstance(ceilings, type):
+        extra = dataclasses.asdict(ceilings).items()
+    for k, v in extra:
+        if k not in out and isinstance(v, (str, int, float, bool, type(None))):
+            out[k] = v
+    if isinstance(out["datasheet"], Mapping):
+        out["datasheet"] = dict(out["datasheet"])
+    return out
+
+
+def math_modes(device_type: str) -> MathModes:
+    """The math-mode switches in force (:meth:`hwprof.roofline.MathModes.current`)."""
+    return MathModes.current(device_type)
+
+
+def derive(df: pd.DataFrame, ceilings: Mapping[str, Any], modes: MathModes) -> pd.DataFrame:
+    """Add the roofline columns to the sweep's rows with :func:`hwprof.roofline.derive`.
+
+    Every point is a convolution, so its roof is ``roof_key(dtype, "conv", modes)``: "tf32" for
+    fp32 on CUDA while cuDNN may use TF32 (the default), else the dtype's roof. Added here:
+    ``memory_roof_bytes_per_s`` (the bandwidth used) and ``above_compute_roof`` (achieved FLOP/s
+    above the compute roof itself: fewer multiplies than the direct-convolution count, e.g.
+    Winograd/FFT), beside roofline's ``above_roof`` (above ``min(compute roof, bandwidth x
+    intensity)``, which caches can also cause). ``ceilings`` is :func:`normalise_ceilings`' dict.
+    """
+    out = df.copy()
+    for c in ("flops", "bytes", "time_s"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    out["roof_key"] = [roof_key(_TORCH_DTYPE_NAME.get(str(d), str(d)), "conv", modes) for d in out["dtype"]]
+    roofs = {k: float(v) for k, v in (ceilings.get("flop_per_s") or {}).items() if v}
+    bw = float(ceilings.get("bytes_per_s") or math.nan)
+    out = roofline.derive(out, roofs, bw)
+    out["memory_roof_bytes_per_s"] = bw
+    out["above_compute_roof"] = (out["achieved_flop_per_s"] > out["compute_roof_flop_per_s"]).fillna(False).astype(bool)
+    out["above_roof"] = out["above_roof"].astype(bool)
+    return out
+
+
+_TORCH_DTYPE_NAME = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
