@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["HwprofError", "InputShapeError", "MeasurementError", "DeviceUnavailableError"]
+__all__ = ["HwprofError", "InputShapeError", "MeasurementError", "DeviceUnavailableError", "is_oom"]
 
 
 class HwprofError(Exception):
@@ -42,3 +42,22 @@ class MeasurementError(HwprofError, RuntimeError):
 
 class DeviceUnavailableError(HwprofError, RuntimeError):
     """The requested device is not usable here (e.g. device='cuda' without CUDA)."""
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Out of memory: ``torch.OutOfMemoryError`` (CUDA), ``MemoryError``, ``MeasurementError(oom=True)``,
+    or a RuntimeError saying "out of memory" / "can't allocate memory" (CPU allocator), also when it
+    is the cause or context of another exception (up to 8 levels)."""
+    import torch
+
+    cur: BaseException | None = exc
+    for _ in range(8):
+        if cur is None:
+            return False
+        if isinstance(cur, (torch.OutOfMemoryError, MemoryError)) or (isinstance(cur, MeasurementError) and cur.oom):
+            return True
+        text = str(cur).lower()
+        if isinstance(cur, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False

@@ -122,3 +122,14 @@ def describe_device(device: torch.device) -> dict[str, Any]:
             "cudnn_version": torch.backends.cudnn.version(),
         })
     return info
+
+
+def free_device_memory(dev: torch.device) -> None:
+    """Drop unreachable tensors and, on CUDA, return the caching allocator's free blocks to the
+    driver (after an out-of-memory error, so the next configuration starts clean)."""
+    import gc
+
+    gc.collect()
+    if dev.type == "cuda" and torch.cuda.is_initialized():
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import math
 import statistics
 import sys
@@ -33,8 +32,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hwprof.errors import InputShapeError, MeasurementError
-from hwprof.hardware.device import describe_device, resolve_device, same_device
+from hwprof.errors import InputShapeError, MeasurementError, is_oom
+from hwprof.hardware.device import describe_device, free_device_memory, resolve_device, same_device
 from hwprof.measuring.probes import MemoryProbes, cuda_current
 from hwprof.measuring.state import model_placement, preserved_state
 from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
@@ -69,14 +68,6 @@ class Measurement:
             "timings": {k: v.to_dict() for k, v in self.timings.items()},
             "layers": self.layers, "layer_sum": self.layer_sum, "memory": self.memory, "notes": self.notes,
         })
-
-
-def is_oom(exc: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, MemoryError, or a RuntimeError saying "out of memory" / "can't allocate memory"."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def make_optimizer(spec: Any, params: list[nn.Parameter]) -> torch.optim.Optimizer | None:
@@ -206,13 +197,6 @@ def _median(values: list[float]) -> float:
     return statistics.median(vals) if vals else math.nan
 
 
-def _free_cuda(dev: torch.device) -> None:
-    gc.collect()
-    if dev.type == "cuda" and torch.cuda.is_initialized():
-        torch.cuda.synchronize(dev)
-        torch.cuda.empty_cache()
-
-
 @dataclass
 class _Oom:
     phase: str
@@ -304,7 +288,7 @@ def measure(
           torch.cuda.device(dev) if cuda else contextlib.nullcontext()):   # events and hooks on the right device
         outcome = _run(model, inputs, cfg, notes)
     if isinstance(outcome, _Oom):
-        _free_cuda(dev)
+        free_device_memory(dev)
         raise MeasurementError(outcome.phase, outcome.batch, outcome.message, outcome.allocated,
                                outcome.reserved, oom=True)
     return outcome

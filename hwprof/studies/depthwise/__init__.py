@@ -36,6 +36,7 @@ is re-exported here.
 
 from __future__ import annotations
 
+from hwprof.errors import is_oom as is_oom
 from hwprof.studies.depthwise.counters import NCU_METRICS as NCU_METRICS
 from hwprof.studies.depthwise.counters import NVTX_RANGE as NVTX_RANGE
 from hwprof.studies.depthwise.counters import _main as _main
@@ -53,7 +54,6 @@ from hwprof.studies.depthwise.fasternet import fasternet_table as fasternet_tabl
 from hwprof.studies.depthwise.measure import CountFn as CountFn
 from hwprof.studies.depthwise.measure import Progress as Progress
 from hwprof.studies.depthwise.measure import TimeFn as TimeFn
-from hwprof.studies.depthwise.measure import is_oom as is_oom
 from hwprof.studies.depthwise.measure import log as log
 from hwprof.studies.depthwise.measure import point_callable as point_callable
 from hwprof.studies.depthwise.metrics import derive as derive

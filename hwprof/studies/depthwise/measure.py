@@ -3,7 +3,6 @@ others are passed), and turning a failure (out of memory or otherwise) into a st
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwprof.errors import HwprofError, MeasurementError
+from hwprof.errors import HwprofError, is_oom
+from hwprof.hardware.device import free_device_memory
 
 log = logging.getLogger("hwprof.studies.depthwise")   # the study's logger, one name for all its modules
 
@@ -46,31 +46,9 @@ def point_callable(module: nn.Module, x: torch.Tensor, backward: bool) -> Callab
     return fwd_bwd
 
 
-def is_oom(e: BaseException) -> bool:
-    """Out of memory: ``torch.OutOfMemoryError`` (CUDA), ``MeasurementError(oom=True)``, or a CPU
-    allocator failure, also when it is the cause of another exception."""
-    seen = 0
-    cur: BaseException | None = e
-    while cur is not None and seen < 8:
-        if isinstance(cur, torch.OutOfMemoryError) or (isinstance(cur, MeasurementError) and cur.oom):
-            return True
-        text = str(cur).lower()
-        if isinstance(cur, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
-            return True
-        cur = cur.__cause__ or cur.__context__
-        seen += 1
-    return False
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
-
-
-def _free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _totals_row(result: Any, backward: bool) -> dict[str, Any]:
@@ -99,11 +77,11 @@ def _measure(build: Callable[[], tuple[nn.Module, torch.Tensor]], backward: bool
         row.update(time_s=float(stats.median_s), iqr_s=float(stats.iqr_s), min_s=float(stats.min_s),
                    reps=int(stats.reps), status="ok", error="")
     except (RuntimeError, NotImplementedError, HwprofError, MemoryError) as e:
-        failure = ("oom" if is_oom(e) or isinstance(e, MemoryError) else "error", _first_line(e))
+        failure = ("oom" if is_oom(e) else "error", _first_line(e))
     finally:
         del module, x, fn
     if failure is not None:   # outside the except block, so the traceback's frames are gone
-        _free_memory(device)
+        free_device_memory(device)
         row.update(status=failure[0], error=failure[1])
         if failure[0] == "error":
             log.warning("measurement failed: %s", failure[1])

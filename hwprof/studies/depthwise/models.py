@@ -13,19 +13,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hwprof.errors import HwprofError
+from hwprof.errors import HwprofError, is_oom
+from hwprof.hardware.device import free_device_memory
 from hwprof.spec import parse_dtype
 from hwprof.studies.depthwise.measure import (
     CountFn,
     TimeFn,
     _first_line,
-    _free_memory,
     _public,
     _resolve_count,
     _resolve_time,
     _rng_devices,
     _totals_row,
-    is_oom,
 )
 
 
@@ -164,7 +163,7 @@ def model_comparison(*, device: torch.device | str, dtype: str = "fp32", batch: 
             row["depthwise_time_share"] = 0.0   # no depthwise layer: nothing to time
         rows.append(row)
         del model, x
-        _free_memory(dev)
+        free_device_memory(dev)
     df = pd.DataFrame(rows)
     for col in ("depthwise_flop_share", "depthwise_time_share", "time_s", "flops"):
         if col not in df:

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from hwprof.errors import HwprofError
+from hwprof.hardware.device import describe_device, resolve_device
 from hwprof.report.tables import render, write_atomic, write_json_atomic
 from hwprof.roofline import roof_key
 from hwprof.studies.depthwise.counters import ncu_path, run_counters
@@ -68,19 +69,6 @@ def _versions() -> dict[str, Any]:
     except ImportError:
         v["matplotlib"] = None
     return v
-
-
-def _describe(dev: torch.device) -> dict[str, Any]:
-    try:
-        from hwprof.hardware.device import describe_device
-        return describe_device(dev)
-    except ImportError:
-        return {"type": dev.type, "name": str(dev), "threads": torch.get_num_threads()}
-
-
-def _resolve_device(device: str | torch.device, notes: list[str]) -> torch.device:
-    from hwprof.hardware.device import resolve_device
-    return resolve_device(device, notes)
 
 
 def _load_average() -> float | None:
@@ -152,7 +140,7 @@ def run_study(
     load_start = _load_average()
     out = Path(out_dir)
     notes: list[str] = []
-    dev = _resolve_device(device, notes)
+    dev = resolve_device(device, notes)
     cfg = config or (quick_config if quick else default_config)(dtypes, channels_last)
     points = sweep_points(cfg)
     n_fast = len(FASTERNET_OPS) * (1 if quick else len(FASTERNET_SHAPES)) if fasternet else 0
@@ -251,7 +239,7 @@ def run_study(
         "date_utc": t_start.isoformat(timespec="seconds"),
         "wall_s": None,
         "versions": _versions(),
-        "device": _describe(dev),
+        "device": describe_device(dev),
         "ceilings": ceil,
         "math_mode": {"cudnn_conv_tf32": modes.cudnn_tf32, "fp32_conv_roof": roof_key("float32", "conv", modes),
                       "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)},
