@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hwprof.counting.counter import CountResult, count
+from hwprof.placement import model_float_dtype
 from hwprof.report.tables import write_atomic, write_json_atomic
 from hwprof.roofline import MathModes, derive, roof_key
 
@@ -177,7 +178,7 @@ def profile(
     whole_s = whole_model_time_s(m.phases, train)
     summary = summarize(layers, c, whole_s, k, modes, train)
     config = {"model": name or type(model).__name__, "device": dev_type, "mode": mode,
-              "dtype": str(dtype or _float_dtype(model)).removeprefix("torch."), "optimizer": optimizer,
+              "dtype": str(dtype or model_float_dtype(model)).removeprefix("torch."), "optimizer": optimizer,
               "channels_last": channels_last, "batch": batch, "budget_s": budget_s,
               "math_modes": {"cudnn_tf32": modes.cudnn_tf32, "matmul_tf32": modes.matmul_tf32}}
     return Profile(layers, summary, c, m, k, config, list(m.notes) + list(c.notes))
@@ -187,10 +188,6 @@ def _count_device(dev_type: str, model: nn.Module) -> torch.device:
     if dev_type == "cuda":
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _op_class_and_dtype(ops: pd.DataFrame) -> pd.DataFrame:

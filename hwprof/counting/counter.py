@@ -35,6 +35,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from hwprof.counting import formulas as F
 from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, tensor_bytes
 from hwprof.errors import HwprofError, InputShapeError
+from hwprof.placement import model_device, model_float_dtype
 from hwprof.spec import TensorSpec, as_input_tuple, parse_dtype, parse_spec
 
 __all__ = ["count", "CountResult"]
@@ -150,16 +151,16 @@ def count(
     ``training`` sets the copy's mode (None: the model's own flag; the model itself is untouched).
     """
     dt = parse_dtype(dtype) if dtype is not None else None
-    model_device = _model_device(model) if device is None else torch.device(device)
+    target = model_device(model) if device is None else torch.device(device)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     with FakeCopyMode(fake_mode):
         fmodel = copy.deepcopy(model)
     with fake_mode:
-        if dt is not None or model_device != _model_device(model):
-            _convert(fmodel, dt, model_device)
+        if dt is not None or target != model_device(model):
+            _convert(fmodel, dt, target)
         if training is not None:
             fmodel.train(training)
-        args = _fake_inputs(inputs, batch, dt, dt or _model_float_dtype(model), model_device, fake_mode)
+        args = _fake_inputs(inputs, batch, dt, dt or model_float_dtype(model), target, fake_mode)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
         notes: list[str] = []
@@ -194,21 +195,6 @@ def _convert(fmodel: nn.Module, dtype: torch.dtype | None, device: torch.device 
                     new = convert(old)
                     memo[id(old)] = nn.Parameter(new, old.requires_grad) if is_param else new
                 store[name] = memo[id(old)]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def _model_float_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
 
 
 def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype | None, spec_dtype: torch.dtype,

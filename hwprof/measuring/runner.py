@@ -35,8 +35,9 @@ from torch import nn
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
 from hwprof.hardware.device import describe_device, free_device_memory, resolve_device, same_device
 from hwprof.measuring.probes import MemoryProbes, cuda_current
-from hwprof.measuring.state import model_placement, preserved_state
+from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
+from hwprof.placement import model_float_dtype, model_placement
 from hwprof.spec import as_input_tuple, parse_dtype
 
 __all__ = ["measure", "Measurement", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
@@ -303,7 +304,7 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
     try:
         with probes:
             work, copied = _work_model(model, cfg, notes)
-            run_dtype = cfg.dtype or _float_dtype(work)
+            run_dtype = cfg.dtype or model_float_dtype(work)
             xs = _prepare_inputs(inputs, cfg.batch, run_dtype, cfg.dev, cfg.channels_last)
             batch = _batch_of(xs, cfg.batch)
             input_shapes = _shapes(xs)
@@ -334,13 +335,6 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
               "measured_copy": copied, "device": str(cfg.dev)}
     return Measurement(phases=phases, timings=timings, layers=layers, layer_sum=layer_sum, memory=memory,
                        device=device_info, notes=notes, config=config)
-
-
-def _float_dtype(model: nn.Module) -> torch.dtype:
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float32
 
 
 def _work_model(model: nn.Module, cfg: _Config, notes: list[str]) -> tuple[nn.Module, bool]:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["preserved_state", "ModelSnapshot", "hook_counts", "model_placement"]
+__all__ = ["preserved_state", "ModelSnapshot", "hook_counts"]
 
 
 @dataclass
@@ -95,16 +94,3 @@ def hook_counts(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def model_placement(model: nn.Module) -> dict[str, Any]:
-    """Where the model lives: device of its first parameter/buffer, floating dtypes, channels_last-ness.
-
-    ``channels_last`` is True when every 4-D floating parameter is channels_last-contiguous
-    (None when the model has none).
-    """
-    tensors = [*model.parameters(), *model.buffers()]
-    device = tensors[0].device if tensors else None
-    dtypes = sorted({str(t.dtype) for t in tensors if t.is_floating_point()})
-    four_d = [p for p in model.parameters() if p.dim() == 4 and p.is_floating_point()]
-    cl = all(p.is_contiguous(memory_format=torch.channels_last) for p in four_d) if four_d else None
-    devices = {str(t.device) for t in tensors}
-    return {"device": device, "dtypes": dtypes, "channels_last": cl, "multi_device": len(devices) > 1}
