@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,13 +116,13 @@ def _ceilings_dict(k: Any) -> dict[str, Any]:
 
 
 def manifest(p: Profile, command: str | None) -> dict[str, Any]:
-    import hwprof
+    from hwprof.report.manifest import versions
 
+    v = versions()
     return {
         "command": command or " ".join(sys.argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hwprof": hwprof.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "platform": platform.platform(),
+        **{k: v[k] for k in ("hwprof", "torch", "cuda", "python", "platform")}, "versions": v,
         "device": p.measurement.device, "ceilings": _ceilings_dict(p.ceilings), "config": p.config,
     }
 

@@ -7,7 +7,6 @@ import dataclasses
 import datetime as _dt
 import math
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 
 from hwprof.errors import HwprofError
 from hwprof.hardware.device import describe_device, resolve_device
+from hwprof.report.manifest import versions
 from hwprof.report.tables import render, write_atomic, write_json_atomic
 from hwprof.roofline import roof_key
 from hwprof.studies.depthwise.counters import ncu_path, run_counters
@@ -52,23 +52,6 @@ class StudyResult:
     counters: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     headline: pd.DataFrame | None = None
-
-
-def _versions() -> dict[str, Any]:
-    import hwprof
-
-    v: dict[str, Any] = {"hwprof": hwprof.__version__, "python": platform.python_version(), "torch": torch.__version__,
-                         "cuda": torch.version.cuda, "pandas": pd.__version__}
-    try:
-        v["cudnn"] = torch.backends.cudnn.version()
-    except RuntimeError:
-        v["cudnn"] = None
-    try:
-        import matplotlib
-        v["matplotlib"] = matplotlib.__version__
-    except ImportError:
-        v["matplotlib"] = None
-    return v
 
 
 def _load_average() -> float | None:
@@ -238,7 +221,7 @@ def run_study(
         "argv": list(sys.argv),
         "date_utc": t_start.isoformat(timespec="seconds"),
         "wall_s": None,
-        "versions": _versions(),
+        "versions": versions(),
         "device": describe_device(dev),
         "ceilings": ceil,
         "math_mode": {"cudnn_conv_tf32": modes.cudnn_tf32, "fp32_conv_roof": roof_key("float32", "conv", modes),
