@@ -48,7 +48,8 @@ def summary_lines(p: Any) -> list[str]:
         f"whole model: {s['whole_model_time_s'] * 1e3:.3f} ms for {human(s['flops'])}FLOPs = "
         f"{human(s['achieved_flop_per_s'])}FLOP/s, {_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak",
         f"sum of per-layer times {s['sum_of_layer_times_s'] * 1e3:.3f} ms = {_pct(s['layer_sum_over_whole'])} of the "
-        "whole-model time (hooked pass; the rest is launch/framework overhead between layers)",
+        "whole-model time (from the hooked pass: below 100%, time between layers that no layer owns; "
+        "above, the hooks' own overhead)",
     ]
     by = s["by_type"]
     top = by.head(4)
