@@ -39,13 +39,13 @@ from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
 from hwprof.placement import model_float_dtype, model_placement
 from hwprof.spec import as_input_tuple, parse_dtype
+from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
 __all__ = ["measure", "Measurement", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
 
 PHASES = ("fwd_nograd", "fwd", "bwd", "step")
 PHASE_COLUMNS = ("median_s", "iqr_s", "min_s", "mean_s", "reps", "iqr_over_median")
 LAYER_COLUMNS = ("type", "is_leaf", "depth", "calls", "fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s")
-_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
 @dataclass
@@ -71,29 +71,6 @@ class Measurement:
         })
 
 
-def make_optimizer(spec: Any, params: list[nn.Parameter]) -> torch.optim.Optimizer | None:
-    """None | "sgd" | "momentum" (SGD, 0.9) | "adam" | "adamw" (lr 1e-3) | an Optimizer class or factory(params)."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        name = spec.strip().lower()
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=1e-3)
-        if name == "momentum":
-            return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-        if name == "adam":
-            return torch.optim.Adam(params, lr=1e-3)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=1e-3)
-        raise ValueError(f"unknown optimizer {spec!r}; expected one of {_OPTIMIZERS} or a torch.optim.Optimizer class")
-    if callable(spec):
-        try:
-            return spec(params)
-        except TypeError:
-            return spec(params, lr=1e-3)
-    raise ValueError(f"optimizer must be None, a name in {_OPTIMIZERS} or an Optimizer class, got {spec!r}")
-
-
 def _optimizer_name(spec: Any) -> str | None:
     if spec is None or isinstance(spec, str):
         return spec
@@ -101,13 +78,11 @@ def _optimizer_name(spec: Any) -> str | None:
 
 
 def default_loss(output: Any) -> torch.Tensor:
-    """Sum over every floating tensor of the output of ``t.float().sum()``."""
-    from torch.utils._pytree import tree_flatten
-    parts = [t.float().sum() for t in tree_flatten(output)[0]
-             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
-    if not parts:
+    """:func:`hwprof.training.training_loss`; an output without a floating tensor requiring grad is an error."""
+    loss = training_loss(output)
+    if loss is None:
         raise ValueError("the model's output has no floating tensor that requires grad; pass loss_fn=")
-    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
+    return loss
 
 
 # --------------------------------------------------------------------------- helpers
@@ -281,8 +256,8 @@ def measure(
                   budget_s=budget_s, warmup=warmup, l2_flush=l2_flush, nvml_interval_s=nvml_interval_s,
                   clock=clock or PerfCounterClock(), loss_fn=loss_fn or default_loss, min_reps=min_reps,
                   max_reps=max_reps, target_iqr=target_iqr, layer_reps=layer_reps)
-    if isinstance(optimizer, str) and optimizer.strip().lower() not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {_OPTIMIZERS} or an Optimizer class")
+    if isinstance(optimizer, str) and optimizer.strip().lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or an Optimizer class")
     cuda = dev.type == "cuda"
     with (_num_threads(threads),
           torch.random.fork_rng(devices=[dev.index] if cuda else []),   # dropout / random inputs draw from it

@@ -48,12 +48,12 @@ from hwprof.memory.simulate import (
     OPTIMIZERS,
     FakeSetup,
     ModuleStack,
-    compute_loss,
     prepare_fake,
     storage_key,
     storage_nbytes,
     target_kernels,
     tensor_leaves,
+    training_loss,
 )
 
 __all__ = ["LeafCall", "SavedTensor", "Inspection", "inspect_forward", "FormulaResult", "formula",
@@ -188,7 +188,7 @@ def inspect_forward(model: nn.Module, inputs: Any, *, mode: str = "train", dtype
                 path, typ, shapes = stack.innermost()
                 raise InputShapeError(path, typ, shapes, e) from e
             if train:
-                compute_loss(out)
+                training_loss(out)
     finally:
         keep.clear()
     return insp

@@ -83,10 +83,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from hwprof.memory.allocator import AllocatorModel, make_allocator
 from hwprof.spec import as_input_tuple, make_inputs, parse_dtype, parse_spec
+from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
 __all__ = [
     "OPTIMIZERS", "OPTIMIZER_STATES_PER_PARAM", "FakeSetup", "prepare_fake", "ModuleStack",
-    "MemoryTracker", "SimulationResult", "simulate", "make_optimizer", "compute_loss",
+    "MemoryTracker", "SimulationResult", "simulate", "make_optimizer", "training_loss",
     "storage_key", "cublas_workspace_bytes", "CUBLAS_OPS", "CudaKernelEmulation", "target_kernels",
 ]
 
@@ -96,7 +97,6 @@ logger = logging.getLogger(__name__)
 #: plain SGD none, SGD with momentum one ``momentum_buffer``, Adam/AdamW ``exp_avg`` and
 #: ``exp_avg_sq`` (torch.optim; the per-parameter ``step`` counter is a CPU scalar).
 OPTIMIZER_STATES_PER_PARAM: dict[str | None, int] = {None: 0, "sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 #: aten ops that run on cuBLAS on CUDA (and so take a cuBLAS workspace on first use per thread)
 CUBLAS_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "addmv", "mv", "dot", "vdot",
@@ -439,30 +439,6 @@ def target_kernels(setup: FakeSetup) -> contextlib.AbstractContextManager[Any]:
 
 
 # --------------------------------------------------------------------------- the step pieces
-def compute_loss(output: Any) -> torch.Tensor | None:
-    """The loss ``hwprof.measure`` backpropagates: ``t.float().sum()`` of every floating output
-    tensor that requires grad, stacked and summed if several; None if there are none."""
-    parts = [t.float().sum() for t in tensor_leaves(output) if t.is_floating_point() and t.requires_grad]
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else torch.stack(parts).sum()
-
-
-def make_optimizer(name: str | None, params: list[nn.Parameter], foreach: bool) -> torch.optim.Optimizer | None:
-    """The torch.optim optimizer for ``name`` with default hyper-parameters (lr is irrelevant to memory)."""
-    if name is None or not params:
-        return None
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=0.01, foreach=foreach)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=foreach)
-    if name == "adam":
-        return torch.optim.Adam(params, foreach=foreach)
-    if name == "adamw":
-        return torch.optim.AdamW(params, foreach=foreach)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS} or None")
-
-
 # --------------------------------------------------------------------------- the tracker
 @dataclass(eq=False)
 class _Record:
@@ -770,7 +746,7 @@ def _one_iteration(setup: FakeSetup, tracker: MemoryTracker, opt: torch.optim.Op
     loss = None
     with setup.autocast(), target_kernels(setup):
         if train:                       # as hwprof.measure: the output is not kept, only the loss
-            loss = compute_loss(setup.model(*setup.inputs))
+            loss = training_loss(setup.model(*setup.inputs))
         else:
             with torch.no_grad():
                 setup.model(*setup.inputs)

@@ -11,10 +11,10 @@ from torch import nn
 from hwprof.memory.allocator import ExactAllocatorModel
 from hwprof.memory.simulate import (
     MemoryTracker,
-    compute_loss,
     cublas_workspace_bytes,
     prepare_fake,
     simulate,
+    training_loss,
 )
 from hwprof.zoo import build
 
@@ -97,7 +97,7 @@ def test_matches_memtracker_under_fake_mode() -> None:
         tracker.track_external(s.model, opt, *s.inputs)
         with tracker:
             for _ in range(2):
-                compute_loss(s.model(*s.inputs)).backward()
+                training_loss(s.model(*s.inputs)).backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 tracker.reset_mod_stats()
@@ -119,7 +119,7 @@ def test_matches_a_trace_of_real_tensors() -> None:
     with tracker:
         for it in range(2):
             tracker.set_phase(it, "forward")
-            loss = compute_loss(work(x))
+            loss = training_loss(work(x))
             tracker.set_phase(it, "backward")
             loss.backward()
             del loss
