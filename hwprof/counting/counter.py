@@ -17,26 +17,25 @@ its descendants. Summing a self column over all rows gives the model total.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from hwprof.counting import formulas as F
 from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, tensor_bytes
 from hwprof.errors import HwprofError, InputShapeError
+from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
-from hwprof.spec import TensorSpec, as_input_tuple, parse_dtype, parse_spec
+from hwprof.spec import parse_dtype
 
 __all__ = ["count", "CountResult"]
 
@@ -153,14 +152,14 @@ def count(
     dt = parse_dtype(dtype) if dtype is not None else None
     target = model_device(model) if device is None else torch.device(device)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
-    with FakeCopyMode(fake_mode):
-        fmodel = copy.deepcopy(model)
+    fmodel = fake_copy(model, fake_mode)
     with fake_mode:
         if dt is not None or target != model_device(model):
-            _convert(fmodel, dt, target)
+            convert_tensors(fmodel, dt, target)
         if training is not None:
             fmodel.train(training)
-        args = _fake_inputs(inputs, batch, dt, dt or model_float_dtype(model), target, fake_mode)
+        args = fake_inputs(inputs, batch=batch, spec_dtype=dt or model_float_dtype(model), device=target,
+                           fake_mode=fake_mode, cast_tensors=dt is not None)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
         notes: list[str] = []
@@ -174,50 +173,6 @@ def count(
             if backward:
                 _run_backward(output, counter, notes)
     return _build_result(fmodel, args, stack, counter, notes)
-
-
-def _convert(fmodel: nn.Module, dtype: torch.dtype | None, device: torch.device | None) -> None:
-    """Cast the fake copy's floating parameters and buffers to ``dtype`` and move all of them to
-    ``device`` (ties kept). ``Module.to`` swaps tensors in place, which fake tensors (weak-referenced
-    by their mode) refuse, so the attributes are replaced instead; only hwprof's copy is touched."""
-    memo: dict[int, torch.Tensor] = {}
-
-    def convert(t: torch.Tensor) -> torch.Tensor:
-        dt = dtype if dtype is not None and t.is_floating_point() else t.dtype
-        return t.detach().to(device=device or t.device, dtype=dt)
-
-    for mod in fmodel.modules():
-        for store, is_param in ((mod._parameters, True), (mod._buffers, False)):
-            for name, old in list(store.items()):
-                if old is None:
-                    continue
-                if id(old) not in memo:
-                    new = convert(old)
-                    memo[id(old)] = nn.Parameter(new, old.requires_grad) if is_param else new
-                store[name] = memo[id(old)]
-
-
-def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype | None, spec_dtype: torch.dtype,
-                 device: torch.device, fake_mode: FakeTensorMode) -> tuple[Any, ...]:
-    """Fake tensors for ``inputs``: specs are created fake (floats in ``spec_dtype``); real tensors
-    are converted (not copied), cast only when ``dtype`` was asked for, and moved to ``device``."""
-    if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs and isinstance(inputs[0], TensorSpec)):
-        specs = parse_spec(inputs) if isinstance(inputs, str) else tuple(inputs)
-        return as_input_tuple(list(specs), batch=batch, dtype=spec_dtype, device=device, random=False)
-    real = as_input_tuple(inputs, batch=batch)
-    out = []
-    for x in real:
-        if isinstance(x, torch.Tensor):
-            fx = fake_mode.from_tensor(x) if x.device.type != "meta" else torch.empty_strided(
-                x.shape, x.stride(), dtype=x.dtype, device="meta")
-            if dtype is not None and fx.is_floating_point() and fx.dtype != dtype:
-                fx = fx.to(dtype)
-            if fx.device != device:
-                fx = fx.to(device)
-            out.append(fx)
-        else:
-            out.append(x)
-    return tuple(out)
 
 
 def _input_error(stack: ModuleStack, e: Exception) -> Exception:

@@ -62,7 +62,6 @@ same idea in ~150 lines; ``tests/memory`` compares both on a small CNN where Mem
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import os
 import re
@@ -76,13 +75,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.memory.allocator import AllocatorModel, make_allocator
-from hwprof.spec import as_input_tuple, make_inputs, parse_dtype, parse_spec
+from hwprof.spec import parse_dtype
 from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
 __all__ = [
@@ -179,18 +179,6 @@ def fake_device_for(target_device: str, requested: torch.device | str | None = N
     return torch.device("cpu")
 
 
-def _fake_like(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
-    """A fresh fake tensor (call under the fake mode) with ``t``'s shape and strides."""
-    dt = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
-    return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dt, device=device)
-
-
-def _rebatch(t: torch.Tensor, batch: int | None) -> tuple[int, ...]:
-    if batch is None or t.dim() == 0:
-        return tuple(t.shape)
-    return (batch, *t.shape[1:])
-
-
 def prepare_fake(model: nn.Module, inputs: Any, *, batch: int | None = None,
                  dtype: torch.dtype | str = torch.float32, amp: bool = False, device: str = "cuda",
                  mode: str = "train", fake_device: torch.device | str | None = None) -> FakeSetup:
@@ -213,26 +201,12 @@ def prepare_fake(model: nn.Module, inputs: Any, *, batch: int | None = None,
     param_dtype = None if amp else dtype
     fdev = fake_device_for(device, fake_device)
     fm = FakeTensorMode(allow_non_fake_inputs=False)
-    with FakeCopyMode(fm):
-        fmodel = copy.deepcopy(model)
+    fmodel = fake_copy(model, fm, clear_hooks=True)
     setup = FakeSetup(fm, fmodel, (), device, fdev, param_dtype or torch.float32, amp_dtype, mode == "train")
-    memo: dict[int, torch.Tensor] = {}
     with fm:
-        for mod in fmodel.modules():
-            _clear_hooks(mod)
-            for name, p in list(mod._parameters.items()):
-                if p is None:
-                    continue
-                if id(p) not in memo:
-                    memo[id(p)] = nn.Parameter(_fake_like(p, fdev, param_dtype), requires_grad=p.requires_grad)
-                setattr(mod, name, memo[id(p)])
-            for name, b in list(mod._buffers.items()):
-                if b is None:
-                    continue
-                if id(b) not in memo:
-                    memo[id(b)] = _fake_like(b, fdev, param_dtype)
-                mod._buffers[name] = memo[id(b)]
-        setup.inputs = _fake_inputs(inputs, batch, dtype if not amp else torch.float32, fdev)
+        convert_tensors(fmodel, param_dtype, fdev, remake=True)
+        setup.inputs = fake_inputs(inputs, batch=batch, spec_dtype=dtype if not amp else torch.float32, device=fdev,
+                                   fake_mode=fm, cast_tensors=True, rebatch=True)
     fmodel.train(mode == "train")
     seen: set[int] = set()
     for p in fmodel.parameters():
@@ -259,32 +233,6 @@ def prepare_fake(model: nn.Module, inputs: Any, *, batch: int | None = None,
             setup.input_keys.add(k)
             setup.inputs_bytes += storage_nbytes(t)
     return setup
-
-
-def _clear_hooks(mod: nn.Module) -> None:
-    """Drop the hooks deep-copied from the user's module (on the fake copy only)."""
-    for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                 "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-                 "_state_dict_hooks", "_load_state_dict_pre_hooks"):
-        d = getattr(mod, attr, None)
-        if isinstance(d, dict) and d:
-            setattr(mod, attr, type(d)())
-
-
-def _fake_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, fdev: torch.device) -> tuple[Any, ...]:
-    """Fake inputs (call under the fake mode): spec strings are built directly, tensors re-made."""
-    if isinstance(inputs, str):
-        return make_inputs(parse_spec(inputs), 1 if batch is None else batch, dtype, fdev, random=False)
-    items = as_input_tuple(inputs, batch=batch, dtype=dtype, device=fdev, random=False)
-    out: list[Any] = []
-    for x in items:
-        if isinstance(x, torch.Tensor):
-            dt = dtype if x.is_floating_point() else x.dtype
-            out.append(torch.empty(_rebatch(x, batch), dtype=dt, device=fdev) if x.is_floating_point()
-                       else torch.zeros(_rebatch(x, batch), dtype=dt, device=fdev))
-        else:
-            out.append(x)
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------- module attribution
