@@ -144,13 +144,14 @@ def count(
     """Count ``model`` on ``inputs`` (a tensor, a tuple of tensors, or a spec like ``"3x224x224"``).
 
     Runs on a fake copy of the model (no memory, no compute; models on ``torch.device("meta")``
-    work). ``backward=True`` also counts the ops autograd runs for ``outputs.backward(ones)``;
-    ``backward=False`` runs under ``torch.no_grad()`` (so eval-mode fused fast paths run, as they
+    work, counted with the CPU's kernels unless ``device`` says otherwise). ``backward=True``
+    also counts the ops autograd runs for ``outputs.backward(ones)``; ``backward=False`` runs under ``torch.no_grad()`` (so eval-mode fused fast paths run, as they
     would in inference). ``dtype`` converts the copy and floating inputs (e.g. ``"bf16"``).
     ``training`` sets the copy's mode (None: the model's own flag; the model itself is untouched).
     """
     dt = parse_dtype(dtype) if dtype is not None else None
-    target = model_device(model) if device is None else torch.device(device)
+    notes: list[str] = []
+    target = count_device(model_device(model), device, notes)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     fmodel = fake_copy(model, fake_mode)
     with fake_mode:
@@ -162,7 +163,6 @@ def count(
                            fake_mode=fake_mode, cast_tensors=dt is not None)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
-        notes: list[str] = []
         grad_ctx = torch.enable_grad() if backward else torch.no_grad()
         with grad_ctx, stack:
             try:
@@ -173,6 +173,19 @@ def count(
             if backward:
                 _run_backward(output, counter, notes)
     return _build_result(fmodel, args, stack, counter, notes)
+
+
+def count_device(model_dev: torch.device, requested: torch.device | str | None, notes: list[str]) -> torch.device:
+    """The device whose kernels are counted: ``requested``, else the model's. A model on meta never
+    runs anywhere, and meta dispatch picks other kernels than a real device (e.g. SDPA's math path,
+    which materialises the full causal matrix, instead of CPU's flash kernel), so it is counted as
+    on the CPU unless a device is given."""
+    if requested is not None:
+        return torch.device(requested)
+    if model_dev.type == "meta":
+        notes.append("model on meta: counted with CPU kernels (pass device='cuda' to count CUDA's)")
+        return torch.device("cpu")
+    return model_dev
 
 
 def _input_error(stack: ModuleStack, e: Exception) -> Exception:

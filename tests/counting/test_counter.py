@@ -148,3 +148,17 @@ def test_count_on_another_device_moves_only_the_copy() -> None:
     on_cpu = hwprof.count(m, "1x28x28", backward=True)
     assert on_meta.totals == on_cpu.totals
     assert next(m.parameters()).device == torch.device("cpu")
+
+
+def test_meta_model_counts_the_cpu_kernels_by_default() -> None:
+    # on meta, SDPA would dispatch its math path (full S x S matrix); a real CPU runs the flash
+    # kernel, whose causal work hwprof counts as useful pairs: the default follows the CPU.
+    with torch.device("meta"):
+        meta = zoo.GPT(vocab=100, d_model=32, n_heads=2, n_layers=1, max_seq=16)
+    cpu = zoo.GPT(vocab=100, d_model=32, n_heads=2, n_layers=1, max_seq=16)
+    c_meta, c_cpu = hwprof.count(meta, "long:16"), hwprof.count(cpu, "long:16")
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in set(c_meta.ops["op"])
+    assert c_meta.totals == c_cpu.totals
+    assert any("meta" in n for n in c_meta.notes)
+    as_meta = hwprof.count(meta, "long:16", device="meta")
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" not in set(as_meta.ops["op"])
