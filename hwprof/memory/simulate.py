@@ -267,10 +267,26 @@ class ModuleStack:
         return path, typ, shapes
 
     def __enter__(self) -> ModuleStack:
+        """Global module hooks filtered to this model's modules: per-module hooks would switch off
+        fused fast paths that check ``module._forward_hooks`` (nn.TransformerEncoderLayer)."""
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        hooks: dict[int, tuple[Callable[..., None], Callable[..., None]]] = {}
         for path, mod in self.model.named_modules():
             leaf = next(iter(mod.children()), None) is None
-            self._handles.append(mod.register_forward_pre_hook(self._pre(path)))
-            self._handles.append(mod.register_forward_hook(self._post(path, leaf)))
+            hooks.setdefault(id(mod), (self._pre(path), self._post(path, leaf)))
+
+        def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            h = hooks.get(id(mod))
+            if h is not None:
+                h[0](mod, args)
+
+        def post(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            h = hooks.get(id(mod))
+            if h is not None:
+                h[1](mod, args, output)
+
+        self._handles += [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
         return self
 
     def __exit__(self, *exc: object) -> None:
