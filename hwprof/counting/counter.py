@@ -31,7 +31,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from hwprof.counting import formulas as F
-from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, tensor_bytes
+from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, sizes_str, tensor_bytes
 from hwprof.errors import HwprofError, InputShapeError
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
@@ -199,7 +199,7 @@ def _input_error(stack: ModuleStack, e: Exception) -> Exception:
             "hwprof counts on a fake copy of the registered parameters, buffers and submodules only")
     if frame is None:
         return e
-    return InputShapeError(frame.path, type(frame.module).__name__, [frame.input_shapes], e)
+    return InputShapeError(frame.path, type(frame.module).__name__, [sizes_str(frame.input_shapes)], e)
 
 
 def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:

@@ -5,8 +5,9 @@ can go stale (multi-grad hooks fire out of order, and a module entered in forwar
 "active"): on a 32-layer transformer most backward ops landed on one ``dropout2``. hwprof
 attributes backward ops differently:
 
-* forward: global module pre/post hooks keep a stack of module paths (global hooks, not
-  per-module ones, so fused fast paths that check ``module._forward_hooks`` still run);
+* forward: global module pre/post hooks (:class:`hwprof.modules.ModuleCalls`) keep a stack
+  of module paths (global hooks, not per-module ones, so fused fast paths that check
+  ``module._forward_hooks`` still run);
 * at a module's pre-hook it reads the autograd sequence number; at its post-hook it walks
   the autograd graph back from the outputs and labels every node created since (sequence
   number >= start) that no inner module labelled already (``node.metadata``; inner modules'
@@ -21,15 +22,17 @@ user's modules, and die with the graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["ModuleStack", "CallRecord", "LABEL_KEY", "tensor_bytes", "shapes_str"]
+from hwprof.modules import Frame, ModuleCalls
+
+__all__ = ["ModuleStack", "CallRecord", "LABEL_KEY", "tensor_bytes", "shapes_str", "sizes_str"]
 
 LABEL_KEY = "hwprof_module"
 _SEQ_NR_ACCUMULATE_GRAD = 2**64 - 1
@@ -49,7 +52,12 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 def shapes_str(tensors: list[torch.Tensor]) -> str:
     """'1x3x224x224, 1x10' for a list of tensors ('' for none)."""
-    return ", ".join("x".join(str(d) for d in t.shape) or "scalar" for t in tensors)
+    return sizes_str([t.shape for t in tensors])
+
+
+def sizes_str(shapes: Sequence[tuple[int, ...]]) -> str:
+    """'1x3x224x224, 1x10' for a list of shapes ('' for none, 'scalar' for ())."""
+    return ", ".join("x".join(str(d) for d in s) or "scalar" for s in shapes)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -73,71 +81,39 @@ class CallRecord:
     output_is_alias: bool = False  # output shares storage with an input (in-place op or view)
 
 
-@dataclass
-class _Frame:
-    path: str
-    module: nn.Module
-    start_seq: int
-    input_shapes: str
-    input_storages: set[int] = field(default_factory=set)
+class ModuleStack(ModuleCalls):
+    """Global forward hooks over one model's modules (context manager; hooks removed on exit):
+    a :class:`CallRecord` per path, and autograd nodes labelled at each call's end.
 
+    A frame's ``data`` is ``(autograd sequence number at the call's start, input storages)``.
+    A post-hook whose module is not on top of the stack is ignored (``unwind = False``).
+    """
 
-class ModuleStack:
-    """Global forward hooks over one model's modules (context manager; hooks removed on exit)."""
+    unwind = False
 
     def __init__(self, model: nn.Module) -> None:
-        self.paths: dict[int, str] = {}
+        super().__init__(model)
         self.records: dict[str, CallRecord] = {}
         for path, mod in model.named_modules():
-            self.paths.setdefault(id(mod), path)
             self.records.setdefault(path, CallRecord(path, type(mod).__name__))
-        self.stack: list[_Frame] = []
-        self.failed: _Frame | None = None
-        self._handles: list[Any] = []
-
-    # ------------------------------------------------------------------ context
-    def __enter__(self) -> ModuleStack:
-        self._handles = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    @property
-    def current(self) -> str:
-        return self.stack[-1].path if self.stack else ""
-
-    def innermost_active(self) -> _Frame | None:
-        """After an exception: the innermost module that was running (its post-hook never ran)."""
-        return self.stack[-1] if self.stack else None
 
     # ------------------------------------------------------------------ hooks
-    def _pre(self, module: nn.Module, args: Any) -> None:
-        path = self.paths.get(id(module))
-        if path is None:
-            return
-        ins = _tensors(args)
-        grad = torch.is_grad_enabled()
-        seq = torch._C._autograd._get_sequence_nr() if grad else 0
-        self.stack.append(_Frame(path, module, seq, shapes_str(ins), {_storage_id(t) for t in ins}))
+    def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
+        seq = torch._C._autograd._get_sequence_nr() if torch.is_grad_enabled() else 0
+        frame.data = (seq, {_storage_id(t) for t in inputs})
 
-    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
-        path = self.paths.get(id(module))
-        if path is None or not self.stack or self.stack[-1].path != path:
-            return
-        frame = self.stack.pop()
+    def on_exit(self, frame: Frame, args: Any, output: Any) -> None:
+        start_seq, input_storages = frame.data
         outs = _tensors(output)
-        rec = self.records[path]
+        rec = self.records[frame.path]
         if rec.calls == 0:
-            rec.input_shapes, rec.output_shapes = frame.input_shapes, shapes_str(outs)
+            rec.input_shapes, rec.output_shapes = sizes_str(frame.input_shapes), shapes_str(outs)
         rec.calls += 1
-        alias = any(_storage_id(t) in frame.input_storages for t in outs)
+        alias = any(_storage_id(t) in input_storages for t in outs)
         rec.output_is_alias = rec.output_is_alias or alias
         rec.output_bytes += sum(tensor_bytes(t) for t in outs)
         if torch.is_grad_enabled():
-            self._label(outs, path, frame.start_seq)
+            self._label(outs, frame.path, start_seq)
 
     @staticmethod
     def _label(outs: list[torch.Tensor], path: str, start_seq: int) -> None:

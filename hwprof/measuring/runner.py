@@ -37,6 +37,7 @@ from hwprof.hardware.device import describe_device, free_device_memory, resolve_
 from hwprof.measuring.probes import MemoryProbes, cuda_current
 from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
+from hwprof.modules import Frame, ModuleCalls
 from hwprof.placement import model_float_dtype, model_placement
 from hwprof.spec import as_input_tuple, parse_dtype
 from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
@@ -98,30 +99,19 @@ def _num_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(prev)
 
 
-class _Innermost:
-    """Global forward hooks that remember which of ``model``'s modules an exception left first."""
+class _Innermost(ModuleCalls):
+    """Global forward hooks that remember which of ``model``'s modules an exception left first
+    (``always_call`` post-hooks, which also run for a raising forward)."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.paths = {id(m): p for p, m in model.named_modules()}
+        super().__init__(model, always_call=True)
         self.failures: dict[int, tuple[str, str, list[Any]]] = {}
-        self._handles: list[Any] = []
 
-    def __enter__(self) -> _Innermost:
-        from torch.nn.modules.module import register_module_forward_hook
-        self._handles.append(register_module_forward_hook(self._post, always_call=True))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
-        path = self.paths.get(id(module))
+    def on_exit(self, frame: Frame, args: tuple[Any, ...], output: Any) -> None:
         exc = sys.exc_info()[1]   # set only while _call_impl runs always_call hooks for a raising forward
-        if path is None or exc is None or id(exc) in self.failures:
+        if exc is None or id(exc) in self.failures:
             return
-        self.failures[id(exc)] = (path, type(module).__name__, _shapes(args))
+        self.failures[id(exc)] = (frame.path, type(frame.module).__name__, _shapes(args))
 
     def locate(self, exc: BaseException, model: nn.Module, inputs: tuple[Any, ...]) -> tuple[str, str, list[Any]]:
         e: BaseException | None = exc

@@ -82,6 +82,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.memory.allocator import AllocatorModel, make_allocator
+from hwprof.modules import Frame, ModuleCalls
 from hwprof.spec import parse_dtype
 from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
@@ -236,81 +237,36 @@ def prepare_fake(model: nn.Module, inputs: Any, *, batch: int | None = None,
 
 
 # --------------------------------------------------------------------------- module attribution
-class ModuleStack:
+class ModuleStack(ModuleCalls):
     """Forward pre/post hooks on every module of a (fake) model: ``current`` is the innermost
     module path being run ("" = root). ``on_leaf(path, module, args, output, call)`` is called after
     each leaf module call. If a forward raises, ``innermost()`` still names the module that
-    raised and its input shapes. The hooks are removed on exit."""
+    raised and its input shapes. The hooks are removed on exit.
+
+    Global module hooks filtered to this model's modules (:class:`hwprof.modules.ModuleCalls`):
+    per-module hooks would switch off fused fast paths that check ``module._forward_hooks``
+    (nn.TransformerEncoderLayer)."""
 
     def __init__(self, model: nn.Module,
                  on_leaf: Callable[[str, nn.Module, tuple[Any, ...], Any, int], None] | None = None) -> None:
-        self.model = model
+        super().__init__(model)
         self.on_leaf = on_leaf
-        self.stack: list[tuple[str, str, list[tuple[int, ...]], int]] = []
-        self.calls = 0
-        self._handles: list[Any] = []
-
-    @property
-    def current(self) -> str:
-        return self.stack[-1][0] if self.stack else ""
 
     @property
     def current_call(self) -> int:
         """Index (in call order, from 0) of the innermost module call; -1 outside the model."""
-        return self.stack[-1][3] if self.stack else -1
+        return self.stack[-1].call if self.stack else -1
 
     def innermost(self) -> tuple[str, str, list[tuple[int, ...]]]:
         """(path, type name, input shapes) of the innermost module being run."""
-        if not self.stack:
+        frame = self.innermost_active()
+        if frame is None:
             return ("", type(self.model).__name__, [])
-        path, typ, shapes, _ = self.stack[-1]
-        return path, typ, shapes
+        return frame.path, type(frame.module).__name__, frame.input_shapes
 
-    def __enter__(self) -> ModuleStack:
-        """Global module hooks filtered to this model's modules: per-module hooks would switch off
-        fused fast paths that check ``module._forward_hooks`` (nn.TransformerEncoderLayer)."""
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
-        hooks: dict[int, tuple[Callable[..., None], Callable[..., None]]] = {}
-        for path, mod in self.model.named_modules():
-            leaf = next(iter(mod.children()), None) is None
-            hooks.setdefault(id(mod), (self._pre(path), self._post(path, leaf)))
-
-        def pre(mod: nn.Module, args: tuple[Any, ...]) -> None:
-            h = hooks.get(id(mod))
-            if h is not None:
-                h[0](mod, args)
-
-        def post(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            h = hooks.get(id(mod))
-            if h is not None:
-                h[1](mod, args, output)
-
-        self._handles += [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def _pre(self, path: str) -> Callable[..., None]:
-        def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
-            self.stack.append((path, type(mod).__name__, [tuple(t.shape) for t in tensor_leaves(args)], self.calls))
-            self.calls += 1
-        return hook
-
-    def _post(self, path: str, leaf: bool) -> Callable[..., None]:
-        def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            call = -1
-            while self.stack:
-                entry = self.stack.pop()
-                if entry[0] == path:
-                    call = entry[3]
-                    break
-            if leaf and self.on_leaf is not None:
-                self.on_leaf(path, mod, args, output, call)
-        return hook
+    def on_exit(self, frame: Frame, args: tuple[Any, ...], output: Any) -> None:
+        if self.on_leaf is not None and next(iter(frame.module.children()), None) is None:
+            self.on_leaf(frame.path, frame.module, args, output, frame.call)
 
 
 # --------------------------------------------------------------------------- CUDA kernels on fake CPU
