@@ -27,3 +27,4 @@ bench: setup
 
 lint: setup
 	$(BIN)ruff check hwprof tests bench
+	$(BIN)mypy hwprof --ignore-missing-imports

@@ -118,7 +118,7 @@ class ModuleStack(ModuleCalls):
     @staticmethod
     def _label(outs: list[torch.Tensor], path: str, start_seq: int) -> None:
         """Label graph nodes created during this call (and unlabelled AccumulateGrad leaves)."""
-        todo = [t.grad_fn for t in outs if t.grad_fn is not None]
+        todo: list[Any] = [t.grad_fn for t in outs if t.grad_fn is not None]
         seen: set[int] = set()
         while todo:
             node = todo.pop()
@@ -128,7 +128,7 @@ class ModuleStack(ModuleCalls):
             seq = node._sequence_nr()
             if seq < start_seq:
                 continue  # created before this call: belongs to a caller or an earlier module
-            meta = node.metadata
+            meta: dict[str, str] = node.metadata  # a dict at run time (the stub types it as a method)
             meta.setdefault(LABEL_KEY, path)  # an inner module's label wins; keep walking past it
             if seq != _SEQ_NR_ACCUMULATE_GRAD:
                 todo.extend(fn for fn, _ in node.next_functions)
@@ -136,7 +136,7 @@ class ModuleStack(ModuleCalls):
 
 def backward_module() -> str:
     """Path of the module whose autograd node is running now ('' when unlabelled)."""
-    node = torch._C._current_autograd_node()
+    node: Any = torch._C._current_autograd_node()
     if node is None:
         return ""
-    return node.metadata.get(LABEL_KEY, "")
+    return str(node.metadata.get(LABEL_KEY, ""))

@@ -291,7 +291,8 @@ def _seq_peek() -> int:
     if not _SEQ_PROBE:
         _SEQ_PROBE.append(torch.zeros((), requires_grad=True))
     with torch.enable_grad():
-        return int(_SEQ_PROBE[0].view_as(_SEQ_PROBE[0]).grad_fn._sequence_nr()) + 1
+        node: Any = _SEQ_PROBE[0].view_as(_SEQ_PROBE[0]).grad_fn
+        return int(node._sequence_nr()) + 1
 
 
 @dataclass

@@ -74,7 +74,7 @@ def summary_lines(p: Any) -> list[str]:
     return lines
 
 
-def variant_shares(p: Any, variant: str = "depthwise") -> dict[str, float]:
+def variant_shares(p: Any, variant: str = "depthwise") -> dict[str, Any]:
     """Share of FLOPs and time, achieved FLOP/s, fraction of roof and median intensity of one conv variant."""
     lay = p.layers
     sel = lay[lay["variant"] == variant]
