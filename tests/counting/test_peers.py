@@ -197,3 +197,19 @@ def test_macs_equal_flop_counter_mode_per_op(name: str) -> None:
             assert ours[key] < flops / 2  # the peer is too high there
             continue
         assert ours[key] == flops / 2, key
+
+
+def test_flop_counter_mode_on_torchvision_mobilenet_v2() -> None:
+    """The issue's figure: FlopCounterMode is ~6.9x too high on torchvision's mobilenet_v2 forward +
+    backward (its grouped-conv backward bug); measured 6.89x with torch 2.14.1 / torchvision 0.29.1."""
+    pytest.importorskip("torchvision")
+    model, _ = zoo.build("torchvision:mobilenet_v2")
+    x = torch.randn(1, 3, 224, 224)
+    c = hwprof.count(model, x, backward=True)
+    assert not c.uncounted
+    ours = c.ops[c.ops["op"].isin(["aten.convolution", "aten.convolution_backward", "aten.addmm", "aten.mm"])]
+    fcm = FlopCounterMode(display=False)
+    with fcm:
+        model(x).sum().backward()
+    ratio = fcm.get_total_flops() / ours["flops"].sum()
+    assert 6.5 < ratio < 7.3
