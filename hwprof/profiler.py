@@ -68,11 +68,9 @@ class Profile:
     ceilings: Any
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def ops(self) -> pd.DataFrame:
-        """Per-op counts (times are per layer: the op table carries no time)."""
-        return self.counts.ops
+    ops: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per counted aten op: the counts, ``time_s`` from the profiler pass where the op
+    could be matched (NaN otherwise) and the same derived roofline columns as ``layers``."""
 
     def save(self, directory: str | Path, command: str | None = None) -> list[Path]:
         """Write CSV, JSON, Markdown, roofline + time plots (PNG/SVG) and a manifest, atomically."""
@@ -82,7 +80,7 @@ class Profile:
         d.mkdir(parents=True, exist_ok=True)
         written = [
             write_atomic(d / "layers.csv", self.layers.to_csv()),
-            write_atomic(d / "ops.csv", self.counts.ops.to_csv(index=False)),
+            write_atomic(d / "ops.csv", self.ops.to_csv(index=False)),
             write_json_atomic(d / "profile.json", {
                 "summary": self.summary, "config": self.config, "notes": self.notes,
                 "phases": self.measurement.phases, "memory": self.measurement.memory,
@@ -153,7 +151,7 @@ def profile(
     bar = tqdm(total=3, desc=f"{name or type(model).__name__}: measure", disable=not progress, leave=False)
     try:
         m = measure(model, inputs, device=device, mode=mode, optimizer=optimizer, per_layer=True, depth=depth,
-                    batch=batch, dtype=dtype, channels_last=channels_last, budget_s=budget_s)
+                    batch=batch, dtype=dtype, channels_last=channels_last, budget_s=budget_s, per_op=True)
         bar.update()
         bar.set_description(f"{name or type(model).__name__}: count")
         dev_type = str(m.device.get("type", "cpu"))
@@ -174,13 +172,14 @@ def profile(
     modules = dict(model.named_modules())
     layers = join_layers(c, m.layers, train, modes, {p: layer_variant(mod) for p, mod in modules.items()})
     layers = derive(layers, k.flop_per_s, k.bytes_per_s)
+    ops = derive(join_ops(c.ops, m.ops, modes), k.flop_per_s, k.bytes_per_s)
     whole_s = whole_model_time_s(m.phases, train)
-    summary = summarize(layers, c, whole_s, k, modes, train)
+    summary = summarize(layers, c, whole_s, k, modes, train, ops)
     config = {"model": name or type(model).__name__, "device": dev_type, "mode": mode,
               "dtype": str(dtype or model_float_dtype(model)).removeprefix("torch."), "optimizer": optimizer,
               "channels_last": channels_last, "batch": batch, "budget_s": budget_s,
               "math_modes": {"cudnn_tf32": modes.cudnn_tf32, "matmul_tf32": modes.matmul_tf32}}
-    return Profile(layers, summary, c, m, k, config, list(m.notes) + list(c.notes))
+    return Profile(layers, summary, c, m, k, config, list(m.notes) + list(c.notes), ops)
 
 
 def _count_device(dev_type: str, model: nn.Module) -> torch.device:
@@ -189,12 +188,41 @@ def _count_device(dev_type: str, model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def op_class(op: str) -> str:
+    """'conv', 'matmul' (matmul/attention/RNN kernels) or 'other' (see :func:`hwprof.roofline.roof_key`)."""
+    return "conv" if op in CONV_OPS else ("matmul" if op in MATMUL_OPS else "other")
+
+
+def join_ops(counted: pd.DataFrame, measured: pd.DataFrame, modes: MathModes) -> pd.DataFrame:
+    """Counted ops with their measured ``time_s``, matched per phase in dispatch order.
+
+    The measured pass may run a few ops the count does not (the loss ``sum`` and its seed
+    gradient, for instance), so the two op-name sequences are aligned with
+    ``difflib.SequenceMatcher``; counted ops left unmatched keep NaN time. Adds ``roof_key``."""
+    import difflib
+
+    out = counted.copy()
+    out["time_s"] = float("nan")
+    for phase in ("fwd", "bwd"):
+        c_idx = out.index[out["phase"] == phase]
+        m_sel = measured[measured["phase"] == phase] if len(measured) else measured
+        if not len(c_idx) or not len(m_sel):
+            continue
+        a, b = list(out.loc[c_idx, "op"]), list(m_sel["op"])
+        times = list(m_sel["time_s"])
+        for block in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks():
+            for i in range(block.size):
+                out.loc[c_idx[block.a + i], "time_s"] = times[block.b + i]
+    out["roof_key"] = [roof_key(d or "float32", op_class(o), modes) for d, o in zip(out["dtype"], out["op"], strict=True)]
+    return out
+
+
 def _op_class_and_dtype(ops: pd.DataFrame) -> pd.DataFrame:
     """Per module: 'conv' if it runs a convolution, 'matmul' if a matmul/attention/RNN kernel,
     else 'other'; and the dtype of its FLOP-heaviest op."""
     if ops.empty:
         return pd.DataFrame(columns=["op_class", "dtype"])
-    cls = ops["op"].map(lambda o: "conv" if o in CONV_OPS else ("matmul" if o in MATMUL_OPS else "other"))
+    cls = ops["op"].map(op_class)
     rank = cls.map({"conv": 2, "matmul": 1, "other": 0})
     frame = ops.assign(op_class=cls, rank=rank)
     best = frame.sort_values(["rank", "flops"], ascending=False).groupby("module").head(1).set_index("module")
@@ -238,8 +266,11 @@ def whole_model_time_s(phases: pd.DataFrame, train: bool) -> float:
 
 
 def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Any, modes: MathModes,
-              train: bool) -> dict[str, Any]:
-    """Whole-model figures and the by-type breakdown, all computed from the records."""
+              train: bool, ops: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Whole-model figures and the by-type breakdown, all computed from the records.
+
+    The share of time taken by ops without a formula comes from the per-op times when they
+    were measured, else (coarser) from the time of the layers that ran such ops."""
     flops = float(c.totals["flops_fwd"] + (c.totals["flops_bwd"] if train else 0))
     main_key = layers.loc[layers["op_class"] != "other", "roof_key"].mode()
     peak_key = str(main_key.iloc[0]) if len(main_key) else "fp32"
@@ -265,7 +296,15 @@ def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Any, mode
         "memory_bound_time_share": float(layers.loc[layers["bound"] == "memory", "time_share"].sum()),
         "above_roof_layers": list(layers.index[layers["above_roof"]]),
         "uncounted": dict(c.uncounted),
-        "uncounted_time_share": float(layers.loc[unc, "time_share"].sum()),
+        "uncounted_time_share": _uncounted_share(layers, unc, ops),
+        "ops_matched_share": float(ops["time_s"].notna().mean()) if ops is not None and len(ops) else float("nan"),
         "by_type": by_type,
     }
 
+
+
+def _uncounted_share(layers: pd.DataFrame, unc: pd.Series, ops: pd.DataFrame | None) -> float:
+    if ops is not None and len(ops) and ops["time_s"].notna().any():
+        t = ops["time_s"].fillna(0.0)
+        return float(t[~ops["counted"]].sum() / t.sum()) if t.sum() > 0 else 0.0
+    return float(layers.loc[unc, "time_share"].sum())

@@ -65,3 +65,26 @@ def test_profile_end_to_end_cpu(tmp_path) -> None:  # type: ignore[no-untyped-de
     files = {f.name for f in p.save(tmp_path)}
     assert {"layers.csv", "ops.csv", "profile.json", "report.md", "manifest.json", "roofline.png",
             "roofline.svg", "layer_time.png"} <= files
+
+
+def test_join_ops_aligns_around_extra_measured_ops() -> None:
+    import pandas as pd
+
+    from hwprof.profiler import join_ops
+
+    counted = pd.DataFrame({"phase": ["fwd", "fwd", "bwd", "bwd"], "op": ["aten.addmm", "aten.relu", "aten.mm", "aten.mm"],
+                            "dtype": ["float32"] * 4})
+    # the measured pass also ran the loss (sum, ones_like), and one op the count decomposed differently
+    measured = pd.DataFrame({"phase": ["fwd", "fwd", "fwd", "fwd", "bwd", "bwd"],
+                             "op": ["aten.addmm", "aten.relu", "aten.sum", "aten.ones_like", "aten.mm", "aten.bmm"],
+                             "time_s": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    out = join_ops(counted, measured, MathModes("cpu"))
+    assert list(out["time_s"].fillna(-1)) == [1.0, 2.0, 5.0, -1]  # the unmatched op keeps NaN, never a guess
+    assert list(out["roof_key"]) == ["fp32"] * 4
+
+
+def test_profile_ops_have_measured_times() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+    p = hwprof.profile(model, "3x8x8", device="cpu", batch=2, budget_s=0.05, ceilings=FAKE_CEILINGS)
+    assert p.summary["ops_matched_share"] == 1.0
+    assert (p.ops["time_s"] > 0).all() and "achieved_flop_per_s" in p.ops.columns

@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train mode: also time the optimizer step")
     p.add_argument("--per-layer", action="store_true", help="also time every module (separate hooked pass)")
     p.add_argument("--depth", type=int, default=None, help="per-layer: deepest module path depth to time")
+    p.add_argument("--per-op", action="store_true", help="also time every aten op (separate torch.profiler pass)")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: the model's)")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
     p.add_argument("--budget", type=float, default=1.0, metavar="S", help="seconds of timed repetitions per phase")
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     m = measure(model, spec, device=args.device, mode=args.mode, optimizer=args.optimizer,
                 per_layer=args.per_layer, depth=args.depth, batch=args.batch, dtype=args.dtype,
                 channels_last=args.channels_last, budget_s=args.budget, warmup=args.warmup,
-                threads=args.threads, l2_flush=args.l2_flush)
+                threads=args.threads, l2_flush=args.l2_flush, per_op=args.per_op)
     df = m.layers if args.per_layer else m.phases
     if args.format == "json":
         emit(json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1), args.out)
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         text = "## phases\n\n" + render(m.phases, "md")
         if args.per_layer:
             text += "\n## layers\n\n" + render(m.layers, "md")
+        if args.per_op:
+            text += "\n## ops\n\n" + render(m.ops, "md")
         emit(text + "\n" + "\n".join(f"- note: {n}" for n in m.notes), args.out)
     elif args.format == "csv":
         emit(render(df, "csv").rstrip("\n"), args.out, df, "csv")
@@ -91,6 +94,10 @@ def _text(name: str, spec: str, m: Any) -> str:
                          f"{_ms(s[f'{ph_name}_layer_sum_s'])}"
                          + (f" ({100 * ratio:.0f}%)" if ratio is not None else "")
                          + f", hooked root {_ms(s[f'{ph_name}_hooked_root_s'])}")
+    if len(m.ops):
+        top = m.ops.assign(time=m.ops["time_s"].map(_ms)).sort_values("time_s", ascending=False).head(15)
+        lines += ["", f"slowest aten ops of {len(m.ops)} (torch.profiler pass):",
+                  render(top[["phase", "op", "time"]], "table")]
     lines += [""] + [f"note: {n}" for n in m.notes]
     return "\n".join(lines).rstrip()
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
 from hwprof.hardware.device import describe_device, free_device_memory, resolve_device, same_device
+from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import MemoryProbes, cuda_current
 from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
@@ -61,6 +62,8 @@ class Measurement:
     device: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    ops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["phase", "op", "time_s"]))
+    """Per dispatched aten op (``per_op=True``): phase, op, time_s in dispatch order."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (raw repetition times included under ``timings``)."""
@@ -69,6 +72,7 @@ class Measurement:
             "config": self.config, "device": self.device, "phases": self.phases,
             "timings": {k: v.to_dict() for k, v in self.timings.items()},
             "layers": self.layers, "layer_sum": self.layer_sum, "memory": self.memory, "notes": self.notes,
+            "ops": self.ops,
         })
 
 
@@ -179,6 +183,7 @@ class _Config:
     optimizer: Any
     per_layer: bool
     depth: int | None
+    per_op: bool
     batch: int | None
     dtype: torch.dtype | None
     channels_last: bool
@@ -223,6 +228,7 @@ def measure(
     max_reps: int = 1000,
     target_iqr: float = 0.02,
     layer_reps: int | None = None,
+    per_op: bool = False,
 ) -> Measurement:
     """Time ``model`` on ``inputs`` and probe its memory; the model is left exactly as it was.
 
@@ -232,7 +238,8 @@ def measure(
     floating outputs) and, with an ``optimizer``, ``step``, in train mode. ``per_layer=True``
     adds a separate hooked pass giving every module's self and inclusive times (``depth``
     limits it). ``threads`` sets torch's intra-op threads for the run. ``layer_reps`` fixes
-    the number of per-layer repetitions (default: by budget, 3 to 100).
+    the number of per-layer repetitions (default: by budget, 3 to 100). ``per_op=True`` adds a
+    ``torch.profiler`` pass giving each dispatched aten op's time (:mod:`hwprof.measuring.op_times`).
     Raises ``DeviceUnavailableError``, ``InputShapeError`` (first forward failed), ``MeasurementError``.
     """
     if mode not in ("inference", "train"):
@@ -241,7 +248,8 @@ def measure(
         raise ValueError("an optimizer needs mode='train'")
     notes: list[str] = []
     dev = resolve_device(device, notes)
-    cfg = _Config(dev=dev, mode=mode, optimizer=optimizer, per_layer=per_layer, depth=depth, batch=batch,
+    cfg = _Config(dev=dev, mode=mode, optimizer=optimizer, per_layer=per_layer, depth=depth, per_op=per_op,
+                  batch=batch,
                   dtype=parse_dtype(dtype) if dtype is not None else None, channels_last=channels_last,
                   budget_s=budget_s, warmup=warmup, l2_flush=l2_flush, nvml_interval_s=nvml_interval_s,
                   clock=clock or PerfCounterClock(), loss_fn=loss_fn or default_loss, min_reps=min_reps,
@@ -277,7 +285,7 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
                 if copied:
                     for p in work.parameters():
                         p.grad = None
-                timings, layers, layer_sum, threads = _timed(work, xs, cfg, probes, notes, progress, batch)
+                timings, layers, layer_sum, ops, threads = _timed(work, xs, cfg, probes, notes, progress, batch)
             del work, xs
         notes.extend(probes.notes)
     except Exception as e:
@@ -295,11 +303,11 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
                           columns=["phase", *PHASE_COLUMNS]).set_index("phase")
     config = {"mode": cfg.mode, "optimizer": _optimizer_name(cfg.optimizer), "batch": batch,
               "dtype": str(run_dtype).replace("torch.", ""), "channels_last": cfg.channels_last,
-              "per_layer": cfg.per_layer, "depth": cfg.depth, "budget_s": cfg.budget_s, "warmup": cfg.warmup,
+              "per_layer": cfg.per_layer, "per_op": cfg.per_op, "depth": cfg.depth, "budget_s": cfg.budget_s, "warmup": cfg.warmup,
               "l2_flush": cfg.l2_flush, "input_shapes": input_shapes, "model": type(model).__name__,
               "measured_copy": copied, "device": str(cfg.dev)}
     return Measurement(phases=phases, timings=timings, layers=layers, layer_sum=layer_sum, memory=memory,
-                       device=device_info, notes=notes, config=config)
+                       device=device_info, notes=notes, config=config, ops=ops)
 
 
 def _work_model(model: nn.Module, cfg: _Config, notes: list[str]) -> tuple[nn.Module, bool]:
@@ -331,7 +339,7 @@ def _work_model(model: nn.Module, cfg: _Config, notes: list[str]) -> tuple[nn.Mo
 
 def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryProbes, notes: list[str],
            progress: dict[str, str], batch: int | None
-           ) -> tuple[dict[str, TimingStats], pd.DataFrame, dict[str, float | None], int]:
+           ) -> tuple[dict[str, TimingStats], pd.DataFrame, dict[str, float | None], pd.DataFrame, int]:
     """First forward, timed phases and the per-layer pass, on ``work`` (already snapshot/copied)."""
     train = cfg.mode == "train"
     work.train(train)
@@ -403,7 +411,23 @@ def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryPro
         layers = _per_layer(work, xs, cfg, zero_grads, notes)
         layer_sum = _layer_sum(layers, timings, train)
         zero_grads()
-    return timings, layers, layer_sum, threads
+    ops = pd.DataFrame(columns=["phase", "op", "time_s"])
+    if cfg.per_op:
+        progress["phase"] = "per_op"
+
+        def once() -> None:
+            zero_grads()
+            if train:
+                with torch.enable_grad():
+                    cfg.loss_fn(forward()).backward()
+            else:
+                with torch.no_grad():
+                    forward()
+        ops = profile_ops(once, cfg.dev)
+        zero_grads()
+        notes.append("per-op times come from a separate torch.profiler pass (median of 3); on CPU each op's "
+                     "time includes the profiler's own per-op overhead")
+    return timings, layers, layer_sum, ops, threads
 
 
 def _first_forward(work: nn.Module, xs: tuple[Any, ...], train: bool) -> None:

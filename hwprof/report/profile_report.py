@@ -70,6 +70,9 @@ def summary_lines(p: Any) -> list[str]:
     if s["uncounted"]:
         lines.append(f"ops without a formula: {s['uncounted']}; they ran in layers holding "
                      f"{_pct(s['uncounted_time_share'])} of the time")
+    if s.get("ops_matched_share") == s.get("ops_matched_share"):  # not NaN
+        lines.append(f"per-op times (torch.profiler pass): {_pct(s['ops_matched_share'])} of the counted ops "
+                     "matched a measured op (the rest keep no time in ops.csv)")
     lines += [f"note: {n}" for n in p.notes]
     return lines
 
