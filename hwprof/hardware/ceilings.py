@@ -7,7 +7,8 @@ Method (units: ``flop_per_s``, ``bytes_per_s``, ``time_s``):
   TF32 off (``torch.backends.cuda.matmul.allow_tf32 = False``), ``tf32`` (on), ``bf16``,
   ``fp16``, ``fp64``. GPU n in (4096, 8192, 16384) where memory allows; larger sizes are skipped
   when one repetition already takes over a fifth of the budget. CPU: fp32 and bf16 with the
-  process's intra-op threads.
+  process's intra-op threads (n up to 4096: smaller GEMMs understate the peak that
+  oneDNN convolutions reach).
 * bandwidth: ``dst.copy_(src)`` of a large buffer (GPU 1 GiB, CPU 512 MiB),
   ``bytes_per_s = 2 x nbytes / median_time_s`` (bytes read + bytes written).
 
@@ -164,7 +165,7 @@ def _plan(dev: torch.device, quick: bool) -> tuple[dict[str, tuple[int, ...]], t
         modes = {m: tuple(n for n in sizes if 3 * n * n * MODES[m].itemsize < 0.5 * free) for m in MODES}
         copies = (64 * 2**20,) if quick else (256 * 2**20, 2**30)
         return modes, tuple(s for s in copies if 2 * s < 0.5 * free), 0.05 if quick else 0.3
-    sizes = (256, 512) if quick else (1024, 2048)
+    sizes = (256, 512) if quick else (1024, 2048, 4096)   # 2 cores: 4096 reaches ~5% above 2048
     copies = (64 * 2**20,) if quick else (512 * 2**20,)
     return {"fp32": sizes, "bf16": sizes}, copies, 0.05 if quick else 0.3
 
