@@ -10,7 +10,7 @@ import pandas as pd
 
 from hwprof.report.tables import human, render
 
-__all__ = ["terminal_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines"]
+__all__ = ["terminal_table", "op_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines"]
 
 
 def _pct(x: float) -> str:
@@ -117,6 +117,20 @@ def comparison_lines(sep: Any, dense: Any) -> list[str]:
     return lines
 
 
+def op_table(p: Any, top: int = 25) -> pd.DataFrame:
+    """The ``top`` ops by measured time: module, phase, op, FLOPs, time, achieved FLOP/s, intensity, bound."""
+    ops = p.ops
+    if ops.empty or "time_s" not in ops or ops["time_s"].isna().all():
+        return pd.DataFrame({"note": ["no per-op times"]})
+    o = ops.dropna(subset=["time_s"]).sort_values("time_s", ascending=False).head(top)
+    return pd.DataFrame({
+        "module": o["module"].map(lambda m: m or "(root)"), "phase": o["phase"], "op": o["op"],
+        "flops": o["flops"].map(human), "time": o["time_s"].map(lambda t: f"{t * 1e3:.3f} ms"),
+        "flop/s": o["achieved_flop_per_s"].map(human),
+        "AI": o["intensity"].map(lambda x: "-" if x != x else f"{x:.2f}"), "bound": o["bound"],
+    }).reset_index(drop=True)
+
+
 def markdown_report(p: Any) -> str:
     cfg = p.config
     parts = [
@@ -132,6 +146,9 @@ def markdown_report(p: Any) -> str:
         "## Layers (by time)",
         "",
         render(terminal_table(p, top=40), "md"),
+        "## Slowest aten ops (torch.profiler pass)",
+        "",
+        render(op_table(p, top=25), "md"),
         "## Phases (whole model)",
         "",
         render(p.measurement.phases, "md"),
