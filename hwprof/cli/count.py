@@ -7,6 +7,7 @@ import argparse
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
 from hwprof.counting.counter import count
+from hwprof.hardware.device import resolve_device
 from hwprof.report.count_table import layer_table, totals_lines
 from hwprof.report.tables import render
 
@@ -15,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p, default_model="mobilenet_v1")
     p.add_argument("--backward", action="store_true", help="also count the backward pass")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
+    p.add_argument("--device", default="cpu", help="whose kernels to count: cpu (default) or cuda (needs CUDA)")
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")
     p.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
     add_output_options(p)
@@ -26,9 +28,11 @@ def run(args: argparse.Namespace) -> int:
             e = zoo.ZOO[name]
             print(f"{name:22s} {e.input_spec:14s} {e.description}")
         return 0
-    model, default_spec = zoo.build(args.model, device="meta" if args.model == "gpt_7b" else None)
+    model, default_spec = _build_without_memory(args.model)
     model.train(args.backward)  # inference counts in eval mode (BN uses running stats, no dropout)
-    c = count(model, args.input or default_spec, backward=args.backward, batch=args.batch, dtype=args.dtype)
+    device = resolve_device(args.device)
+    c = count(model, args.input or default_spec, backward=args.backward, batch=args.batch, dtype=args.dtype,
+              device=device)
     table = layer_table(c, args.backward, all_modules=args.all)
     if args.format == "table":
         mode = "train mode, forward + backward" if args.backward else "eval mode, forward"
@@ -38,3 +42,15 @@ def run(args: argparse.Namespace) -> int:
         text = render(table, args.format)
     emit(text, args.out, table, args.format)
     return 0
+
+
+def _build_without_memory(name: str) -> tuple[object, str]:
+    """Counting needs shapes only: build on meta (counted with CPU kernels, see ``count``), so a
+    2-billion-parameter VGG16 head costs no memory; a model whose construction cannot run on meta
+    is built normally."""
+    try:
+        return zoo.build(name, device="meta")
+    except zoo.UnknownModelError:
+        raise
+    except Exception:  # e.g. an initialiser without a meta kernel
+        return zoo.build(name)
