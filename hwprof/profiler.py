@@ -157,7 +157,7 @@ def profile(
         dev_type = str(m.device.get("type", "cpu"))
         train = mode == "train"
         c = count(model, inputs, backward=train, batch=batch, dtype=dtype,
-                  device=_count_device(dev_type, model), training=train)
+                  device=_count_device(dev_type), training=train)
         bar.update()
         bar.set_description(f"{name or type(model).__name__}: ceilings")
         if ceilings is None:
@@ -174,7 +174,7 @@ def profile(
     layers = derive(layers, k.flop_per_s, k.bytes_per_s)
     ops = derive(join_ops(c.ops, m.ops, modes), k.flop_per_s, k.bytes_per_s)
     whole_s = whole_model_time_s(m.phases, train)
-    summary = summarize(layers, c, whole_s, k, modes, train, ops)
+    summary = summarize(layers, c, whole_s, k, train, ops)
     config = {"model": name or type(model).__name__, "device": dev_type, "mode": mode,
               "dtype": str(dtype or model_float_dtype(model)).removeprefix("torch."), "optimizer": optimizer,
               "channels_last": channels_last, "batch": batch, "budget_s": budget_s,
@@ -182,7 +182,7 @@ def profile(
     return Profile(layers, summary, c, m, k, config, list(m.notes) + list(c.notes), ops)
 
 
-def _count_device(dev_type: str, model: nn.Module) -> torch.device:
+def _count_device(dev_type: str) -> torch.device:
     if dev_type == "cuda":
         return torch.device("cuda")
     return torch.device("cpu")
@@ -265,7 +265,7 @@ def whole_model_time_s(phases: pd.DataFrame, train: bool) -> float:
     return float(sum(phases.loc[n, "median_s"] for n in names if n in phases.index))
 
 
-def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Any, modes: MathModes,
+def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Any,
               train: bool, ops: pd.DataFrame | None = None) -> dict[str, Any]:
     """Whole-model figures and the by-type breakdown, all computed from the records.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from torch import nn
+
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
 from hwprof.counting.counter import count
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_without_memory(name: str) -> tuple[object, str]:
+def _build_without_memory(name: str) -> tuple[nn.Module, str]:
     """Counting needs shapes only: build on meta (counted with CPU kernels, see ``count``), so a
     2-billion-parameter VGG16 head costs no memory; a model whose construction cannot run on meta
     is built normally."""

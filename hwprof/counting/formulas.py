@@ -511,20 +511,21 @@ def _attention_cost(q: Sequence[int], k: Sequence[int], v: Sequence[int], ratio:
     return Cost(2 * macs + int(round(softmax * ratio)), macs)
 
 
-@register(*_ops("_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
-                "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
-                "_scaled_dot_product_fused_attention_overrideable"))
-def _sdpa(c: OpCall) -> Cost:
-    q, k, v = _sdpa_shapes(c)
-    return _attention_cost(q, k, v, _causal_ratio(c, q, k), backward=False)
+_SDPA_KERNELS = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
+                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+                 "_scaled_dot_product_fused_attention_overrideable")
 
 
-@register(*_ops("_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_flash_attention_for_cpu_backward",
-                "_scaled_dot_product_efficient_attention_backward", "_scaled_dot_product_cudnn_attention_backward",
-                "_scaled_dot_product_fused_attention_overrideable_backward"))
-def _sdpa_backward(c: OpCall) -> Cost:
-    q, k, v = _sdpa_shapes(c)
-    return _attention_cost(q, k, v, _causal_ratio(c, q, k), backward=True)
+def _sdpa_formula(backward: bool) -> Formula:
+    def formula(c: OpCall) -> Cost:
+        q, k, v = _sdpa_shapes(c)
+        return _attention_cost(q, k, v, _causal_ratio(c, q, k), backward=backward)
+    formula.__doc__ = f"SDPA {'backward' if backward else 'forward'}: see :func:`_attention_cost`."
+    return formula
+
+
+register(*_ops(*_SDPA_KERNELS))(_sdpa_formula(backward=False))
+register(*_ops(*(k + "_backward" for k in _SDPA_KERNELS)))(_sdpa_formula(backward=True))
 
 
 def _mha_macs(lq: int, lk: int, b: int, e: int) -> int:
@@ -575,7 +576,7 @@ def _rnn_layer_cost(t_b: int, w_ih: Sequence[int], w_hh: Sequence[int], mode: in
     return Cost(2 * macs + t_b * _rnn_elementwise_per_step(mode, hidden), macs)
 
 
-def _seq_batch(x: Sequence[int], batch_first: bool) -> int:
+def _seq_batch(x: Sequence[int]) -> int:
     """T·B of an RNN input (seq, batch, feat) / (batch, seq, feat) / unbatched (seq, feat)."""
     return math.prod(x[:-1])
 
@@ -584,7 +585,7 @@ def _seq_batch(x: Sequence[int], batch_first: bool) -> int:
 def _mkldnn_rnn_layer(c: OpCall) -> Cost:
     """One layer, one direction of a oneDNN RNN (CPU LSTM/GRU): see :func:`_rnn_layer_cost`."""
     x = c.args["input"].shape
-    return _rnn_layer_cost(_seq_batch(x, c.args["batch_first"]), c.args["weight0"].shape,
+    return _rnn_layer_cost(_seq_batch(x), c.args["weight0"].shape,
                            c.args["weight1"].shape, c.args["mode"], int(c.args["hidden_size"]))
 
 
@@ -592,7 +593,7 @@ def _mkldnn_rnn_layer(c: OpCall) -> Cost:
 def _mkldnn_rnn_layer_bwd(c: OpCall) -> Cost:
     """Backward = 2 x forward: grads w.r.t. input/hidden and w.r.t. weights, each a forward's MACs."""
     x = c.args["input"].shape
-    f = _rnn_layer_cost(_seq_batch(x, c.args["batch_first"]), c.args["weight1"].shape,
+    f = _rnn_layer_cost(_seq_batch(x), c.args["weight1"].shape,
                         c.args["weight2"].shape, c.args["mode"], int(c.args["hidden_size"]))
     return Cost(2 * f.flops, 2 * f.macs)
 
@@ -607,7 +608,7 @@ def _cudnn_weights(c: OpCall) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
 @register(*_ops("_cudnn_rnn"))
 def _cudnn_rnn(c: OpCall) -> Cost:
     """cuDNN RNN over all layers and directions: sum of :func:`_rnn_layer_cost` per (layer, dir)."""
-    t_b = _seq_batch(c.args["input"].shape, c.args["batch_first"])
+    t_b = _seq_batch(c.args["input"].shape)
     total = Cost(0)
     for w_ih, w_hh in _cudnn_weights(c):
         lc = _rnn_layer_cost(t_b, w_ih, w_hh, c.args["mode"], int(c.args["hidden_size"]))

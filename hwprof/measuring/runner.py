@@ -285,7 +285,7 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
                 if copied:
                     for p in work.parameters():
                         p.grad = None
-                timings, layers, layer_sum, ops, threads = _timed(work, xs, cfg, probes, notes, progress, batch)
+                timings, layers, layer_sum, ops, threads = _timed(work, xs, cfg, probes, notes, progress)
             del work, xs
         notes.extend(probes.notes)
     except Exception as e:
@@ -338,7 +338,7 @@ def _work_model(model: nn.Module, cfg: _Config, notes: list[str]) -> tuple[nn.Mo
 
 
 def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryProbes, notes: list[str],
-           progress: dict[str, str], batch: int | None
+           progress: dict[str, str]
            ) -> tuple[dict[str, TimingStats], pd.DataFrame, dict[str, float | None], pd.DataFrame, int]:
     """First forward, timed phases and the per-layer pass, on ``work`` (already snapshot/copied)."""
     train = cfg.mode == "train"

@@ -62,7 +62,7 @@ def error_pct(predicted: int | None, measured: int | None) -> float | None:
     return 100.0 * (float(predicted) - float(measured)) / float(measured)
 
 
-def real_inputs(inputs: Any, batch: int | None, dtype: torch.dtype) -> Any:
+def real_inputs(inputs: Any, batch: int | None) -> Any:
     """What to hand to ``measure``: a spec string as is (it builds the batch on the device);
     tensors re-made with dimension 0 = ``batch`` (random floats, zero integers) when it differs."""
     if isinstance(inputs, str):
@@ -99,7 +99,7 @@ def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimi
     except (TypeError, ValueError):
         pass
     try:
-        m = fn(model, real_inputs(inputs, batch, parse_dtype(dtype)), **kwargs)
+        m = fn(model, real_inputs(inputs, batch), **kwargs)
     except MeasurementError as e:
         if not e.oom:
             raise

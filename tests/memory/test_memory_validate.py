@@ -93,9 +93,9 @@ def test_amp_cannot_be_validated() -> None:
 
 def test_real_inputs_rebatch() -> None:
     x = torch.zeros(2, 5, dtype=torch.long)
-    (y,) = real_inputs((x,), 7, torch.float32)
+    (y,) = real_inputs((x,), 7)
     assert y.shape == (7, 5) and y.dtype == torch.long
-    assert real_inputs("3x8x8", 7, torch.float32) == "3x8x8"
+    assert real_inputs("3x8x8", 7) == "3x8x8"
 
 
 def test_real_cpu_validation() -> None:
