@@ -20,11 +20,12 @@ returns the cache (``source="cache"``) unless ``refresh=True``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from hwprof.hardware.datasheet import lookup
 from hwprof.hardware.device import device_name, resolve_device
 from hwprof.measuring.timers import time_fn
 
-__all__ = ["Ceilings", "measure_ceilings", "cache_path", "gemm_flop_per_s", "copy_bytes_per_s"]
+__all__ = ["Ceilings", "measure_ceilings", "cache_path", "gemm_flop_per_s", "copy_bytes_per_s", "ceilings_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,38 @@ class Ceilings:
             return None
         flops = {k: float(entry[k]) for k in MODES if entry.get(k)}
         return cls("cuda", name, torch.__version__, _today(), "datasheet", flops, entry["bytes_per_s"], entry)
+
+
+def _field(obj: Any, key: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def ceilings_dict(ceilings: Any) -> dict[str, Any]:
+    """One plain dict from a :class:`Ceilings`, its ``to_dict()`` or any object or mapping with
+    the same fields: ``flop_per_s`` (dict, values float or None), ``bytes_per_s`` (float or
+    None), ``device_name``, ``datasheet`` (dict or None), ``source``, plus every other scalar
+    field it has (for manifests). What the plots and the depthwise study read."""
+    bw = _field(ceilings, "bytes_per_s")
+    sheet = _field(ceilings, "datasheet")
+    out: dict[str, Any] = {
+        "flop_per_s": {str(k): (float(v) if v is not None else None)
+                       for k, v in dict(_field(ceilings, "flop_per_s") or {}).items()},
+        "bytes_per_s": float(bw) if bw is not None else None,
+        "device_name": _field(ceilings, "device_name") or _field(ceilings, "device") or "",
+        "datasheet": dict(sheet) if isinstance(sheet, Mapping) else sheet,
+        "source": _field(ceilings, "source", "measured"),
+    }
+    extra: Iterable[tuple[str, Any]] = ()
+    if isinstance(ceilings, Mapping):
+        extra = ceilings.items()
+    elif dataclasses.is_dataclass(ceilings) and not isinstance(ceilings, type):
+        extra = dataclasses.asdict(ceilings).items()
+    for k, v in extra:
+        if k not in out and isinstance(v, (str, int, float, bool, type(None))):
+            out[k] = v
+    return out
 
 
 def _today() -> str:

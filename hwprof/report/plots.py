@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from hwprof.errors import HwprofError
+from hwprof.hardware.ceilings import ceilings_dict
 from hwprof.report.tables import write_atomic
 
 __all__ = ["PlotUnavailable", "roofline_plot", "time_bar_plot", "flops_vs_time_plot", "MARKERS"]
@@ -89,32 +90,22 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.3g} {unit}"
 
 
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
 def _normalise_ceilings(ceilings: Any) -> dict[str, Any]:
-    """Read ``flop_per_s`` (dict), ``bytes_per_s``, ``device_name`` and ``datasheet`` from an
-    object or a dict; drop roofs that are missing or not positive."""
-    flops = {str(k): float(v) for k, v in (_get(ceilings, "flop_per_s") or {}).items()
-             if v is not None and _finite_positive(v)}
-    bw = _get(ceilings, "bytes_per_s")
-    sheet = _get(ceilings, "datasheet") or None
-    sheet_flops: dict[str, float] = {}
-    sheet_bw = None
-    if sheet:
-        sheet_bw = sheet.get("bytes_per_s") if isinstance(sheet, Mapping) else None
-        src = sheet.get("flop_per_s", sheet) if isinstance(sheet, Mapping) else {}
-        sheet_flops = {str(k): float(v) for k, v in src.items()
-                       if k in _ROOF_ORDER and v is not None and _finite_positive(v)}
+    """The roofs to draw, from :func:`hwprof.hardware.ceilings.ceilings_dict`: measured
+    ``flop_per_s`` and ``bytes_per_s``, the datasheet's (``datasheet_flop_per_s`` /
+    ``datasheet_bytes_per_s``) and ``device_name``; roofs missing or not positive dropped."""
+    c = ceilings_dict(ceilings)
+    flops = {k: float(v) for k, v in c["flop_per_s"].items() if _finite_positive(v)}
+    sheet = c["datasheet"] if isinstance(c["datasheet"], Mapping) else {}
+    src = sheet.get("flop_per_s", sheet)
+    sheet_flops = {str(k): float(v) for k, v in src.items() if k in _ROOF_ORDER and _finite_positive(v)}
+    sheet_bw: Any = sheet.get("bytes_per_s")
     return {
         "flop_per_s": flops,
-        "bytes_per_s": float(bw) if bw is not None and _finite_positive(bw) else None,
-        "device_name": _get(ceilings, "device_name") or _get(ceilings, "device") or "",
+        "bytes_per_s": c["bytes_per_s"] if _finite_positive(c["bytes_per_s"]) else None,
+        "device_name": c["device_name"],
         "datasheet_flop_per_s": sheet_flops,
-        "datasheet_bytes_per_s": float(sheet_bw) if sheet_bw is not None and _finite_positive(sheet_bw) else None,
+        "datasheet_bytes_per_s": float(sheet_bw) if _finite_positive(sheet_bw) else None,
     }
 
 

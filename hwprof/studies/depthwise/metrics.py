@@ -3,46 +3,20 @@ and the roofline columns of the sweep's rows."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
 from hwprof import roofline
+from hwprof.hardware.ceilings import ceilings_dict
 from hwprof.roofline import MathModes, roof_key
 
 
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)
-    return getattr(obj, key, default)
-
-
 def normalise_ceilings(ceilings: Any) -> dict[str, Any]:
-    """A plain dict from a ``measure_ceilings`` result (object or dict): ``flop_per_s`` (dict),
-    ``bytes_per_s``, ``device_name``, ``datasheet`` (dict or None), ``source``, plus any
-    other scalar fields it has (for the manifest)."""
-    out: dict[str, Any] = {
-        "flop_per_s": {str(k): (float(v) if v is not None else None)
-                       for k, v in dict(_get(ceilings, "flop_per_s") or {}).items()},
-        "bytes_per_s": (float(_get(ceilings, "bytes_per_s")) if _get(ceilings, "bytes_per_s") is not None else None),
-        "device_name": _get(ceilings, "device_name") or _get(ceilings, "device") or "",
-        "datasheet": _get(ceilings, "datasheet"),
-        "source": _get(ceilings, "source", "measured"),
-    }
-    extra: Iterable[tuple[str, Any]] = ()
-    if isinstance(ceilings, Mapping):
-        extra = ceilings.items()
-    elif dataclasses.is_dataclass(ceilings) and not isinstance(ceilings, type):
-        extra = dataclasses.asdict(ceilings).items()
-    for k, v in extra:
-        if k not in out and isinstance(v, (str, int, float, bool, type(None))):
-            out[k] = v
-    if isinstance(out["datasheet"], Mapping):
-        out["datasheet"] = dict(out["datasheet"])
-    return out
+    """:func:`hwprof.hardware.ceilings.ceilings_dict` (kept under the study's name)."""
+    return ceilings_dict(ceilings)
 
 
 def math_modes(device_type: str) -> MathModes:
