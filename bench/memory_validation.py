@@ -10,13 +10,13 @@ predicted and measured bytes, error in %) and ``memory-validation-<device>.png``
 (predicted vs measured, log-log; needs matplotlib). An out-of-memory point is recorded as such
 (``oom=True``) and the sweep goes on.
 
-On CPU the comparison is coarse: all points run in one process, and memory the C allocator
-kept from an earlier point can serve a later one without raising RSS (tiny models then show
-a growth near 0). ``--quick`` checks that the sweep runs, not that the predictors are right.
-
 What is compared: on CUDA each predictor's peak against ``max_memory_allocated`` and the
-simulated reserved bytes against ``max_memory_reserved``; on CPU the predicted peak minus
-params, buffers and inputs against the RSS peak minus its baseline (see hwprof/memory/validate.py).
+simulated reserved bytes against ``max_memory_reserved``; on CPU each predictor's peak against
+the peak of live CPU tensor bytes from torch's CPU allocator events (``host_alloc_peak_bytes``,
+see hwprof/measuring/host_alloc.py), with the coarse RSS growth beside it (``rss_error_pct``:
+all points run in one process, and memory the C allocator kept from an earlier point can
+serve a later one without raising RSS). The CPU sweep uses smaller batches (``FULL``'s last
+column).
 """
 
 from __future__ import annotations
@@ -40,29 +40,29 @@ from hwprof.report.tables import write_atomic
 
 log = logging.getLogger("memory_validation")
 
-#: (model, input spec or None for the zoo default, two batch sizes) for the full sweep
-FULL: list[tuple[str, str | None, tuple[int, int]]] = [
-    ("mobilenet_v1", None, (64, 128)),
-    ("mobilenet_v1_dense", None, (32, 64)),
-    ("vgg16", None, (16, 32)),
-    ("resnet18", None, (64, 128)),
-    ("resnet50", None, (32, 64)),
-    ("transformer_encoder", None, (16, 64)),
-    ("lstm", None, (32, 128)),
-    ("torchvision:resnet50", "3x224x224", (32, 64)),
-    ("torchvision:mobilenet_v2", "3x224x224", (64, 128)),
+#: (model, input spec or None for the zoo default, two batch sizes on CUDA, two on CPU) for the full sweep
+FULL: list[tuple[str, str | None, tuple[int, int], tuple[int, int]]] = [
+    ("mobilenet_v1", None, (64, 128), (16, 32)),
+    ("mobilenet_v1_dense", None, (32, 64), (8, 16)),
+    ("vgg16", None, (16, 32), (4, 8)),
+    ("resnet18", None, (64, 128), (16, 32)),
+    ("resnet50", None, (32, 64), (8, 16)),
+    ("transformer_encoder", None, (16, 64), (8, 32)),
+    ("lstm", None, (32, 128), (32, 128)),
+    ("torchvision:resnet50", "3x224x224", (32, 64), (8, 16)),
+    ("torchvision:mobilenet_v2", "3x224x224", (64, 128), (16, 32)),
 ]
-#: tiny models for the CPU smoke check
-QUICK: list[tuple[str, str | None, tuple[int, int]]] = [
-    ("lenet5", None, (8, 32)),
-    ("mobilenet_v1", "3x64x64", (2, 4)),
-    ("gpt_tiny", None, (2, 4)),
-    ("lstm", "16x128", (4, 8)),
+#: tiny models for the smoke check
+QUICK: list[tuple[str, str | None, tuple[int, int], tuple[int, int]]] = [
+    ("lenet5", None, (8, 32), (8, 32)),
+    ("mobilenet_v1", "3x64x64", (2, 4), (2, 4)),
+    ("gpt_tiny", None, (2, 4), (2, 4)),
+    ("lstm", "16x128", (4, 8), (4, 8)),
 ]
 COLUMNS = ["model", "input", "batch", "mode", "predictor", "predicted_bytes", "predicted_reserved_bytes",
-           "measured_alloc_bytes", "measured_reserved_bytes", "measured_nvml_bytes", "measured_rss_delta_bytes",
-           "predicted_compared_bytes", "compared_bytes", "error_pct", "reserved_error_pct", "oom", "fake_device", "predict_s", "measure_s",
-           "notes"]
+           "measured_alloc_bytes", "measured_reserved_bytes", "measured_nvml_bytes", "measured_host_alloc_bytes",
+           "measured_rss_delta_bytes", "predicted_compared_bytes", "compared_bytes", "error_pct", "reserved_error_pct",
+           "rss_error_pct", "oom", "fake_device", "predict_s", "measure_s", "notes"]
 
 
 def _have_torchvision() -> bool:
@@ -73,8 +73,9 @@ def _have_torchvision() -> bool:
     return True
 
 
-def sweep_points(quick: bool) -> list[tuple[str, str | None, tuple[int, int]]]:
-    points = QUICK if quick else FULL
+def sweep_points(quick: bool, device: str = "cuda") -> list[tuple[str, str | None, tuple[int, int]]]:
+    """(model, input spec or None, the two batch sizes for ``device``) of the sweep."""
+    points = [(n, spec, gpu if device == "cuda" else cpu) for n, spec, gpu, cpu in (QUICK if quick else FULL)]
     if not _have_torchvision():
         skipped = [n for n, _, _ in points if n.startswith("torchvision:")]
         if skipped:
@@ -99,9 +100,12 @@ def one_point(name: str, spec: str, real_model: torch.nn.Module, batch: int, mod
     rows = []
     for predictor, r in v.table.iterrows():
         pred = est.predictors.loc[predictor]
+        rss_err = r.get("rss_error_pct")
         if device == "cuda":
             pred_c, compared = r["predicted_peak_bytes"], r["measured_alloc_peak_bytes"]
             err, res_err = r["error_pct"], r["reserved_error_pct"]
+        elif v.compared == "host_alloc_peak_bytes":
+            pred_c, compared, err, res_err = r["predicted_peak_bytes"], r["measured_host_alloc_peak_bytes"], r["error_pct"], None
         else:
             pred_c, compared, err, res_err = r["predicted_delta_bytes"], r["measured_rss_delta_bytes"], r["error_pct"], None
         rows.append({
@@ -111,8 +115,10 @@ def one_point(name: str, spec: str, real_model: torch.nn.Module, batch: int, mod
             "measured_alloc_bytes": measured.get("alloc_peak_bytes"),
             "measured_reserved_bytes": measured.get("reserved_peak_bytes"),
             "measured_nvml_bytes": v.measured.get("nvml_used_minus_baseline_bytes"),
+            "measured_host_alloc_bytes": measured.get("host_alloc_peak_bytes"),
             "measured_rss_delta_bytes": v.measured.get("rss_peak_minus_baseline_bytes"),
-            "predicted_compared_bytes": _int(pred_c), "compared_bytes": _int(compared), "error_pct": _float(err), "reserved_error_pct": _float(res_err),
+            "predicted_compared_bytes": _int(pred_c), "compared_bytes": _int(compared), "error_pct": _float(err),
+            "reserved_error_pct": _float(res_err), "rss_error_pct": _float(rss_err),
             "oom": bool(measured.get("oom")), "fake_device": est.config["fake_device"],
             "predict_s": round(t1 - t0, 3), "measure_s": round(t2 - t1, 3),
             "notes": measured.get("error") or "",
@@ -153,9 +159,10 @@ def plot(df: pd.DataFrame, path: Path, device: str) -> Path | None:
     ax.plot(lim, lim, color="gray", lw=0.8, ls="--", label="predicted = measured")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    what = "max_memory_allocated" if device == "cuda" else "RSS peak - baseline"
+    what = ("max_memory_allocated" if device == "cuda" else
+            "peak of live CPU tensor bytes (torch allocator events)")
     ax.set_xlabel(f"measured {what} (MiB)")
-    ax.set_ylabel("predicted (MiB)" if device == "cuda" else "predicted peak - params - buffers - inputs (MiB)")
+    ax.set_ylabel("predicted peak (MiB)")
     ax.set_title(f"hwprof memory predictors vs measured ({device}, torch {torch.__version__})")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    points = sweep_points(args.quick)
+    points = sweep_points(args.quick, args.device)
     if args.models:
         wanted = set(args.models.split(","))
         points = [pt for pt in points if pt[0] in wanted]

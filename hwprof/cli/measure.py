@@ -77,7 +77,9 @@ def _text(name: str, spec: str, m: Any) -> str:
     ph["iqr_over_median"] = m.phases["iqr_over_median"].map(lambda v: f"{100 * v:.1f}%")
     lines += [render(ph.rename(columns=_unit_free), "table"), ""]
     lines.append("memory: " + ", ".join(f"{k.replace('_bytes', '')} {human(v, 'B', 1024)}"
-                                        for k, v in m.memory.items() if v is not None and "_bytes_" not in k))
+                                        for k, v in m.memory.items() if v is not None and k.endswith("_bytes"))
+                 + (f" (largest in-op workspace: {op})" if (op := m.memory.get("host_alloc_max_op_transient_op"))
+                    else ""))
     if not m.layers.empty:
         ly = m.layers.copy()
         for col in ("fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s"):

@@ -303,6 +303,10 @@ class MemoryProbes:
                 if v is not None:
                     self._out[key] = v if self._out[key] is None else max(self._out[key], v)
 
+    def record(self, values: dict[str, Any]) -> None:
+        """Add fields measured outside the probes (e.g. ``host_alloc_*`` from the CPU allocator pass)."""
+        self._out.update(values)
+
     def result(self) -> dict[str, Any]:
         """All fields in bytes; None where the probe does not apply or failed."""
         return dict(self._out)

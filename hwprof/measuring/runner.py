@@ -34,6 +34,7 @@ from torch import nn
 
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
 from hwprof.hardware.device import describe_device, free_device_memory, resolve_device, same_device
+from hwprof.measuring.host_alloc import HostAllocPeak, host_alloc_peak, storage_bytes
 from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import MemoryProbes, cuda_current
 from hwprof.measuring.state import preserved_state
@@ -197,6 +198,7 @@ class _Config:
     max_reps: int
     target_iqr: float
     layer_reps: int | None
+    host_alloc: bool = True
 
 
 def _use_nvml(dev: torch.device) -> bool:
@@ -229,6 +231,7 @@ def measure(
     target_iqr: float = 0.02,
     layer_reps: int | None = None,
     per_op: bool = False,
+    host_alloc: bool = True,
 ) -> Measurement:
     """Time ``model`` on ``inputs`` and probe its memory; the model is left exactly as it was.
 
@@ -240,6 +243,10 @@ def measure(
     limits it). ``threads`` sets torch's intra-op threads for the run. ``layer_reps`` fixes
     the number of per-layer repetitions (default: by budget, 3 to 100). ``per_op=True`` adds a
     ``torch.profiler`` pass giving each dispatched aten op's time (:mod:`hwprof.measuring.op_times`).
+    On a CPU device, ``host_alloc=True`` adds one untimed pass (two iterations, a fresh optimizer)
+    under ``torch.profiler(profile_memory=True)`` giving ``memory["host_alloc_peak_bytes"]``: the
+    peak of bytes held by live CPU tensors, parameters and inputs included
+    (:mod:`hwprof.measuring.host_alloc`), the CPU analogue of ``max_memory_allocated``.
     Raises ``DeviceUnavailableError``, ``InputShapeError`` (first forward failed), ``MeasurementError``.
     """
     if mode not in ("inference", "train"):
@@ -253,7 +260,7 @@ def measure(
                   dtype=parse_dtype(dtype) if dtype is not None else None, channels_last=channels_last,
                   budget_s=budget_s, warmup=warmup, l2_flush=l2_flush, nvml_interval_s=nvml_interval_s,
                   clock=clock or PerfCounterClock(), loss_fn=loss_fn or default_loss, min_reps=min_reps,
-                  max_reps=max_reps, target_iqr=target_iqr, layer_reps=layer_reps)
+                  max_reps=max_reps, target_iqr=target_iqr, layer_reps=layer_reps, host_alloc=host_alloc)
     if isinstance(optimizer, str) and optimizer.strip().lower() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or an Optimizer class")
     cuda = dev.type == "cuda"
@@ -296,7 +303,7 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
         return _Oom(progress["phase"], batch, first, alloc, reserved)
     memory = probes.result()
     if cfg.dev.type != "cuda":
-        notes.append("CPU run: allocator and NVML fields are None; rss_* is this process's resident memory "
+        notes.append("CPU run: the CUDA allocator and NVML fields are None; rss_* is this process's resident memory "
                      "(torch itself included), ru_maxrss_bytes its lifetime peak")
     device_info = {**describe_device(cfg.dev), **probes.nvml_info, "threads": threads}
     phases = pd.DataFrame([{"phase": k, **v.summary()} for k, v in timings.items()],
@@ -404,6 +411,14 @@ def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryPro
                 del opt
         zero_grads()
 
+    if cfg.host_alloc and cfg.dev.type == "cpu":
+        progress["phase"] = "host_alloc"
+        peak = _host_alloc_pass(work, xs, cfg, zero_grads)
+        probes.record({f"host_alloc_{k}": v for k, v in peak.to_dict().items()})
+        notes.append("host_alloc_peak_bytes: peak bytes of live CPU tensors (parameters, buffers and inputs "
+                     "included) from torch's CPU allocator events in a separate torch.profiler pass "
+                     f"({'two training iterations with a fresh optimizer' if train else 'two forwards'})")
+
     layers = pd.DataFrame(columns=list(LAYER_COLUMNS)).rename_axis("module")
     layer_sum: dict[str, float | None] = {}
     if cfg.per_layer:
@@ -428,6 +443,38 @@ def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryPro
         notes.append("per-op times come from a separate torch.profiler pass (median of 3); on CPU each op's "
                      "time includes the profiler's own per-op overhead")
     return timings, layers, layer_sum, ops, threads
+
+
+def _host_alloc_pass(work: nn.Module, xs: tuple[Any, ...], cfg: _Config,
+                     zero_grads: Callable[[], None]) -> HostAllocPeak:
+    """What the timed phases run, once more under the allocator profiler: two forwards (inference),
+    or two iterations of forward, loss, backward and, with an optimizer, ``step()`` on a fresh
+    optimizer (the second iteration has its state live, as in the ``step`` phase). Gradients are
+    set to None before each iteration and at the end; the optimizer state is dropped."""
+    params = list(work.parameters())
+    before = storage_bytes([*params, *work.buffers(), *xs])
+    zero_grads()
+
+    def run() -> None:
+        if cfg.mode != "train":
+            with torch.no_grad():
+                for _ in range(2):
+                    work(*xs)
+            return
+        opt = make_optimizer(cfg.optimizer, [p for p in params if p.requires_grad])
+        try:
+            for _ in range(2):
+                zero_grads()
+                with torch.enable_grad():
+                    cfg.loss_fn(work(*xs)).backward()
+                if opt is not None:
+                    opt.step()
+        finally:
+            zero_grads()
+            if opt is not None:
+                opt.state.clear()
+
+    return host_alloc_peak(run, before)
 
 
 def _first_forward(work: nn.Module, xs: tuple[Any, ...], train: bool) -> None:

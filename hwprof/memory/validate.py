@@ -10,10 +10,15 @@ What is compared (``error_pct = 100 * (predicted - measured) / measured``):
   device memory as NVML lists it at the end of the run (the allocator keeps its segments)
   minus what the caching allocator reserved, i.e. the CUDA context, loaded kernels and library
   handles (None where NVML does not list the process, e.g. in some containers).
-* **CPU**: the resident-set peak minus its baseline. ``measure`` takes the baseline after the
-  model and the inputs exist, so each predictor's peak minus (params + buffers + inputs) is
-  compared. RSS also holds whatever the C allocator keeps and torch's own one-time
-  allocations, so this is a coarse check.
+* **CPU**: every predictor's ``peak_predicted_bytes`` against ``host_alloc_peak_bytes``, the
+  peak of bytes held by live CPU tensors from torch's CPU allocator events
+  (:mod:`hwprof.measuring.host_alloc`; parameters, buffers and inputs included, like
+  ``max_memory_allocated``). The resident-set growth is reported beside it
+  (``rss_error_pct``): ``measure`` takes the RSS baseline after the model and the inputs
+  exist, so each predictor's peak minus (params + buffers + inputs) is compared with the RSS
+  peak minus its baseline. RSS also holds whatever the C allocator keeps and torch's own
+  one-time allocations, so it is a coarse check; where no allocator pass ran (``measure``
+  without ``host_alloc``) it is the only one.
 
 ``measure`` is imported lazily (``hwprof.measuring.runner``); tests pass a fake one as ``measure_fn``.
 An out-of-memory run (``MeasurementError`` with ``oom=True``) is recorded, not raised.
@@ -42,7 +47,7 @@ __all__ = ["Validation", "validate", "run_measure", "error_pct", "real_inputs", 
 logger = logging.getLogger(__name__)
 
 MEASURED_KEYS = ("alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_peak_bytes", "nvml_baseline_bytes",
-                 "rss_peak_bytes", "rss_baseline_bytes")
+                 "rss_peak_bytes", "rss_baseline_bytes", "host_alloc_peak_bytes")
 
 MeasureFn = Callable[..., Any]
 
@@ -154,17 +159,28 @@ def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> 
                          "reserved_error_pct": error_pct(res, measured.get("reserved_peak_bytes")),
                          "nvml_used_minus_baseline_bytes": extra["nvml_used_minus_baseline_bytes"]})
     else:
-        compared = "rss_peak_minus_baseline_bytes"
-        target = extra["rss_peak_minus_baseline_bytes"]
+        host = measured.get("host_alloc_peak_bytes")
+        rss_delta = extra["rss_peak_minus_baseline_bytes"]
+        compared = "host_alloc_peak_bytes" if host is not None else "rss_peak_minus_baseline_bytes"
         c = estimate.components
         before = sum(int(c.get(k) or 0) for k in ("params", "buffers", "inputs"))
-        notes.append(f"CPU: predicted peak minus params + buffers + inputs ({before} B, allocated before the "
-                     "RSS baseline) vs RSS peak minus baseline")
+        if host is not None:
+            notes.append("CPU: predicted peak vs host_alloc_peak_bytes (live CPU tensor bytes from torch's allocator "
+                         "events); rss_error_pct: predicted peak minus params + buffers + inputs vs RSS growth")
+        else:
+            notes.append(f"CPU: predicted peak minus params + buffers + inputs ({before} B, allocated before the "
+                         "RSS baseline) vs RSS peak minus baseline")
         for name, r in preds.iterrows():
             pred = _int(r["peak_predicted_bytes"])
             pred_delta = None if pred is None else pred - before
-            rows.append({"predictor": name, "predicted_peak_bytes": pred, "predicted_delta_bytes": pred_delta,
-                         "measured_rss_delta_bytes": target, "error_pct": error_pct(pred_delta, target)})
+            row = {"predictor": name, "predicted_peak_bytes": pred}
+            if host is not None:
+                row.update({"measured_host_alloc_peak_bytes": host, "error_pct": error_pct(pred, host)})
+            row.update({"predicted_delta_bytes": pred_delta, "measured_rss_delta_bytes": rss_delta,
+                        "rss_error_pct": error_pct(pred_delta, rss_delta)})
+            if host is None:
+                row["error_pct"] = row["rss_error_pct"]
+            rows.append(row)
     table = pd.DataFrame(rows).set_index("predictor")
     return Validation(device, table, measured, compared, bool(measured.get("oom")), notes)
 
