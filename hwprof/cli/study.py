@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--budget-s", type=float, help="timing budget per point in seconds")
     d.add_argument("--quick-ceilings", action="store_true",
                    help="measure the roofs with small GEMMs too (a smoke check: understates the roofs)")
+    d.add_argument("--ceilings-cache", metavar="DIR", default="results/ceilings",
+                   help="where measured ceilings are cached (default results/ceilings)")
     d.add_argument("--no-fasternet", action="store_true", help="skip the FasterNet-style table")
     d.add_argument("--no-models", action="store_true", help="skip MobileNetV1 vs its dense twin")
     d.add_argument("--no-plots", action="store_true", help="skip the plots")
@@ -162,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
         with logging_redirect_tqdm():   # log lines (e.g. noisy-timing warnings) print above the bar
             result = dw.run_study(out, device=args.device, quick=args.quick, counters=args.counters, config=config,
                                   fasternet=not args.no_fasternet, models=not args.no_models,
-                                  plots=not args.no_plots, quick_ceilings=args.quick_ceilings, command=command,
+                                  plots=not args.no_plots, quick_ceilings=args.quick_ceilings,
+                                  ceilings_cache=args.ceilings_cache, command=command,
                                   progress=bar)
     finally:
         bar.close()

@@ -99,6 +99,7 @@ def run_study(
     plots: bool = True,
     use_profile: bool = True,
     quick_ceilings: bool = False,
+    ceilings_cache: str | Path = "results/ceilings",
     command: str | None = None,
     count_fn: CountFn | None = None,
     time_fn: TimeFn | None = None,
@@ -115,7 +116,7 @@ def run_study(
     ``ceilings``: a ``measure_ceilings`` result or dict; None measures them here (cached by
     hwprof.hardware.ceilings). ``quick`` shortens the sweep, not the ceilings: quick ceilings are
     a smoke check with small GEMMs and would understate the roofs every point is divided by; ask
-    for them with ``quick_ceilings=True``. ``count_fn`` / ``time_fn`` default to hwprof's own.
+    for them with ``quick_ceilings=True``; ``ceilings_cache`` is their cache folder. ``count_fn`` / ``time_fn`` default to hwprof's own.
     ``use_profile``: per-layer time shares of MobileNetV1 through ``hwprof.profile``.
     ``progress(done, total, label)`` is called after every measurement.
     """
@@ -140,7 +141,7 @@ def run_study(
         measure_ceilings = _public("measure_ceilings")
         if measure_ceilings is None:
             raise HwprofError("hwprof.measure_ceilings is not available in this build; pass ceilings=")
-        ceilings = measure_ceilings(dev, quick=quick_ceilings)
+        ceilings = measure_ceilings(dev, quick=quick_ceilings, cache_dir=ceilings_cache)
     ceil = normalise_ceilings(ceilings)
     step("ceilings")
     modes = math_modes(dev.type)
