@@ -13,7 +13,9 @@ predicted and measured bytes, error in %) and ``memory-validation-<device>.png``
 What is compared: on CUDA each predictor's peak against ``max_memory_allocated`` and the
 simulated reserved bytes against ``max_memory_reserved``; on CPU each predictor's peak against
 the peak of live CPU tensor bytes from torch's CPU allocator events (``host_alloc_peak_bytes``,
-see hwprof/measuring/host_alloc.py), with the coarse RSS growth beside it (``rss_error_pct``:
+see hwprof/measuring/host_alloc.py) and against the same peak without the ops' in-op workspaces
+(``tensor_error_pct``: what a replay of op outputs can predict), with the op running at the peak,
+and the coarse RSS growth beside it (``rss_error_pct``:
 all points run in one process, and memory the C allocator kept from an earlier point can
 serve a later one without raising RSS). The CPU sweep uses smaller batches (``FULL``'s last
 column).
@@ -61,7 +63,8 @@ QUICK: list[tuple[str, str | None, tuple[int, int], tuple[int, int]]] = [
 ]
 COLUMNS = ["model", "input", "batch", "mode", "predictor", "predicted_bytes", "predicted_reserved_bytes",
            "measured_alloc_bytes", "measured_reserved_bytes", "measured_nvml_bytes", "measured_host_alloc_bytes",
-           "measured_rss_delta_bytes", "predicted_compared_bytes", "compared_bytes", "error_pct", "reserved_error_pct",
+           "measured_tensor_peak_bytes", "tensor_error_pct", "peak_op", "workspace_at_peak_bytes",
+           "max_op_workspace_bytes", "max_op_workspace_op", "measured_rss_delta_bytes", "predicted_compared_bytes", "compared_bytes", "error_pct", "reserved_error_pct",
            "rss_error_pct", "oom", "fake_device", "predict_s", "measure_s", "notes"]
 
 
@@ -116,6 +119,12 @@ def one_point(name: str, spec: str, real_model: torch.nn.Module, batch: int, mod
             "measured_reserved_bytes": measured.get("reserved_peak_bytes"),
             "measured_nvml_bytes": v.measured.get("nvml_used_minus_baseline_bytes"),
             "measured_host_alloc_bytes": measured.get("host_alloc_peak_bytes"),
+            "measured_tensor_peak_bytes": measured.get("host_alloc_peak_without_workspace_bytes"),
+            "tensor_error_pct": _float(r.get("tensor_error_pct")),
+            "peak_op": measured.get("host_alloc_peak_op"),
+            "workspace_at_peak_bytes": measured.get("host_alloc_workspace_at_peak_bytes"),
+            "max_op_workspace_bytes": measured.get("host_alloc_max_op_transient_bytes"),
+            "max_op_workspace_op": measured.get("host_alloc_max_op_transient_op"),
             "measured_rss_delta_bytes": v.measured.get("rss_peak_minus_baseline_bytes"),
             "predicted_compared_bytes": _int(pred_c), "compared_bytes": _int(compared), "error_pct": _float(err),
             "reserved_error_pct": _float(res_err), "rss_error_pct": _float(rss_err),
@@ -214,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                 sim = [r for r in new if r.get("predictor") == "simulated"]
                 if sim:
                     r = sim[0]
-                    log.info("  simulated %s MiB vs measured %s MiB: %s%% %s",
+                    tensors = (f"; vs the tensors alone {r['tensor_error_pct']}% (peak in {r['peak_op']})"
+                               if r.get("tensor_error_pct") is not None else "")
+                    log.info("  simulated %s MiB vs measured %s MiB: %s%%%s %s",
                              _mib(r["predicted_compared_bytes"]), _mib(r["compared_bytes"]), r["error_pct"],
-                             "(OOM)" if r["oom"] else "")
+                             tensors, "(OOM)" if r["oom"] else "")
         del real_model
         if args.device == "cuda":
             torch.cuda.empty_cache()

@@ -22,9 +22,12 @@ rounding), as the allocator reports them; memory a kernel takes from another all
 Kernel workspaces: an aten op may allocate buffers it frees before returning (oneDNN
 reorders a convolution's weights into a blocked layout, an LSTM keeps a workspace). A
 replay on fake tensors sees only an op's outputs, so these transients are what it misses.
-:func:`op_transients` gives each outermost aten op's transient peak (peak of the bytes
-allocated inside it minus what is still live when it returns); the largest is reported as
-``max_op_transient_bytes`` with its op.
+:func:`op_transients` gives each outermost aten op's workspace peak (the most bytes it held at
+once in allocations it frees before returning); the largest is reported as
+``max_op_transient_bytes`` with its op, with the op running at the peak and the part of the
+peak that is its workspace (``workspace_at_peak_bytes``). The same replay without any op's
+workspace gives ``peak_without_workspace_bytes``: the peak of the tensors ops return, which
+is what a replay of op outputs on fake tensors can predict.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["HostAllocPeak", "window_peak_bytes", "allocation_events", "op_transients", "storage_bytes",
-           "host_alloc_peak"]
+__all__ = ["HostAllocPeak", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
+           "workspace_peak_bytes", "storage_bytes", "host_alloc_peak", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,12 @@ class HostAllocPeak:
     """Result of :func:`host_alloc_peak` (bytes). ``peak_bytes = live_before_bytes + window_peak_bytes``;
     ``net_bytes``: allocated in the window and still live at its end; ``allocations``: count;
     ``max_op_transient_bytes`` / ``max_op_transient_op``: the largest workspace one aten op
-    allocated and freed inside itself (see :func:`op_transients`; 0 / "" when none)."""
+    allocated and freed inside itself (see :func:`op_transients`; 0 / "" when none);
+    ``peak_op`` / ``workspace_at_peak_bytes``: the outermost aten op running when the peak was
+    reached and the part of the peak that is its workspace (:func:`workspace_at`);
+    ``peak_without_workspace_bytes``: ``live_before_bytes`` + the peak of the same replay with
+    every op's workspace allocations (and their frees) left out, i.e. the peak of the tensors
+    the ops return, which is what a replay of op outputs on fake tensors predicts."""
 
     live_before_bytes: int
     window_peak_bytes: int
@@ -52,6 +60,9 @@ class HostAllocPeak:
     allocations: int
     max_op_transient_bytes: int = 0
     max_op_transient_op: str = ""
+    peak_op: str = ""
+    workspace_at_peak_bytes: int = 0
+    peak_without_workspace_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -59,6 +70,25 @@ class HostAllocPeak:
 
     def to_dict(self) -> dict[str, int | str]:
         return {**asdict(self), "peak_bytes": self.peak_bytes}
+
+
+def _replay(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int, int | None]:
+    """(peak, net, allocations, time of the peak) of :func:`window_peak_bytes`."""
+    live: dict[int, int] = {}
+    cur = peak = count = 0
+    t_peak: int | None = None
+    for t, ptr, size in sorted(events, key=lambda e: e[0]):
+        if size > 0:
+            if ptr in live:          # a missed free: the block was reused
+                cur -= live[ptr]
+            live[ptr] = size
+            cur += size
+            count += 1
+            if cur > peak:
+                peak, t_peak = cur, t
+        elif size < 0 and ptr in live:
+            cur -= live.pop(ptr)
+    return peak, cur, count, t_peak
 
 
 def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -69,19 +99,45 @@ def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int,
     ``ptr`` subtracts the size that ``ptr`` was allocated with; a free of any other ``ptr``
     (allocated before the window) is ignored.
     """
-    live: dict[int, int] = {}
-    cur = peak = count = 0
-    for _, ptr, size in sorted(events, key=lambda e: e[0]):
+    peak, net, count, _ = _replay(events)
+    return peak, net, count
+
+
+def _freed_inside(events: list[tuple[int, int, int]]) -> set[int]:
+    """Indices (in time order) of the allocations among ``events`` freed later among them."""
+    open_at: dict[int, int] = {}
+    freed: set[int] = set()
+    for i, (_, ptr, size) in enumerate(events):
         if size > 0:
-            if ptr in live:          # a missed free: the block was reused
-                cur -= live[ptr]
-            live[ptr] = size
-            cur += size
-            count += 1
-            peak = max(peak, cur)
-        elif size < 0 and ptr in live:
-            cur -= live.pop(ptr)
-    return peak, cur, count
+            open_at[ptr] = i
+        elif size < 0 and ptr in open_at:
+            freed.add(open_at.pop(ptr))
+    return freed
+
+
+def workspace_at(op_events: Iterable[tuple[int, int, int]], t_ns: int) -> int:
+    """Bytes that one op allocated at or before ``t_ns``, still held at ``t_ns``, and freed later
+    inside the op: the op's workspace in flight at that moment (its outputs excluded)."""
+    events = sorted(op_events, key=lambda e: e[0])
+    freed = _freed_inside(events)
+    live: dict[int, int] = {}
+    for i, (t, ptr, size) in enumerate(events):
+        if t > t_ns:
+            break
+        if size > 0:
+            if i in freed:
+                live[ptr] = size
+        else:
+            live.pop(ptr, None)
+    return sum(live.values())
+
+
+def workspace_peak_bytes(op_events: Iterable[tuple[int, int, int]]) -> int:
+    """The most bytes one op held at once in allocations it also freed (its workspace):
+    the maximum over time of :func:`workspace_at`."""
+    events = sorted(op_events, key=lambda e: e[0])
+    freed = _freed_inside(events)
+    return window_peak_bytes([e for i, e in enumerate(events) if i in freed or e[2] < 0])[0]
 
 
 def allocation_events(prof: Any, device_type: str = "cpu") -> list[tuple[int, int, int]]:
@@ -98,14 +154,15 @@ def allocation_events(prof: Any, device_type: str = "cpu") -> list[tuple[int, in
     return out
 
 
-def op_transients(prof: Any, device_type: str = "cpu") -> list[tuple[str, int]]:
-    """(op name, transient bytes) for every outermost ``aten::`` op of a finished
-    ``profile(profile_memory=True)`` session that allocated on ``device_type`` inside itself.
+def _outermost_ops(prof: Any, device_type: str) -> list[tuple[str, int, int, list[tuple[int, int, int]]]]:
+    """(name, start_ns, end_ns, allocator events under it) of every dispatched op: the outermost
+    ``aten::`` op with a kernel of its own, found by descending through CompositeImplicitAutograd
+    ops (``aten::conv2d``, ``aten::lstm``) as a ``TorchDispatchMode`` does, so that what a
+    composite op's parts return stays an output, not a workspace
+    (:func:`hwprof.measuring.op_times.is_composite_implicit`)."""
+    from hwprof.measuring.op_times import is_composite_implicit
 
-    transient = peak of the bytes allocated inside the op (its whole subtree) minus the bytes of
-    those allocations still live when it returns (its outputs); computed with
-    :func:`window_peak_bytes` on the op's own events."""
-    out: list[tuple[str, int]] = []
+    out: list[tuple[str, int, int, list[tuple[int, int, int]]]] = []
 
     def events_under(e: Any, acc: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         for c in e.children:
@@ -120,14 +177,24 @@ def op_transients(prof: Any, device_type: str = "cpu") -> list[tuple[str, int]]:
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         e = stack.pop()
-        if e.name.startswith("aten::"):
-            events = events_under(e, [])
-            if events:
-                peak, net, _ = window_peak_bytes(events)
-                out.append((e.name, peak - net))
+        if e.name.startswith("aten::") and not is_composite_implicit(e.name):
+            end = getattr(e, "end_time_ns", None)
+            out.append((e.name, int(e.start_time_ns), int(end) if end is not None else int(e.start_time_ns),
+                        events_under(e, [])))
             continue
         stack.extend(e.children)
     return out
+
+
+def op_transients(prof: Any, device_type: str = "cpu") -> list[tuple[str, int]]:
+    """(op name, transient bytes) for every dispatched ``aten::`` op (see :func:`_outermost_ops`) of a finished
+    ``profile(profile_memory=True)`` session that allocated on ``device_type`` inside itself.
+
+    transient = :func:`workspace_peak_bytes` of the allocator events in the op's subtree: the
+    most bytes held at once in allocations the op frees before it returns (its outputs,
+    allocated before or after, are not counted)."""
+    return [(name, workspace_peak_bytes(events)) for name, _, _, events in _outermost_ops(prof, device_type)
+            if events]
 
 
 def storage_bytes(tensors: Iterable[Any]) -> int:
@@ -155,6 +222,28 @@ def host_alloc_peak(run: Callable[[], None], live_before_bytes: int) -> HostAllo
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
-    peak, net, count = window_peak_bytes(allocation_events(prof, "cpu"))
-    op, transient = max(op_transients(prof, "cpu"), key=lambda t: t[1], default=("", 0))
-    return HostAllocPeak(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "")
+    return summarize(prof, live_before_bytes, "cpu")
+
+
+def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> HostAllocPeak:
+    """:class:`HostAllocPeak` of a finished ``profile(profile_memory=True)`` session."""
+    peak, net, count, t_peak = _replay(allocation_events(prof, device_type))
+    ops = _outermost_ops(prof, device_type)
+    transients = [(name, workspace_peak_bytes(ev)) for name, _, _, ev in ops if ev]
+    workspace_events: set[tuple[int, int, int]] = set()
+    for _, _, _, ev in ops:
+        srt = sorted(ev, key=lambda e: e[0])
+        freed = _freed_inside(srt)
+        ptrs = {srt[i][1] for i in freed}
+        workspace_events.update(srt[i] for i in freed)
+        workspace_events.update(e for e in srt if e[2] < 0 and e[1] in ptrs)
+    tensors_peak = window_peak_bytes(e for e in allocation_events(prof, device_type) if e not in workspace_events)[0]
+    op, transient = max(transients, key=lambda t: t[1], default=("", 0))
+    peak_op, ws = "", 0
+    if t_peak is not None:
+        for name, start, end, ev in ops:
+            if start <= t_peak <= end:
+                peak_op, ws = name, workspace_at(ev, t_peak)
+                break
+    return HostAllocPeak(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
+                         peak_op, ws, int(live_before_bytes) + tensors_peak)

@@ -13,7 +13,10 @@ What is compared (``error_pct = 100 * (predicted - measured) / measured``):
 * **CPU**: every predictor's ``peak_predicted_bytes`` against ``host_alloc_peak_bytes``, the
   peak of bytes held by live CPU tensors from torch's CPU allocator events
   (:mod:`hwprof.measuring.host_alloc`; parameters, buffers and inputs included, like
-  ``max_memory_allocated``). The resident-set growth is reported beside it
+  ``max_memory_allocated``), and ``tensor_error_pct`` against the same peak with every op's
+  in-op workspace left out (``host_alloc_peak_without_workspace_bytes``: what a replay of op
+  outputs can predict; the gap between the two is oneDNN's and other kernels' scratch
+  memory). The resident-set growth is reported beside it
   (``rss_error_pct``): ``measure`` takes the RSS baseline after the model and the inputs
   exist, so each predictor's peak minus (params + buffers + inputs) is compared with the RSS
   peak minus its baseline. RSS also holds whatever the C allocator keeps and torch's own
@@ -175,7 +178,9 @@ def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> 
             pred_delta = None if pred is None else pred - before
             row = {"predictor": name, "predicted_peak_bytes": pred}
             if host is not None:
-                row.update({"measured_host_alloc_peak_bytes": host, "error_pct": error_pct(pred, host)})
+                tensors = measured.get("host_alloc_peak_without_workspace_bytes")
+                row.update({"measured_host_alloc_peak_bytes": host, "error_pct": error_pct(pred, host),
+                            "measured_tensor_peak_bytes": tensors, "tensor_error_pct": error_pct(pred, tensors)})
             row.update({"predicted_delta_bytes": pred_delta, "measured_rss_delta_bytes": rss_delta,
                         "rss_error_pct": error_pct(pred_delta, rss_delta)})
             if host is None:
