@@ -43,20 +43,12 @@ class MathModes:
 
     @classmethod
     def current(cls, device_type: str) -> MathModes:
-        """Read the TF32 switches. torch >= 2.9 also has ``fp32_precision`` settings; once the
-        legacy and new flags are mixed, reading the legacy ones raises, so fall back to the new."""
-        import torch
+        """Read the TF32 switches (:func:`hwprof.hardware.device.tf32_switches`: the legacy flags,
+        or torch >= 2.9's ``fp32_precision`` settings once those are in use)."""
+        from hwprof.hardware.device import tf32_switches
 
-        def flag(legacy: str, backend: object) -> bool:
-            try:
-                return bool(getattr(backend, legacy))
-            except RuntimeError:
-                return getattr(backend, "fp32_precision", "") == "tf32"
-
-        conv = getattr(torch.backends.cudnn, "conv", torch.backends.cudnn)
-        cudnn = flag("allow_tf32", torch.backends.cudnn) if hasattr(torch.backends.cudnn, "allow_tf32") else (
-            getattr(conv, "fp32_precision", "") == "tf32")
-        return cls(device_type, cudnn, flag("allow_tf32", torch.backends.cuda.matmul))
+        t = tf32_switches()
+        return cls(device_type, t["cudnn_allow_tf32"], t["cuda_matmul_allow_tf32"])
 
 
 def roof_key(dtype: str, op_class: str, modes: MathModes) -> str:

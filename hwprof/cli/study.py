@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--budget-s", type=float, help="timing budget per point in seconds")
     d.add_argument("--quick-ceilings", action="store_true",
                    help="measure the roofs with small GEMMs too (a smoke check: understates the roofs)")
+    d.add_argument("--ncu-clock-control", choices=("base", "none"), default="base",
+                   help="ncu --clock-control with --counters: base (ncu's default, clocks locked to base, "
+                   "as DESIGN.md's reference) or none (clocks as the GPU sets them)")
     d.add_argument("--ceilings-cache", metavar="DIR", default="results/ceilings",
                    help="where measured ceilings are cached (default results/ceilings)")
     d.add_argument("--no-fasternet", action="store_true", help="skip the FasterNet-style table")
@@ -165,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             result = dw.run_study(out, device=args.device, quick=args.quick, counters=args.counters, config=config,
                                   fasternet=not args.no_fasternet, models=not args.no_models,
                                   plots=not args.no_plots, quick_ceilings=args.quick_ceilings,
-                                  ceilings_cache=args.ceilings_cache, command=command,
+                                  ceilings_cache=args.ceilings_cache, ncu_clock_control=args.ncu_clock_control,
+                                  command=command,
                                   progress=bar)
     finally:
         bar.close()

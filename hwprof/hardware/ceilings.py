@@ -149,12 +149,25 @@ def cache_path(cache_dir: str | Path, name: str, device_type: str, quick: bool) 
 # --------------------------------------------------------------------------- probes
 @contextlib.contextmanager
 def _tf32(enabled: bool) -> Iterator[None]:
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    """fp32 matmuls in TF32 (or not) for the block, through whichever API is in use: the legacy
+    ``allow_tf32`` flag, or torch >= 2.9's ``fp32_precision`` once that has been set (mixing the
+    two makes later reads of the legacy flag raise)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        prev = matmul.allow_tf32
+    except RuntimeError:
+        prev_precision = matmul.fp32_precision
+        matmul.fp32_precision = "tf32" if enabled else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = prev_precision
+        return
+    matmul.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
+        matmul.allow_tf32 = prev
 
 
 def _bench(fn: Any, dev: torch.device, budget_s: float) -> Any:

@@ -91,6 +91,45 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
+def _precision(*owners: Any) -> str:
+    """torch >= 2.9's ``fp32_precision``: the first setting that is not "none" along the chain
+    from the most specific backend to ``torch.backends``; "ieee" when all are "none"."""
+    for o in owners:
+        v = getattr(o, "fp32_precision", "none")
+        if v != "none":
+            return str(v)
+    return "ieee"
+
+
+def tf32_switches() -> dict[str, bool]:
+    """Whether fp32 matmuls (cuBLAS) and fp32 convolutions (cuDNN) may use TF32.
+
+    Read through the legacy flags (``torch.backends.cuda.matmul.allow_tf32``,
+    ``torch.backends.cudnn.allow_tf32``); once code has set torch >= 2.9's ``fp32_precision``
+    settings, reading a legacy flag raises ("mix of the legacy and new APIs"), and the new
+    settings are read instead (``cuda.matmul`` / ``cudnn.conv``, inheriting "none" from their
+    parents)."""
+    b = torch.backends
+    try:
+        matmul = bool(b.cuda.matmul.allow_tf32)
+    except RuntimeError:
+        matmul = _precision(b.cuda.matmul, b) == "tf32"
+    try:
+        conv = bool(b.cudnn.allow_tf32)
+    except RuntimeError:
+        conv = _precision(getattr(b.cudnn, "conv", None), b.cudnn, b) == "tf32"
+    return {"cuda_matmul_allow_tf32": matmul, "cudnn_allow_tf32": conv}
+
+
+def float32_matmul_precision() -> str:
+    """``torch.get_float32_matmul_precision()``, or the new API's ``cuda.matmul`` setting where
+    reading the legacy one raises (see :func:`tf32_switches`)."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return _precision(torch.backends.cuda.matmul, torch.backends)
+
+
 def describe_device(device: torch.device) -> dict[str, Any]:
     """What torch knows about ``device`` (NVML facts are added by :mod:`hwprof.measuring.probes`).
 
@@ -107,9 +146,8 @@ def describe_device(device: torch.device) -> dict[str, Any]:
         "interop_threads": torch.get_num_interop_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_name": cpu_name(),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": float32_matmul_precision(),
+        **tf32_switches(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -124,12 +162,19 @@ def describe_device(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def free_device_memory(dev: torch.device) -> None:
+def free_device_memory(dev: torch.device, cublas_workspaces: bool = False) -> None:
     """Drop unreachable tensors and, on CUDA, return the caching allocator's free blocks to the
-    driver (after an out-of-memory error, so the next configuration starts clean)."""
+    driver (after an out-of-memory error, so the next configuration starts clean).
+
+    ``cublas_workspaces=True`` also frees the cuBLAS workspaces torch keeps per thread and
+    stream (``torch._C._cuda_clearCublasWorkspaces``): they stay allocated after the run that
+    made them and would count in the next run's ``max_memory_allocated``."""
     import gc
 
     gc.collect()
     if dev.type == "cuda" and torch.cuda.is_initialized():
         torch.cuda.synchronize(dev)
+        clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if cublas_workspaces and clear is not None:
+            clear()
         torch.cuda.empty_cache()

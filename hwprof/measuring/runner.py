@@ -38,7 +38,7 @@ from hwprof.measuring.host_alloc import HostAllocPeak, host_alloc_peak, storage_
 from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import MemoryProbes, cuda_current
 from hwprof.measuring.state import preserved_state
-from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, time_fn
+from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, l2_flush_bytes, time_fn
 from hwprof.modules import Frame, ModuleCalls
 from hwprof.placement import model_float_dtype, model_placement
 from hwprof.spec import as_input_tuple, parse_dtype
@@ -373,6 +373,12 @@ def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryPro
             notes.append(f"phase {phase}: IQR/median = {100 * stats.iqr_over_median:.1f}% > 10% "
                          f"over {stats.reps} reps; the median is less trustworthy")
         return stats
+
+    if cfg.l2_flush and cfg.dev.type == "cuda":
+        flush_bytes = l2_flush_bytes(cfg.dev)
+        probes.record({"l2_flush_buffer_bytes": flush_bytes})
+        notes.append(f"l2_flush: every phase's allocator peak includes the {flush_bytes} B flush buffer "
+                     "(l2_flush_buffer_bytes), live while the phase is timed")
 
     timings: dict[str, TimingStats] = {}
     if not train:

@@ -32,7 +32,8 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["Clock", "PerfCounterClock", "TimingStats", "time_fn", "make_l2_flusher", "NOISY_IQR_OVER_MEDIAN"]
+__all__ = ["Clock", "PerfCounterClock", "TimingStats", "time_fn", "make_l2_flusher", "l2_flush_bytes",
+           "NOISY_IQR_OVER_MEDIAN"]
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,15 @@ def _cpu_l2_bytes() -> int:
     return best or 2 * 2**20
 
 
+def l2_flush_bytes(device: str | torch.device) -> int:
+    """Size of :func:`make_l2_flusher`'s buffer on ``device`` (see there)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        l2 = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0))
+        return max(2 * l2, 64 * 2**20)
+    return max(4 * _cpu_l2_bytes() * torch.get_num_threads(), 16 * 2**20)
+
+
 def make_l2_flusher(device: str | torch.device) -> Callable[[], None]:
     """A function that writes a buffer larger than the L2 cache on ``device`` (run it untimed).
 
@@ -259,12 +269,7 @@ def make_l2_flusher(device: str | torch.device) -> Callable[[], None]:
     by torch's threads.
     """
     dev = torch.device(device)
-    if dev.type == "cuda":
-        l2 = int(getattr(torch.cuda.get_device_properties(dev), "L2_cache_size", 0))
-        buf = torch.empty(max(2 * l2, 64 * 2**20), dtype=torch.uint8, device=dev)
-    else:
-        size = max(4 * _cpu_l2_bytes() * torch.get_num_threads(), 16 * 2**20)
-        buf = torch.empty(size, dtype=torch.uint8)
+    buf = torch.empty(l2_flush_bytes(dev), dtype=torch.uint8, device=dev)
 
     def flush() -> None:
         buf.zero_()

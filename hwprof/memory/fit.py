@@ -8,9 +8,9 @@ runs on fake tensors, whose cost does not depend on the batch size.
 Criterion: on CUDA the simulated *reserved* bytes (the segments the caching allocator must
 obtain from the driver) must fit; this is conservative, since the real allocator frees its
 unused cached segments and retries before raising out-of-memory, and the model does not. On
-CPU the simulated peak must fit. ``--fit auto`` is the device's total memory
-(``torch.cuda.get_device_properties().total_memory``); the CUDA context (~0.5 GB) is not
-subtracted, so validate it.
+CPU the simulated peak must fit. ``--fit auto`` is what this process can still allocate:
+the driver's free memory (after the CUDA context and other processes) plus what this
+process's caching allocator already holds (:func:`device_total_bytes`).
 
 Check (``check_fit``): a real step at the answer must succeed and at answer + 1 must run out
 of memory. On CUDA the caching allocator is capped at the limit for the check
@@ -56,10 +56,15 @@ def parse_size(text: str | int) -> int:
 
 
 def device_total_bytes(device: str = "cuda") -> int:
-    """Total memory of the current CUDA device (``--fit auto``)."""
+    """What this process can still allocate on the current CUDA device (``--fit auto``): the
+    driver's free memory (``torch.cuda.mem_get_info``, which creates the CUDA context first, so
+    the context and other processes are already subtracted) plus what this process's caching
+    allocator holds (``memory_reserved``, reusable by the run)."""
     if device != "cuda" or not torch.cuda.is_available():
         raise DeviceUnavailableError("--fit auto needs a CUDA device (give a size such as 80GB instead)")
-    return int(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    dev = torch.cuda.current_device()
+    free, _total = torch.cuda.mem_get_info(dev)
+    return int(free) + int(torch.cuda.memory_reserved(dev))
 
 
 def largest_fitting_batch(predict: Callable[[int], int], limit_bytes: int, *, max_batch: int = 1 << 20

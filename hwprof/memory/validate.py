@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from hwprof.errors import MeasurementError
+from hwprof.hardware.device import free_device_memory
 from hwprof.memory.estimate import MemoryEstimate, estimate_memory
 from hwprof.spec import as_input_tuple, parse_dtype
 
@@ -93,7 +94,8 @@ def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimi
     """One real run; returns ``m.memory`` plus ``oom`` (bool) and ``error`` (str | None).
 
     Only the keyword arguments ``measure_fn`` accepts are passed (few repetitions: memory
-    peaks need no statistics).
+    peaks need no statistics). On CUDA the caching allocator's free blocks and torch's cuBLAS
+    workspaces are released first, so an earlier run's workspaces do not count in this one.
     """
     fn = measure_fn or load_measure()
     kwargs: dict[str, Any] = {"device": device, "mode": mode, "optimizer": optimizer if mode == "train" else None,
@@ -106,6 +108,9 @@ def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimi
         kwargs.update({k: v for k, v in extra.items() if accepts_all or k in params})
     except (TypeError, ValueError):
         pass
+    if device == "cuda":
+        # start from an empty cache and no cuBLAS workspaces, as the simulated step does
+        free_device_memory(torch.device("cuda"), cublas_workspaces=True)
     try:
         m = fn(model, real_inputs(inputs, batch), **kwargs)
     except MeasurementError as e:

@@ -24,7 +24,7 @@ def test_events_time_a_matmul() -> None:
 def test_cuda_train_measure_with_memory_and_layers() -> None:
     model = TinyNet().cuda()
     m = measure(model, "3x32x32", batch=8, device="cuda", mode="train", optimizer="adam", per_layer=True,
-                budget_s=0.1, layer_reps=3)
+                budget_s=0.1, layer_reps=1)   # one rep: the self times add up to the root exactly
     mem = m.memory
     assert 0 < mem["alloc_peak_bytes"] <= mem["reserved_peak_bytes"]
     if mem["nvml_used_peak_bytes"] is not None:

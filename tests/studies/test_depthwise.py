@@ -375,7 +375,32 @@ def test_run_counters_with_a_fake_ncu() -> None:
     assert rows["kernels"].iloc[0] == 2 and len(kernels) == 2
     cmd = calls[0]
     assert cmd[0] == "/opt/ncu" and "--csv" in cmd and "--nvtx-include" in cmd
+    assert cmd[cmd.index("--clock-control") + 1] == "base"          # ncu's default, stated explicitly
     assert D.Point.from_json(cmd[cmd.index("--point") + 1]) == pts[0]
+    D.run_counters(pts[:1], ncu="/opt/ncu", runner=runner, clock_control="none")
+    assert calls[-1][calls[-1].index("--clock-control") + 1] == "none"
+    with pytest.raises(ValueError):
+        D.ncu_command(pts[0], "/opt/ncu", clock_control="boost")
+
+
+def test_ncu_is_found_through_ncu_env_path_or_install_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwprof.studies.depthwise import counters
+
+    exe = tmp_path / "ncu-2025"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("NCU", str(exe))
+    assert counters.ncu_path() == str(exe)
+    monkeypatch.delenv("NCU")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    install = tmp_path / "opt" / "nsight-compute"
+    for version in ("2024.1.0", "2025.3.1"):
+        (install / version).mkdir(parents=True)
+        (install / version / "ncu").write_text("")
+    monkeypatch.setattr(counters, "NCU_INSTALL_GLOB", str(install / "*" / "ncu"))
+    assert counters.ncu_path() == str(install / "2025.3.1" / "ncu")      # the newest install
+    monkeypatch.setattr(counters, "NCU_INSTALL_GLOB", str(tmp_path / "none" / "*" / "ncu"))
+    assert counters.ncu_path() is None
 
 
 def test_single_point_runner_runs_on_cpu() -> None:
@@ -386,7 +411,7 @@ def test_single_point_runner_runs_on_cpu() -> None:
 def test_cli_tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from hwprof.cli import main
 
-    monkeypatch.setattr(hwprof, "measure_ceilings", lambda device, quick=False: CEILINGS, raising=False)
+    monkeypatch.setattr(hwprof, "measure_ceilings", lambda device, quick=False, cache_dir=None: CEILINGS, raising=False)
     out = tmp_path / "run"
     rc = main(["study", "depthwise", "--device", "cpu", "--dtype", "fp32", "--channels-last", "no",
                "--channels", "32", "--spatial", "8", "--batch", "1", "--budget-s", "0.001",

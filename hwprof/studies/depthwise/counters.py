@@ -43,9 +43,23 @@ _UNIT_SCALE: dict[str, float] = {
 _GROUPED_NUMBER = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
+NCU_INSTALL_GLOB = "/opt/nvidia/nsight-compute/*/ncu"
+"""Where Nsight Compute installs itself when it is not on PATH (the newest version is taken)."""
+
+
 def ncu_path() -> str | None:
-    """The ``ncu`` executable on PATH, or None."""
-    return shutil.which("ncu")
+    """The ``ncu`` executable: ``$NCU`` if set, else ``ncu`` on PATH, else the newest
+    :data:`NCU_INSTALL_GLOB`; None when there is none."""
+    import glob
+
+    env = os.environ.get("NCU")
+    if env:
+        return shutil.which(env) or (env if os.access(env, os.X_OK) else None)
+    found = shutil.which("ncu")
+    if found:
+        return found
+    installed = sorted(glob.glob(NCU_INSTALL_GLOB))
+    return installed[-1] if installed else None
 
 
 def _number(text: str) -> float:
@@ -106,15 +120,22 @@ def summarise_kernels(kernels: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def ncu_command(point: Point, ncu: str, device: str = "cuda") -> list[str]:
+def ncu_command(point: Point, ncu: str, device: str = "cuda", clock_control: str = "base") -> list[str]:
     """``ncu`` re-running this module's single-point runner, limited to the NVTX range around
-    the timed call (warm-up and cuDNN's algorithm search stay outside it)."""
-    return [ncu, "--csv", "--print-units", "base", "--target-processes", "all",
+    the timed call (warm-up and cuDNN's algorithm search stay outside it).
+
+    ``clock_control``: ncu's ``--clock-control``: "base" (ncu's default: clocks locked to base,
+    as in DESIGN.md's reference counters; kernel times then run slower than the event-timed
+    sweep) or "none" (the clocks as the GPU sets them)."""
+    if clock_control not in ("base", "none"):
+        raise ValueError(f"clock_control must be 'base' or 'none', got {clock_control!r}")
+    return [ncu, "--csv", "--print-units", "base", "--target-processes", "all", "--clock-control", clock_control,
             "--nvtx", "--nvtx-include", f"{NVTX_RANGE}/", "--metrics", ",".join(NCU_METRICS),
             sys.executable, "-m", "hwprof.studies.depthwise", "--point", point.to_json(), "--device", device]
 
 
 def run_counters(points: Sequence[Point], *, ncu: str, device: str = "cuda", timeout_s: float = 300.0,
+                 clock_control: str = "base",
                  runner: Callable[..., Any] = subprocess.run,
                  progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run each point under ``ncu`` in a subprocess; returns (one row per point with the kernel
@@ -126,7 +147,7 @@ def run_counters(points: Sequence[Point], *, ncu: str, device: str = "cuda", tim
     for p in points:
         row: dict[str, Any] = {"name": p.name, "op": p.op, "variant": p.variant, "pass": p.pass_name}
         try:
-            proc = runner(ncu_command(p, ncu, device), capture_output=True, text=True, timeout=timeout_s, env=env)
+            proc = runner(ncu_command(p, ncu, device, clock_control), capture_output=True, text=True, timeout=timeout_s, env=env)
             kernels = parse_ncu_csv(proc.stdout)
             if proc.returncode != 0 or kernels.empty:
                 tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [""]

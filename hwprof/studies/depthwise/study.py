@@ -100,6 +100,7 @@ def run_study(
     use_profile: bool = True,
     quick_ceilings: bool = False,
     ceilings_cache: str | Path = "results/ceilings",
+    ncu_clock_control: str = "base",
     command: str | None = None,
     count_fn: CountFn | None = None,
     time_fn: TimeFn | None = None,
@@ -116,7 +117,8 @@ def run_study(
     ``ceilings``: a ``measure_ceilings`` result or dict; None measures them here (cached by
     hwprof.hardware.ceilings). ``quick`` shortens the sweep, not the ceilings: quick ceilings are
     a smoke check with small GEMMs and would understate the roofs every point is divided by; ask
-    for them with ``quick_ceilings=True``; ``ceilings_cache`` is their cache folder. ``count_fn`` / ``time_fn`` default to hwprof's own.
+    for them with ``quick_ceilings=True``; ``ceilings_cache`` is their cache folder.
+    ``ncu_clock_control``: ncu's ``--clock-control`` for ``counters`` ("base" or "none"). ``count_fn`` / ``time_fn`` default to hwprof's own.
     ``use_profile``: per-layer time shares of MobileNetV1 through ``hwprof.profile``.
     ``progress(done, total, label)`` is called after every measurement.
     """
@@ -184,7 +186,8 @@ def run_study(
     if counters:
         ncu = ncu_path()
         if ncu is None:
-            notes.append("--counters: ncu (Nsight Compute) is not on PATH; counters skipped")
+            notes.append("--counters: ncu (Nsight Compute) is not on PATH, $NCU or /opt/nvidia/nsight-compute; "
+                         "counters skipped")
         elif dev.type != "cuda":
             notes.append("--counters: Nsight Compute needs a CUDA device; counters skipped")
         else:
@@ -194,7 +197,9 @@ def run_study(
                 cpoints = [Point(op, c, s, n, dt, cl, False) for dt in cfg.dtypes for cl in cfg.channels_last
                            for op in cfg.ops if operator_supported(op, c)]
                 counters_df, kernels_df = run_counters(cpoints, ncu=ncu, device=str(dev),
+                                                       clock_control=ncu_clock_control,
                                                        progress=lambda label: step(label, grow=1))
+                notes.append(f"--counters: ncu --clock-control {ncu_clock_control}")
                 if len(counters_df):
                     analytic = df[df["pass"] == "fwd"].set_index("name")["bytes"]
                     counters_df.insert(4, "bytes", [analytic.get(nm, math.nan) for nm in counters_df["name"]])
