@@ -12,8 +12,8 @@ predicted and measured bytes, error in %) and ``memory-validation-<device>.png``
 
 What is compared: on CUDA each predictor's peak against ``max_memory_allocated`` and the
 simulated reserved bytes against ``max_memory_reserved``; on CPU each predictor's peak against
-the peak of live CPU tensor bytes from torch's CPU allocator events (``host_alloc_peak_bytes``,
-see hwprof/measuring/host_alloc.py) and against the same peak without the ops' in-op workspaces
+the peak of live CPU tensor bytes from torch's CPU allocator events (``alloc_trace_peak_bytes``,
+see hwprof/measuring/alloc_trace.py) and against the same peak without the ops' in-op workspaces
 (``tensor_error_pct``: what a replay of op outputs can predict), with the op running at the peak,
 and the coarse RSS growth beside it (``rss_error_pct``:
 all points run in one process, and memory the C allocator kept from an earlier point can
@@ -62,7 +62,7 @@ QUICK: list[tuple[str, str | None, tuple[int, int], tuple[int, int]]] = [
     ("lstm", "16x128", (4, 8), (4, 8)),
 ]
 COLUMNS = ["model", "input", "batch", "mode", "predictor", "predicted_bytes", "predicted_reserved_bytes",
-           "measured_alloc_bytes", "measured_reserved_bytes", "measured_nvml_bytes", "measured_host_alloc_bytes",
+           "measured_alloc_bytes", "measured_reserved_bytes", "measured_nvml_bytes", "measured_alloc_trace_bytes",
            "measured_tensor_peak_bytes", "tensor_error_pct", "peak_op", "workspace_at_peak_bytes",
            "max_op_workspace_bytes", "max_op_workspace_op", "measured_rss_delta_bytes", "predicted_compared_bytes", "compared_bytes", "error_pct", "reserved_error_pct",
            "rss_error_pct", "oom", "fake_device", "predict_s", "measure_s", "notes"]
@@ -107,8 +107,8 @@ def one_point(name: str, spec: str, real_model: torch.nn.Module, batch: int, mod
         if device == "cuda":
             pred_c, compared = r["predicted_peak_bytes"], r["measured_alloc_peak_bytes"]
             err, res_err = r["error_pct"], r["reserved_error_pct"]
-        elif v.compared == "host_alloc_peak_bytes":
-            pred_c, compared, err, res_err = r["predicted_peak_bytes"], r["measured_host_alloc_peak_bytes"], r["error_pct"], None
+        elif v.compared == "alloc_trace_peak_bytes":
+            pred_c, compared, err, res_err = r["predicted_peak_bytes"], r["measured_alloc_trace_peak_bytes"], r["error_pct"], None
         else:
             pred_c, compared, err, res_err = r["predicted_delta_bytes"], r["measured_rss_delta_bytes"], r["error_pct"], None
         rows.append({
@@ -118,13 +118,13 @@ def one_point(name: str, spec: str, real_model: torch.nn.Module, batch: int, mod
             "measured_alloc_bytes": measured.get("alloc_peak_bytes"),
             "measured_reserved_bytes": measured.get("reserved_peak_bytes"),
             "measured_nvml_bytes": v.measured.get("nvml_used_minus_baseline_bytes"),
-            "measured_host_alloc_bytes": measured.get("host_alloc_peak_bytes"),
-            "measured_tensor_peak_bytes": measured.get("host_alloc_peak_without_workspace_bytes"),
+            "measured_alloc_trace_bytes": measured.get("alloc_trace_peak_bytes"),
+            "measured_tensor_peak_bytes": measured.get("alloc_trace_peak_without_workspace_bytes"),
             "tensor_error_pct": _float(r.get("tensor_error_pct")),
-            "peak_op": measured.get("host_alloc_peak_op"),
-            "workspace_at_peak_bytes": measured.get("host_alloc_workspace_at_peak_bytes"),
-            "max_op_workspace_bytes": measured.get("host_alloc_max_op_transient_bytes"),
-            "max_op_workspace_op": measured.get("host_alloc_max_op_transient_op"),
+            "peak_op": measured.get("alloc_trace_peak_op"),
+            "workspace_at_peak_bytes": measured.get("alloc_trace_workspace_at_peak_bytes"),
+            "max_op_workspace_bytes": measured.get("alloc_trace_max_op_transient_bytes"),
+            "max_op_workspace_op": measured.get("alloc_trace_max_op_transient_op"),
             "measured_rss_delta_bytes": v.measured.get("rss_peak_minus_baseline_bytes"),
             "predicted_compared_bytes": _int(pred_c), "compared_bytes": _int(compared), "error_pct": _float(err),
             "reserved_error_pct": _float(res_err), "rss_error_pct": _float(rss_err),

@@ -78,7 +78,7 @@ def _text(name: str, spec: str, m: Any) -> str:
     lines += [render(ph.rename(columns=_unit_free), "table"), ""]
     lines.append("memory: " + ", ".join(f"{k.replace('_bytes', '')} {human(v, 'B', 1024)}"
                                         for k, v in m.memory.items() if v is not None and k.endswith("_bytes"))
-                 + (f" (largest in-op workspace: {op})" if (op := m.memory.get("host_alloc_max_op_transient_op"))
+                 + (f" (largest in-op workspace: {op})" if (op := m.memory.get("alloc_trace_max_op_transient_op"))
                     else ""))
     if not m.layers.empty:
         ly = m.layers.copy()

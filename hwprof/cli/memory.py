@@ -131,11 +131,11 @@ def _text(header: str, est: Any, val: Any) -> str:
             f"{k.replace('_bytes', '')} {_mib(m.get(k))} MiB" for k in (
                 "alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_minus_baseline_bytes",
                 "cuda_context_bytes", "rss_peak_minus_baseline_bytes") if m.get(k) is not None))
-        if m.get("host_alloc_peak_op"):
-            lines.append(f"measured peak reached in {m['host_alloc_peak_op']}, "
-                         f"{_mib(m.get('host_alloc_workspace_at_peak_bytes'))} MiB of it that op's own workspace; "
-                         f"largest in-op workspace {_mib(m.get('host_alloc_max_op_transient_bytes'))} MiB "
-                         f"({m.get('host_alloc_max_op_transient_op') or '-'}); predictors see only the tensors ops "
+        if m.get("alloc_trace_peak_op"):
+            lines.append(f"measured peak reached in {m['alloc_trace_peak_op']}, "
+                         f"{_mib(m.get('alloc_trace_workspace_at_peak_bytes'))} MiB of it that op's own workspace; "
+                         f"largest in-op workspace {_mib(m.get('alloc_trace_max_op_transient_bytes'))} MiB "
+                         f"({m.get('alloc_trace_max_op_transient_op') or '-'}); predictors see only the tensors ops "
                          "return (measured_tensor_peak)")
         lines += [f"note: {n}" for n in val.notes]
     lines += [f"note: {n}" for n in est.notes]

@@ -304,7 +304,7 @@ class MemoryProbes:
                     self._out[key] = v if self._out[key] is None else max(self._out[key], v)
 
     def record(self, values: dict[str, Any]) -> None:
-        """Add fields measured outside the probes (e.g. ``host_alloc_*`` from the CPU allocator pass)."""
+        """Add fields measured outside the probes (e.g. ``alloc_trace_*`` from the CPU allocator pass)."""
         self._out.update(values)
 
     def result(self) -> dict[str, Any]:

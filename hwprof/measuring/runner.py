@@ -34,7 +34,7 @@ from torch import nn
 
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
 from hwprof.hardware.device import describe_device, free_device_memory, resolve_device, same_device
-from hwprof.measuring.host_alloc import HostAllocPeak, host_alloc_peak, storage_bytes
+from hwprof.measuring.alloc_trace import AllocTrace, alloc_trace_peak, storage_bytes
 from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import MemoryProbes, cuda_current
 from hwprof.measuring.state import preserved_state
@@ -198,7 +198,7 @@ class _Config:
     max_reps: int
     target_iqr: float
     layer_reps: int | None
-    host_alloc: bool = True
+    alloc_trace: bool = True
 
 
 def _use_nvml(dev: torch.device) -> bool:
@@ -231,7 +231,7 @@ def measure(
     target_iqr: float = 0.02,
     layer_reps: int | None = None,
     per_op: bool = False,
-    host_alloc: bool = True,
+    alloc_trace: bool = True,
 ) -> Measurement:
     """Time ``model`` on ``inputs`` and probe its memory; the model is left exactly as it was.
 
@@ -243,10 +243,11 @@ def measure(
     limits it). ``threads`` sets torch's intra-op threads for the run. ``layer_reps`` fixes
     the number of per-layer repetitions (default: by budget, 3 to 100). ``per_op=True`` adds a
     ``torch.profiler`` pass giving each dispatched aten op's time (:mod:`hwprof.measuring.op_times`).
-    On a CPU device, ``host_alloc=True`` adds one untimed pass (two iterations, a fresh optimizer)
-    under ``torch.profiler(profile_memory=True)`` giving ``memory["host_alloc_peak_bytes"]``: the
-    peak of bytes held by live CPU tensors, parameters and inputs included
-    (:mod:`hwprof.measuring.host_alloc`), the CPU analogue of ``max_memory_allocated``.
+    ``alloc_trace=True`` adds one untimed pass (two iterations, a fresh optimizer) under
+    ``torch.profiler(profile_memory=True)`` whose allocator events give
+    ``memory["alloc_trace_peak_bytes"]`` (peak bytes of live tensors, parameters and inputs
+    included: on the CPU the analogue of ``max_memory_allocated``), the op running at the peak,
+    and the peak without the ops' in-op workspaces (:mod:`hwprof.measuring.alloc_trace`).
     Raises ``DeviceUnavailableError``, ``InputShapeError`` (first forward failed), ``MeasurementError``.
     """
     if mode not in ("inference", "train"):
@@ -260,7 +261,7 @@ def measure(
                   dtype=parse_dtype(dtype) if dtype is not None else None, channels_last=channels_last,
                   budget_s=budget_s, warmup=warmup, l2_flush=l2_flush, nvml_interval_s=nvml_interval_s,
                   clock=clock or PerfCounterClock(), loss_fn=loss_fn or default_loss, min_reps=min_reps,
-                  max_reps=max_reps, target_iqr=target_iqr, layer_reps=layer_reps, host_alloc=host_alloc)
+                  max_reps=max_reps, target_iqr=target_iqr, layer_reps=layer_reps, alloc_trace=alloc_trace)
     if isinstance(optimizer, str) and optimizer.strip().lower() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or an Optimizer class")
     cuda = dev.type == "cuda"
@@ -417,12 +418,12 @@ def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryPro
                 del opt
         zero_grads()
 
-    if cfg.host_alloc and cfg.dev.type == "cpu":
-        progress["phase"] = "host_alloc"
-        peak = _host_alloc_pass(work, xs, cfg, zero_grads)
-        probes.record({f"host_alloc_{k}": v for k, v in peak.to_dict().items()})
-        notes.append("host_alloc_peak_bytes: peak bytes of live CPU tensors (parameters, buffers and inputs "
-                     "included) from torch's CPU allocator events in a separate torch.profiler pass "
+    if cfg.alloc_trace and cfg.dev.type in ("cpu", "cuda"):
+        progress["phase"] = "alloc_trace"
+        peak = _alloc_trace_pass(work, xs, cfg, zero_grads)
+        probes.record({f"alloc_trace_{k}": v for k, v in peak.to_dict().items()})
+        notes.append(f"alloc_trace_peak_bytes: peak bytes of live {cfg.dev.type} tensors (parameters, buffers and inputs "
+                     "included) from torch's allocator events in a separate torch.profiler pass "
                      f"({'two training iterations with a fresh optimizer' if train else 'two forwards'})")
 
     layers = pd.DataFrame(columns=list(LAYER_COLUMNS)).rename_axis("module")
@@ -451,15 +452,19 @@ def _timed(work: nn.Module, xs: tuple[Any, ...], cfg: _Config, probes: MemoryPro
     return timings, layers, layer_sum, ops, threads
 
 
-def _host_alloc_pass(work: nn.Module, xs: tuple[Any, ...], cfg: _Config,
-                     zero_grads: Callable[[], None]) -> HostAllocPeak:
+def _alloc_trace_pass(work: nn.Module, xs: tuple[Any, ...], cfg: _Config,
+                     zero_grads: Callable[[], None]) -> AllocTrace:
     """What the timed phases run, once more under the allocator profiler: two forwards (inference),
     or two iterations of forward, loss, backward and, with an optimizer, ``step()`` on a fresh
     optimizer (the second iteration has its state live, as in the ``step`` phase). Gradients are
     set to None before each iteration and at the end; the optimizer state is dropped."""
     params = list(work.parameters())
-    before = storage_bytes([*params, *work.buffers(), *xs])
     zero_grads()
+    if cfg.dev.type == "cuda":
+        torch.cuda.synchronize(cfg.dev)
+        before = int(torch.cuda.memory_allocated(cfg.dev))   # everything live, cuBLAS workspaces included
+    else:
+        before = storage_bytes([*params, *work.buffers(), *xs])
 
     def run() -> None:
         if cfg.mode != "train":
@@ -480,7 +485,7 @@ def _host_alloc_pass(work: nn.Module, xs: tuple[Any, ...], cfg: _Config,
             if opt is not None:
                 opt.state.clear()
 
-    return host_alloc_peak(run, before)
+    return alloc_trace_peak(run, before, cfg.dev.type)
 
 
 def _first_forward(work: nn.Module, xs: tuple[Any, ...], train: bool) -> None:

@@ -48,7 +48,7 @@ by the CPU tests, which check the replay against real CPU tensors. ``nn.LSTM`` i
 emulated (cuDNN packs its weights into one buffer and keeps a reserve buffer; the CPU replay
 runs the native LSTM), and in training its kernels keep a workspace from forward to backward
 that their fake kernels return empty (oneDNN on CPU: 31.3 MiB per layer for the zoo's
-``lstm`` at batch 32, measured with ``hwprof.measuring.host_alloc``; cuDNN's reserve space on
+``lstm`` at batch 32, measured with ``hwprof.measuring.alloc_trace``; cuDNN's reserve space on
 CUDA): the prediction is low by that much, and a note says so. ``fake_device="cuda"`` on a machine with CUDA dispatches the real CUDA
 kernels on fake CUDA tensors instead; if that run fails it is retried on the CPU with a note.
 On a CUDA target the 0-dim tensors created during the optimizer step (Adam's ``step``

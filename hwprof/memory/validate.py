@@ -9,19 +9,21 @@ What is compared (``error_pct = 100 * (predicted - measured) / measured``):
   them, and ``cuda_context_bytes = nvml_process_bytes - reserved_peak_bytes``: this process's
   device memory as NVML lists it at the end of the run (the allocator keeps its segments)
   minus what the caching allocator reserved, i.e. the CUDA context, loaded kernels and library
-  handles (None where NVML does not list the process, e.g. in some containers).
-* **CPU**: every predictor's ``peak_predicted_bytes`` against ``host_alloc_peak_bytes``, the
+  handles (None where NVML does not list the process, e.g. in some containers). With the
+  allocator trace (``measure``'s ``alloc_trace``), ``tensor_error_pct`` compares with the peak
+  without in-op workspaces (cuDNN's convolution workspaces among them), as on the CPU.
+* **CPU**: every predictor's ``peak_predicted_bytes`` against ``alloc_trace_peak_bytes``, the
   peak of bytes held by live CPU tensors from torch's CPU allocator events
-  (:mod:`hwprof.measuring.host_alloc`; parameters, buffers and inputs included, like
+  (:mod:`hwprof.measuring.alloc_trace`; parameters, buffers and inputs included, like
   ``max_memory_allocated``), and ``tensor_error_pct`` against the same peak with every op's
-  in-op workspace left out (``host_alloc_peak_without_workspace_bytes``: what a replay of op
+  in-op workspace left out (``alloc_trace_peak_without_workspace_bytes``: what a replay of op
   outputs can predict; the gap between the two is oneDNN's and other kernels' scratch
   memory). The resident-set growth is reported beside it
   (``rss_error_pct``): ``measure`` takes the RSS baseline after the model and the inputs
   exist, so each predictor's peak minus (params + buffers + inputs) is compared with the RSS
   peak minus its baseline. RSS also holds whatever the C allocator keeps and torch's own
   one-time allocations, so it is a coarse check; where no allocator pass ran (``measure``
-  without ``host_alloc``) it is the only one.
+  without ``alloc_trace``) it is the only one.
 
 ``measure`` is imported lazily (``hwprof.measuring.runner``); tests pass a fake one as ``measure_fn``.
 An out-of-memory run (``MeasurementError`` with ``oom=True``) is recorded, not raised.
@@ -51,7 +53,7 @@ __all__ = ["Validation", "validate", "run_measure", "error_pct", "real_inputs", 
 logger = logging.getLogger(__name__)
 
 MEASURED_KEYS = ("alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_peak_bytes", "nvml_baseline_bytes",
-                 "rss_peak_bytes", "rss_baseline_bytes", "host_alloc_peak_bytes")
+                 "rss_peak_bytes", "rss_baseline_bytes", "alloc_trace_peak_bytes")
 
 MeasureFn = Callable[..., Any]
 
@@ -165,15 +167,17 @@ def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> 
                          "error_pct": error_pct(pred, target), "predicted_reserved_bytes": res,
                          "measured_reserved_peak_bytes": measured.get("reserved_peak_bytes"),
                          "reserved_error_pct": error_pct(res, measured.get("reserved_peak_bytes")),
-                         "nvml_used_minus_baseline_bytes": extra["nvml_used_minus_baseline_bytes"]})
+                         "nvml_used_minus_baseline_bytes": extra["nvml_used_minus_baseline_bytes"],
+                         "measured_tensor_peak_bytes": measured.get("alloc_trace_peak_without_workspace_bytes"),
+                         "tensor_error_pct": error_pct(pred, measured.get("alloc_trace_peak_without_workspace_bytes"))})
     else:
-        host = measured.get("host_alloc_peak_bytes")
+        host = measured.get("alloc_trace_peak_bytes")
         rss_delta = extra["rss_peak_minus_baseline_bytes"]
-        compared = "host_alloc_peak_bytes" if host is not None else "rss_peak_minus_baseline_bytes"
+        compared = "alloc_trace_peak_bytes" if host is not None else "rss_peak_minus_baseline_bytes"
         c = estimate.components
         before = sum(int(c.get(k) or 0) for k in ("params", "buffers", "inputs"))
         if host is not None:
-            notes.append("CPU: predicted peak vs host_alloc_peak_bytes (live CPU tensor bytes from torch's allocator "
+            notes.append("CPU: predicted peak vs alloc_trace_peak_bytes (live CPU tensor bytes from torch's allocator "
                          "events); rss_error_pct: predicted peak minus params + buffers + inputs vs RSS growth")
         else:
             notes.append(f"CPU: predicted peak minus params + buffers + inputs ({before} B, allocated before the "
@@ -183,8 +187,8 @@ def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> 
             pred_delta = None if pred is None else pred - before
             row = {"predictor": name, "predicted_peak_bytes": pred}
             if host is not None:
-                tensors = measured.get("host_alloc_peak_without_workspace_bytes")
-                row.update({"measured_host_alloc_peak_bytes": host, "error_pct": error_pct(pred, host),
+                tensors = measured.get("alloc_trace_peak_without_workspace_bytes")
+                row.update({"measured_alloc_trace_peak_bytes": host, "error_pct": error_pct(pred, host),
                             "measured_tensor_peak_bytes": tensors, "tensor_error_pct": error_pct(pred, tensors)})
             row.update({"predicted_delta_bytes": pred_delta, "measured_rss_delta_bytes": rss_delta,
                         "rss_error_pct": error_pct(pred_delta, rss_delta)})

@@ -58,3 +58,14 @@ def test_cuda_ceilings_quick(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert k["fp32"] > 0 and k.bytes_per_s > 0
     if "bf16" in k.flop_per_s and torch.cuda.get_device_capability() >= (8, 0):
         assert k["bf16"] > k["fp32"]
+
+
+def test_cuda_allocator_trace_agrees_with_max_memory_allocated() -> None:
+    """The profiler's CUDA allocator events, replayed, against the allocator's own peak counter."""
+    model = TinyNet().cuda()
+    m = measure(model, "3x32x32", batch=64, device="cuda", mode="train", optimizer="adam", budget_s=0.05)
+    mem = m.memory
+    trace, peak = mem["alloc_trace_peak_bytes"], mem["alloc_peak_bytes"]
+    assert 0 < mem["alloc_trace_peak_without_workspace_bytes"] <= trace
+    # the same training step (forward, backward, Adam with its state live) seen two ways
+    assert abs(trace - peak) <= 0.1 * peak, (trace, peak)

@@ -182,7 +182,7 @@ def test_fake_cuda_request_falls_back_to_cpu_without_cuda() -> None:
 
 def test_rnn_training_workspace_is_named_as_not_modelled() -> None:
     """oneDNN's LSTM keeps a workspace from forward to backward that its fake kernel returns
-    empty (measured on CPU with hwprof.measuring.host_alloc: 31.3 MiB per layer for the zoo's
+    empty (measured on CPU with hwprof.measuring.alloc_trace: 31.3 MiB per layer for the zoo's
     lstm at batch 32); the prediction says so instead of looking exact."""
     model = nn.LSTM(8, 16, batch_first=True)
     train = simulate(model, torch.randn(2, 5, 8), mode="train", optimizer="adam", device="cpu")

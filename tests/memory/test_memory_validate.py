@@ -78,11 +78,11 @@ def test_cpu_validation_against_the_allocator_probe() -> None:
     before = c["params"] + c["buffers"] + c["inputs"]
     delta = est.peak_bytes - before
     measured = {"rss_baseline_bytes": 500_000_000, "rss_peak_bytes": 500_000_000 + 4 * delta,
-                "host_alloc_peak_bytes": 2 * est.peak_bytes}
+                "alloc_trace_peak_bytes": 2 * est.peak_bytes}
     v = validate(tiny(), "3x8x8", device="cpu", optimizer="adam", batch=4, estimate=est,
                  measure_fn=fake_measure(measured))
-    assert v.compared == "host_alloc_peak_bytes"
-    assert v.table.loc["simulated", "measured_host_alloc_peak_bytes"] == 2 * est.peak_bytes
+    assert v.compared == "alloc_trace_peak_bytes"
+    assert v.table.loc["simulated", "measured_alloc_trace_peak_bytes"] == 2 * est.peak_bytes
     assert v.table.loc["simulated", "error_pct"] == -50.0      # 100 x (peak - 2 peak) / (2 peak)
     assert v.table.loc["simulated", "rss_error_pct"] == -75.0  # RSS growth still reported beside it
 
@@ -121,12 +121,12 @@ def test_real_cpu_validation() -> None:
     assert not v.oom
     assert set(v.table.index) == {"seed", "seed_per_layer", "formula", "simulated"}
     assert v.measured["rss_peak_bytes"] is not None and v.measured["rss_baseline_bytes"] is not None
-    assert v.compared == "host_alloc_peak_bytes"
+    assert v.compared == "alloc_trace_peak_bytes"
     # the replay against torch's CPU allocator: below it by at most the largest in-op workspace
     # (here oneDNN's convolution_backward scratch, which a replay of op outputs cannot see)
     predicted = v.table.loc["simulated", "predicted_peak_bytes"]
-    gap = v.measured["host_alloc_peak_bytes"] - predicted
-    assert 0 <= gap <= v.measured["host_alloc_max_op_transient_bytes"]
+    gap = v.measured["alloc_trace_peak_bytes"] - predicted
+    assert 0 <= gap <= v.measured["alloc_trace_max_op_transient_bytes"]
     assert abs(v.table.loc["simulated", "tensor_error_pct"]) < 0.1   # without that scratch: the same peak
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)
 

@@ -1,26 +1,29 @@
-"""Peak bytes held by live CPU tensors, from torch's own CPU allocator: the CPU analogue of
-``torch.cuda.max_memory_allocated``.
+"""Peak bytes held by live tensors, replayed from torch's own allocator events: on the CPU the
+analogue of ``torch.cuda.max_memory_allocated``, and on both devices its split into the
+tensors ops return and the scratch memory kernels use inside themselves.
 
 RSS is a poor measure of what a model needs on the CPU: glibc keeps freed blocks, torch's
 libraries map their own memory, and an earlier run's freed memory serves a later one without
-raising it. torch's CPU allocator reports every allocation and free to ``torch.profiler``
-when ``profile_memory=True`` (``c10::ProfiledCPUMemoryReporter``: one ``[memory]`` event per
-call, ``alloc_size`` > 0 for an allocation, < 0 for a free, with the block's ``ptr``). This
-module runs a block under the profiler and replays those events:
+raising it. torch's allocators report every allocation and free to ``torch.profiler`` when
+``profile_memory=True`` (on the CPU ``c10::ProfiledCPUMemoryReporter``, on CUDA the caching
+allocator, which reports each block's size: one ``[memory]`` event per call, ``alloc_size``
+> 0 for an allocation, < 0 for a free, with the block's ``ptr`` and device). This module runs
+a block under the profiler and replays the events of one device type:
 
     window_peak = max over time of  sum(alloc_size of the blocks allocated in the window and still live)
     peak        = live_before + window_peak
 
-``live_before`` is what was allocated before the window and stays live through it (the
-model's parameters and buffers, the inputs: :func:`storage_bytes`), because the reporter
-only follows blocks allocated while profiling (a free of an older block is not reported as
-a size). Frees of blocks allocated before the window are ignored for the same reason: they
-would subtract bytes ``live_before`` may not hold. Sizes are the bytes requested (no
-rounding), as the allocator reports them; memory a kernel takes from another allocator
-(OpenMP stacks, a library's own pools) is not seen.
+``live_before`` is what was allocated before the window and stays live through it (on the
+CPU the model's parameters and buffers and the inputs, :func:`storage_bytes`; on CUDA
+``torch.cuda.memory_allocated()`` at the start), because the profiler only sees blocks
+allocated while it runs. Frees of blocks allocated before the window are ignored for the
+same reason: they would subtract bytes ``live_before`` may not hold. On the CPU the sizes are
+the bytes requested (no rounding); memory a kernel takes from another allocator (OpenMP
+stacks, a library's own pools) is not seen.
 
 Kernel workspaces: an aten op may allocate buffers it frees before returning (oneDNN
-reorders a convolution's weights into a blocked layout, an LSTM keeps a workspace). A
+reorders a convolution's weights into a blocked layout, an LSTM keeps a workspace, cuDNN
+takes a convolution workspace from the caching allocator). A
 replay on fake tensors sees only an op's outputs, so these transients are what it misses.
 :func:`op_transients` gives each outermost aten op's workspace peak (the most bytes it held at
 once in allocations it frees before returning); the largest is reported as
@@ -38,13 +41,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["HostAllocPeak", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
-           "workspace_peak_bytes", "storage_bytes", "host_alloc_peak", "summarize"]
+__all__ = ["AllocTrace", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
+           "workspace_peak_bytes", "storage_bytes", "alloc_trace_peak", "summarize"]
 
 
 @dataclass(frozen=True)
-class HostAllocPeak:
-    """Result of :func:`host_alloc_peak` (bytes). ``peak_bytes = live_before_bytes + window_peak_bytes``;
+class AllocTrace:
+    """Result of :func:`alloc_trace_peak` (bytes). ``peak_bytes = live_before_bytes + window_peak_bytes``;
     ``net_bytes``: allocated in the window and still live at its end; ``allocations``: count;
     ``max_op_transient_bytes`` / ``max_op_transient_op``: the largest workspace one aten op
     allocated and freed inside itself (see :func:`op_transients`; 0 / "" when none);
@@ -214,19 +217,25 @@ def storage_bytes(tensors: Iterable[Any]) -> int:
     return total
 
 
-def host_alloc_peak(run: Callable[[], None], live_before_bytes: int) -> HostAllocPeak:
+def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
     """Run ``run`` once under ``torch.profiler`` with ``profile_memory=True`` and return the peak
-    of CPU tensor bytes (see the module docstring). ``run`` must drop what it allocates if the
-    caller wants ``net_bytes`` to be 0."""
+    of tensor bytes on ``device_type`` ("cpu" or "cuda"; see the module docstring). ``run`` must
+    drop what it allocates if the caller wants ``net_bytes`` to be 0; on CUDA the device is
+    synchronised before the profiler stops."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    activities = [ProfilerActivity.CPU]
+    if device_type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, profile_memory=True) as prof:
         run()
-    return summarize(prof, live_before_bytes, "cpu")
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+    return summarize(prof, live_before_bytes, device_type)
 
 
-def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> HostAllocPeak:
-    """:class:`HostAllocPeak` of a finished ``profile(profile_memory=True)`` session."""
+def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
+    """:class:`AllocTrace` of a finished ``profile(profile_memory=True)`` session."""
     peak, net, count, t_peak = _replay(allocation_events(prof, device_type))
     ops = _outermost_ops(prof, device_type)
     transients = [(name, workspace_peak_bytes(ev)) for name, _, _, ev in ops if ev]
@@ -245,5 +254,5 @@ def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> Ho
             if start <= t_peak <= end:
                 peak_op, ws = name, workspace_at(ev, t_peak)
                 break
-    return HostAllocPeak(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
+    return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
                          peak_op, ws, int(live_before_bytes) + tensors_peak)

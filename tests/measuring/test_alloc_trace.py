@@ -1,4 +1,4 @@
-"""The CPU allocator probe (hwprof.measuring.host_alloc): event replay, real allocations, and the
+"""The CPU allocator probe (hwprof.measuring.alloc_trace): event replay, real allocations, and the
 simulated memory predictor checked against it on real CPU runs."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import hwprof
-from hwprof.measuring.host_alloc import (
-    host_alloc_peak,
+from hwprof.measuring.alloc_trace import (
+    alloc_trace_peak,
     op_transients,
     storage_bytes,
     summarize,
@@ -54,7 +54,7 @@ def test_real_allocations_are_seen_exactly() -> None:
         kept.append(c)
         del b
 
-    r = host_alloc_peak(run, live_before_bytes=123)
+    r = alloc_trace_peak(run, live_before_bytes=123)
     assert r.window_peak_bytes == 3 * MiB
     assert r.net_bytes == MiB // 2                    # c is still live (held by `kept`)
     assert r.peak_bytes == 123 + 3 * MiB
@@ -136,14 +136,14 @@ def test_measure_reports_the_cpu_allocator_peak() -> None:
     m = hwprof.measure(model, "64", batch=8, device="cpu", **QUICK)
     mem = m.memory
     # live before: weight 64*64*4 + bias 64*4 = 16640 B, input 8*64*4 = 2048 B
-    assert mem["host_alloc_live_before_bytes"] == 16640 + 2048
+    assert mem["alloc_trace_live_before_bytes"] == 16640 + 2048
     # two no-grad forwards, one addmm output of 8*64*4 = 2048 B live at a time
-    assert mem["host_alloc_window_peak_bytes"] == 2048
-    assert mem["host_alloc_peak_bytes"] == 16640 + 2048 + 2048
-    assert mem["host_alloc_net_bytes"] == 0
-    assert any("host_alloc_peak_bytes" in n for n in m.notes)
-    off = hwprof.measure(model, "64", batch=8, device="cpu", host_alloc=False, **QUICK)
-    assert "host_alloc_peak_bytes" not in off.memory
+    assert mem["alloc_trace_window_peak_bytes"] == 2048
+    assert mem["alloc_trace_peak_bytes"] == 16640 + 2048 + 2048
+    assert mem["alloc_trace_net_bytes"] == 0
+    assert any("alloc_trace_peak_bytes" in n for n in m.notes)
+    off = hwprof.measure(model, "64", batch=8, device="cpu", alloc_trace=False, **QUICK)
+    assert "alloc_trace_peak_bytes" not in off.memory
 
 
 @pytest.mark.parametrize("name", ["linear", "mlp_gelu_dropout", "conv_bn_relu_linear"])
@@ -153,7 +153,7 @@ def test_simulated_predictor_matches_the_cpu_allocator_in_training(name: str) ->
     est = hwprof.estimate_memory(model, spec, batch=8, mode="train", optimizer="adam", device="cpu")
     m = hwprof.measure(model, spec, batch=8, device="cpu", mode="train", optimizer="adam", **QUICK)
     predicted = int(est.predictors.loc["simulated", "peak_predicted_bytes"])
-    measured = m.memory["host_alloc_peak_bytes"]
+    measured = m.memory["alloc_trace_peak_bytes"]
     # within 0.1%: Adam's 0-dim step counters and kernel scratch buffers are the only slack seen
     assert abs(predicted - measured) <= 0.001 * measured, (predicted, measured)
 
@@ -163,7 +163,7 @@ def test_simulated_predictor_matches_the_cpu_allocator_in_inference(name: str) -
     model, spec = _models()[name]
     est = hwprof.estimate_memory(model, spec, batch=8, mode="inference", device="cpu")
     m = hwprof.measure(model, spec, batch=8, device="cpu", **QUICK)
-    assert int(est.predictors.loc["simulated", "peak_predicted_bytes"]) == m.memory["host_alloc_peak_bytes"]
+    assert int(est.predictors.loc["simulated", "peak_predicted_bytes"]) == m.memory["alloc_trace_peak_bytes"]
 
 
 @pytest.mark.parametrize("mode", ["inference", "train"])
@@ -176,9 +176,9 @@ def test_conv_workspace_is_measured_and_the_rest_is_predicted(mode: str) -> None
     est = hwprof.estimate_memory(model, spec, batch=8, mode=mode, optimizer=opt, device="cpu")
     mem = hwprof.measure(model, spec, batch=8, device="cpu", mode=mode, optimizer=opt, **QUICK).memory
     predicted = int(est.predictors.loc["simulated", "peak_predicted_bytes"])
-    assert mem["host_alloc_max_op_transient_op"] in ("aten::mkldnn_convolution", "aten::convolution",
+    assert mem["alloc_trace_max_op_transient_op"] in ("aten::mkldnn_convolution", "aten::convolution",
                                                      "aten::convolution_backward")
-    assert mem["host_alloc_max_op_transient_bytes"] > 0
-    tensors = mem["host_alloc_peak_without_workspace_bytes"]
+    assert mem["alloc_trace_max_op_transient_bytes"] > 0
+    tensors = mem["alloc_trace_peak_without_workspace_bytes"]
     assert abs(predicted - tensors) <= 64, (predicted, tensors)    # Adam's 0-dim step counters at most
-    assert mem["host_alloc_peak_bytes"] >= tensors
+    assert mem["alloc_trace_peak_bytes"] >= tensors
