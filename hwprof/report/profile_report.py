@@ -67,6 +67,9 @@ def summary_lines(p: Any) -> list[str]:
             f"ABOVE ROOF: {len(above)} layers ({_pct(float(above['time_share'].sum()))} of the time) ran faster than "
             f"their roof allows: data resident in cache (the memory roof is DRAM bandwidth), fewer operations "
             f"than counted (Winograd/FFT), or a roof measured low; flagged, not clipped: {names}")
+    mem = memory_line(p.measurement.memory)
+    if mem:
+        lines.append(mem)
     if s["uncounted"]:
         lines.append(f"ops without a formula: {s['uncounted']}; they ran in layers holding "
                      f"{_pct(s['uncounted_time_share'])} of the time")
@@ -131,6 +134,42 @@ def op_table(p: Any, top: int = 25) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
+def memory_line(memory: dict[str, Any]) -> str:
+    """One line on the measured peak: ``max_memory_allocated`` (CUDA) or the allocator trace's
+    peak of live tensor bytes (CPU), the op running at the trace's peak and its scratch share;
+    "" when neither was measured."""
+    mib = 2**20
+    cuda_peak = memory.get("alloc_peak_bytes")
+    trace = memory.get("alloc_trace_peak_bytes")
+    if cuda_peak is not None:
+        line = f"memory: max_memory_allocated {cuda_peak / mib:,.1f} MiB"
+        reserved = memory.get("reserved_peak_bytes")
+        if reserved is not None:
+            line += f", reserved {reserved / mib:,.1f} MiB"
+    elif trace is not None:
+        line = f"memory: peak of live tensor bytes {trace / mib:,.1f} MiB (torch's allocator events)"
+    else:
+        return ""
+    op = memory.get("alloc_trace_peak_op")
+    if op:
+        line += (f"; the allocator trace peaks in {op}, {(memory.get('alloc_trace_workspace_at_peak_bytes') or 0) / mib:,.1f}"
+                 f" MiB of it that op's scratch")
+    return line
+
+
+def memory_table(memory: dict[str, Any]) -> pd.DataFrame:
+    """The measured memory fields that are set: bytes (with MiB beside them) and the other
+    values (counts, the op at the allocator trace's peak) as they are."""
+    rows = []
+    for k, v in memory.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
+            continue
+        is_bytes = k.endswith("_bytes") and isinstance(v, (int, float))
+        rows.append({"quantity": k, "value": int(v) if is_bytes else v,
+                     "MiB": f"{v / 2**20:,.1f}" if is_bytes else ""})
+    return pd.DataFrame(rows, columns=["quantity", "value", "MiB"]).set_index("quantity")
+
+
 def markdown_report(p: Any) -> str:
     cfg = p.config
     parts = [
@@ -154,7 +193,7 @@ def markdown_report(p: Any) -> str:
         render(p.measurement.phases, "md"),
         "## Memory",
         "",
-        render(pd.DataFrame({"bytes": p.measurement.memory}).dropna(), "md"),
+        render(memory_table(p.measurement.memory), "md"),
         "Figures: `roofline.png`, `layer_time.png`; all numbers: `layers.csv`, `profile.json`.",
         "",
     ]
