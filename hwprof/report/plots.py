@@ -183,6 +183,10 @@ def _scatter_categories(ax: Any, df: pd.DataFrame, x: str, y: str, color_by: str
 
 
 # --------------------------------------------------------------------------- roofline
+_TEXT_BOX = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.0}
+"""Behind roof labels, so that points under them do not hide them."""
+
+
 def roofline_plot(
     points: pd.DataFrame,
     ceilings: Any,
@@ -252,13 +256,14 @@ def roofline_plot(
         label = f"{name} {_si(roof, 'FLOP/s')} measured"
         if name in sheet_of:
             label += f" (datasheet {_si(sheet_of[name], 'FLOP/s')}, dashed)"
-        ax.text(x_hi / 1.15, roof / 1.08, label, ha="right", va="top", fontsize=8, color=_ROOF_COLOR, zorder=4)
+        ax.text(x_hi / 1.15, roof / 1.08, label, ha="right", va="top", fontsize=8, color=_ROOF_COLOR, zorder=6,
+                bbox=_TEXT_BOX)
     for name, roof in sheet:
         x0 = roof / (sheet_bw or bw) if (sheet_bw or bw) else x_lo
         ax.plot([x0, x_hi], [roof, roof], color=_DATASHEET_COLOR, linewidth=1.2, linestyle="--", zorder=2)
         if name not in roofs["flop_per_s"]:
             ax.text(x_hi / 1.15, roof / 1.08, f"{name} {_si(roof, 'FLOP/s')} datasheet", ha="right", va="top",
-                    fontsize=7, color=_DATASHEET_COLOR, zorder=4)
+                    fontsize=7, color=_DATASHEET_COLOR, zorder=6, bbox=_TEXT_BOX)
 
     colours: dict = {}
     markers: dict | None = None
@@ -297,8 +302,22 @@ def roofline_plot(
     return _save(fig, path)
 
 
+def _label_offsets_pt() -> list[tuple[float, float]]:
+    """Where a label may go, in points from its point: the four corners next to it first, then
+    rings of 12 directions at 18, 30, 45, 62 and 80 points (these get a leader line)."""
+    near = [(6.0, 6.0), (6.0, -12.0), (-6.0, 8.0), (-6.0, -12.0)]
+    rings = [(r * math.cos(math.radians(a)), r * math.sin(math.radians(a)))
+             for r in (18, 30, 45, 62, 80) for a in range(15, 360, 30)]
+    return near + rings
+
+
 def _label_points(ax: Any, df: pd.DataFrame, x: str, y: str, top: int, labels: Sequence[str] | None) -> None:
-    """Label rows named in ``labels``, else the ``top`` rows by ``time_s``, with their ``name``."""
+    """Label rows named in ``labels``, else the ``top`` rows by ``time_s``, with their ``name``.
+
+    Labels are placed greedily, longest-running first: each takes the first offset of
+    :func:`_label_offsets_pt` whose text box overlaps no label or roof text already drawn and
+    stays inside the axes; offsets beyond the first four get a thin leader line; a label with
+    no free place is drawn at its first offset anyway (never dropped)."""
     if "name" not in df:
         return
     if labels is not None:
@@ -307,12 +326,35 @@ def _label_points(ax: Any, df: pd.DataFrame, x: str, y: str, top: int, labels: S
         chosen = df.assign(_t=pd.to_numeric(df["time_s"], errors="coerce")).nlargest(top, "_t")
     else:
         return
-    offsets = ((6, 6), (6, -12), (-6, 8), (-6, -12))
-    for i, (_, row) in enumerate(chosen.iterrows()):
-        dx, dy = offsets[i % len(offsets)]
-        ax.annotate(str(row["name"]), (float(row[x]), float(row[y])), xytext=(dx, dy),
-                    textcoords="offset points", fontsize=7, ha="left" if dx > 0 else "right",
-                    color="0.1", zorder=5)
+    from matplotlib.text import Text
+
+    renderer = ax.figure.canvas.get_renderer()
+    placed = [Text.get_window_extent(t, renderer) for t in ax.texts]   # text boxes only, no leader lines
+    axes_box = ax.get_window_extent(renderer)
+    offsets = _label_offsets_pt()
+
+    def draw(text: str, xy: tuple[float, float], i: int) -> Any:
+        dx, dy = offsets[i]
+        leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if i >= 4 else None
+        return ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", fontsize=7,
+                           ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top", color="0.1",
+                           zorder=5, arrowprops=leader)
+
+    for _, row in chosen.iterrows():
+        xy = (float(row[x]), float(row[y]))
+        for i in range(len(offsets)):
+            ann = draw(str(row["name"]), xy, i)
+            ann.update_positions(renderer)   # where the text sits; Text's extent then leaves the leader out
+            box = Text.get_window_extent(ann, renderer).expanded(1.05, 1.2)
+            inside = axes_box.contains(box.x0, box.y0) and axes_box.contains(box.x1, box.y1)
+            if inside and not any(box.overlaps(p) for p in placed):
+                placed.append(box)
+                break
+            ann.remove()
+        else:
+            ann = draw(str(row["name"]), xy, 0)
+            ann.update_positions(renderer)
+            placed.append(Text.get_window_extent(ann, renderer))
 
 
 # --------------------------------------------------------------------------- time bars

@@ -116,3 +116,28 @@ def test_nan_rows_are_skipped_not_plotted(points: pd.DataFrame) -> None:
     kept = plots._positive_rows(points, ["intensity", "achieved_flop_per_s"])
     assert "failed" not in set(kept["name"]) and len(kept) == len(points) - 1
     assert all(math.isfinite(v) for v in kept["intensity"])
+
+
+def test_labels_of_clustered_points_do_not_overlap() -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.text import Text
+
+    fig = plots._new_figure((8.0, 5.0))
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(0.1, 1000)
+    ax.set_ylim(1e9, 1e13)
+    # eight points within a factor 1.5 of each other: their labels cannot all sit next to them
+    df = pd.DataFrame({"name": [f"features.{i}.pointwise.0" for i in range(8)],
+                       "x": [60 + 8 * i for i in range(8)], "y": [2.5e11 + 1e10 * i for i in range(8)],
+                       "time_s": [1.0 - 0.1 * i for i in range(8)]})
+    ax.scatter(df["x"], df["y"])
+    plots._label_points(ax, df, "x", "y", top=8, labels=None)
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for t in ax.texts:
+        t.update_positions(renderer)
+        boxes.append(Text.get_window_extent(t, renderer))
+    assert sorted(t.get_text() for t in ax.texts) == sorted(df["name"])       # every label drawn
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
