@@ -25,7 +25,11 @@ Formula (all terms in bytes, ``P`` = trainable parameter bytes)::
                        moments), else 0
     peak (train)     = params + buffers + inputs + optimizer_state
                        + max(grads + activations_saved + transient_bwd, grads + transient_step)
-    peak (inference) = params + buffers + inputs + max over leaf calls of (input + output bytes)
+    peak (inference) = params + buffers + inputs
+                       + max over leaf calls of (input + output + held bytes)
+    held             = inputs of the enclosing module calls still running (their callers hold
+                       them: a nested Sequential's input, a residual block's identity), distinct
+                       storages, model inputs and parameters excluded
 
 It is an upper bound of the backward-start peak by construction (all gradients are counted as
 live while all activations still are) and ignores the allocator's rounding and the cuBLAS /
@@ -55,6 +59,7 @@ from hwprof.memory.simulate import (
     tensor_leaves,
     training_loss,
 )
+from hwprof.modules import Frame
 
 __all__ = ["LeafCall", "SavedTensor", "Inspection", "inspect_forward", "FormulaResult", "formula",
            "optimizer_state_bytes"]
@@ -75,6 +80,7 @@ class LeafCall:
     output_keys: tuple[int, ...]
     output_storage_bytes: tuple[int, ...]
     aliases_input: bool               # an output shares storage with an input (in-place op or view)
+    held_bytes: int = 0               # inputs of the enclosing module calls, live during this call
 
 
 @dataclass
@@ -163,12 +169,18 @@ def inspect_forward(model: nn.Module, inputs: Any, *, mode: str = "train", dtype
         keep.append((ins, outs))
         in_keys = {storage_key(t) for t in ins}
         own = {storage_key(p): storage_nbytes(p) for p in mod.parameters(recurse=False)}
+        mine = in_keys | {storage_key(t) for t in outs}
+        held: dict[int, int] = {}
+        for frame in stack.stack:                 # the enclosing calls still running
+            for key, nbytes in (frame.data or {}).items():
+                if key not in mine and key not in setup.input_keys and key not in setup.param_keys:
+                    held[key] = nbytes
         insp.leaves.append(LeafCall(
             path, type(mod).__name__, call, sum(own.values()), _bytes(ins), _bytes(outs),
             tuple(storage_key(t) for t in outs), tuple(storage_nbytes(t) for t in outs),
-            any(storage_key(t) in in_keys for t in outs)))
+            any(storage_key(t) in in_keys for t in outs), sum(held.values())))
 
-    stack = ModuleStack(setup.model, on_leaf)
+    stack = _HeldInputs(setup.model, on_leaf)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         keep.append(t)
@@ -192,6 +204,15 @@ def inspect_forward(model: nn.Module, inputs: Any, *, mode: str = "train", dtype
     finally:
         keep.clear()
     return insp
+
+
+class _HeldInputs(ModuleStack):
+    """:class:`ModuleStack` that also records each call's input storages (``frame.data``:
+    storage key -> bytes): the caller holds a module's inputs for the whole call, so while a
+    leaf runs, the inputs of every enclosing call are live too."""
+
+    def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
+        frame.data = {storage_key(t): storage_nbytes(t) for t in inputs}
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:
@@ -228,6 +249,7 @@ def formula(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: st
     opt_state = optimizer_state_bytes(opt, p_train)
     act = insp.distinct_saved_bytes("activations") if train else 0
     transient_fwd = max((c.input_bytes + c.output_bytes for c in insp.leaves), default=0)
+    live_fwd = max((c.input_bytes + c.output_bytes + c.held_bytes for c in insp.leaves), default=0)
     transient_step = p_train if (opt in ("adam", "adamw") and device == "cuda") else 0
     base = s.params_bytes + s.buffers_bytes + s.inputs_bytes
     notes = []
@@ -238,7 +260,7 @@ def formula(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: st
         notes.append("peak at the start of backward" if bwd_peak >= step_peak
                      else "peak in the optimizer step (activations already freed)")
     else:
-        transient = transient_fwd
+        transient = live_fwd
         peak = base + transient
     components: dict[str, int | None] = {
         "params": s.params_bytes, "buffers": s.buffers_bytes, "grads": grads, "optimizer_state": opt_state,

@@ -110,3 +110,17 @@ def test_inference_formula() -> None:
     assert c["activations_saved"] == 0 and c["grads"] == 0 and c["optimizer_state"] == 0
     # params 2 x 4,198,400 + input 16,384 + largest leaf in + out (16,384 + 16,384)
     assert c["peak_predicted"] == 2 * 4_198_400 + 16_384 + 32_768 == 8_445_952
+
+
+def test_inference_peak_counts_the_inputs_enclosing_calls_hold() -> None:
+    """A nested Sequential keeps its input alive (its caller holds it) while its children run."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)))
+    r = formula(m, "3x16x16", batch=2, mode="inference", device="cpu")
+    fmap = 2 * 8 * 16 * 16 * 4                       # 16384 B per 8x16x16 feature map, batch 2
+    # while the BatchNorm runs: its input (inner conv out) + its output + the inner Sequential's
+    # input (outer conv out, held by the outer Sequential) = 3 feature maps
+    assert r.components["transient"] == 3 * fmap
+    params = (8 * 3 * 9 + 8 + 8 * 8 * 9 + 8 + 2 * 8) * 4   # 896 + 2336 + 64 B
+    buffers = 2 * 8 * 4 + 8                          # running mean/var + num_batches_tracked (int64)
+    inputs = 2 * 3 * 16 * 16 * 4                     # 6144 B
+    assert r.components["peak_predicted"] == params + buffers + inputs + 3 * fmap   # 58664
