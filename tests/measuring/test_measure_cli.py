@@ -47,3 +47,23 @@ def test_measure_json_and_csv_outputs(tmp_path, capsys: pytest.CaptureFixture[st
 def test_measure_bad_input_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["measure", "lenet5", "--device", "cpu", "--input", "3x32x32", "--budget", "0.05"]) == 2
     assert "conv1" in capsys.readouterr().err
+
+
+def test_memory_lines_one_per_probe() -> None:
+    from hwprof.cli.measure import memory_lines
+
+    mib = 2**20
+    cuda = memory_lines({"alloc_peak_bytes": 300 * mib, "reserved_peak_bytes": 320 * mib,
+                         "l2_flush_buffer_bytes": 100 * mib, "nvml_used_peak_bytes": 2048 * mib,
+                         "nvml_baseline_bytes": 1024 * mib, "nvml_process_bytes": 900 * mib,
+                         "alloc_trace_peak_bytes": 301 * mib, "alloc_trace_live_before_bytes": 50 * mib,
+                         "alloc_trace_peak_op": "aten::cudnn_convolution",
+                         "alloc_trace_workspace_at_peak_bytes": 12 * mib,
+                         "alloc_trace_peak_without_workspace_bytes": 289 * mib,
+                         "alloc_trace_max_op_transient_bytes": 12 * mib,
+                         "alloc_trace_max_op_transient_op": "aten::cudnn_convolution", "rss_peak_bytes": None})
+    assert len(cuda) == 3
+    assert cuda[0] == "  CUDA allocator: max allocated 300.00MiB, max reserved 320.00MiB (incl. the 100.00MiB L2 flush buffer)"
+    assert "reached in aten::cudnn_convolution with 12.00MiB of in-op workspace" in cuda[2]
+    cpu = memory_lines({"rss_peak_bytes": 900 * mib, "rss_baseline_bytes": 300 * mib, "ru_maxrss_bytes": 901 * mib})
+    assert cpu == ["  process RSS: peak 900.00MiB over a 300.00MiB baseline (lifetime peak 901.00MiB)"]
