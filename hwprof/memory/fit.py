@@ -16,8 +16,10 @@ Check (``check_fit``): a real step at the answer must succeed and at answer + 1 
 of memory. On CUDA the caching allocator is capped at the limit for the check
 (``torch.cuda.set_per_process_memory_fraction(limit / total)``, the previous fraction restored
 in ``finally``), so ``--fit 8GB`` is checked on an 80 GB GPU. On CPU the host does not raise
-out-of-memory at a budget: the check reports the RSS growth and leaves ``measured_fit`` None
-(unless the run really ran out of memory).
+out-of-memory at a budget: the measured peak of live tensors (``alloc_trace_peak_bytes``, from
+torch's allocator events, :mod:`hwprof.measuring.alloc_trace`) is compared with the limit
+instead, and the RSS growth is reported beside it; ``measured_fit`` is None only where no
+allocator trace ran (and the run did not really run out of memory).
 """
 
 from __future__ import annotations
@@ -176,13 +178,20 @@ def check_fit(model: nn.Module, inputs: Any, fit: FitResult, *, device: str, mod
         with capped_cuda_memory(fit.limit_bytes, device):
             m = run_measure(model, inputs, device=device, mode=mode, optimizer=optimizer, batch=b, dtype=dtype,
                             budget_s=budget_s, measure_fn=measure_fn)
-        fits: bool | None = not m["oom"] if (device == "cuda" or m["oom"]) else None
+        trace = m.get("alloc_trace_peak_bytes")
+        fits: bool | None
+        if device == "cuda" or m["oom"]:
+            fits = not m["oom"]
+        else:   # the CPU does not raise at a budget: compare the measured tensor peak with it
+            fits = None if trace is None else int(trace) <= fit.limit_bytes
         rss = m["rss_peak_bytes"] - m["rss_baseline_bytes"] \
             if m["rss_peak_bytes"] is not None and m["rss_baseline_bytes"] is not None else None
         rows.append({"batch": b, "expected_fit": expect, "measured_fit": fits, "oom": m["oom"],
                      "alloc_peak_bytes": m["alloc_peak_bytes"], "reserved_peak_bytes": m["reserved_peak_bytes"],
-                     "rss_peak_minus_baseline_bytes": rss, "agrees": None if fits is None else fits == expect})
+                     "alloc_trace_peak_bytes": trace, "rss_peak_minus_baseline_bytes": rss,
+                     "agrees": None if fits is None else fits == expect})
     df = pd.DataFrame(rows, columns=["batch", "expected_fit", "measured_fit", "oom", "alloc_peak_bytes",
-                                     "reserved_peak_bytes", "rss_peak_minus_baseline_bytes", "agrees"])
+                                     "reserved_peak_bytes", "alloc_trace_peak_bytes", "rss_peak_minus_baseline_bytes",
+                                     "agrees"])
     fit.checks = df
     return df

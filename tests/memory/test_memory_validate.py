@@ -174,6 +174,33 @@ def test_fit_batch_criterion_and_check() -> None:
     assert list(checks["oom"]) == [False, True]
 
 
+def test_fit_check_on_cpu_compares_the_allocator_peak_with_the_limit() -> None:
+    def predict(b: int) -> dict[str, int | None]:
+        return {"peak_predicted": 1000 * b, "reserved_predicted": None}
+    fit = fit_batch(nn.Linear(4, 4), "4", 10_000, device="cpu", predict=predict)
+    assert fit.batch == 10
+
+    def measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimizer: Any, budget_s: float,
+                batch: int | None = None) -> Any:
+        # 1000 B per sample of tensors + 500 B of kernel scratch: batch 10 measures 10,500 B
+        return SimpleNamespace(memory={"alloc_trace_peak_bytes": 1000 * batch + 500,
+                                       "rss_peak_bytes": 5, "rss_baseline_bytes": 1})
+    checks = check_fit(nn.Linear(4, 4), "4", fit, device="cpu", measure_fn=measure).set_index("batch")
+    assert list(checks["alloc_trace_peak_bytes"]) == [10_500, 11_500]
+    assert list(checks["measured_fit"]) == [False, False]          # the scratch the prediction cannot see
+    assert list(checks["agrees"]) == [False, True]
+    assert list(checks["rss_peak_minus_baseline_bytes"]) == [4, 4]
+
+
+def test_real_fit_check_on_cpu() -> None:
+    fit = fit_batch(tiny(), "3x8x8", 2_000_000, optimizer="adam", device="cpu")
+    checks = check_fit(tiny(), "3x8x8", fit, device="cpu", optimizer="adam", budget_s=0.02).set_index("batch")
+    nxt = checks.loc[fit.batch + 1]
+    assert nxt["alloc_trace_peak_bytes"] > 2_000_000 and nxt["measured_fit"] == False  # noqa: E712
+    here = checks.loc[fit.batch]
+    assert here["measured_fit"] == (here["alloc_trace_peak_bytes"] <= 2_000_000)
+
+
 def test_fit_on_the_simulation() -> None:
     # a CPU target and a small budget: the simulated peak of the tiny CNN grows by a fixed amount per sample
     fit = fit_batch(tiny(), "3x8x8", 2_000_000, optimizer="adam", device="cpu")
