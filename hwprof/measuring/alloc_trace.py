@@ -135,12 +135,40 @@ def workspace_at(op_events: Iterable[tuple[int, int, int]], t_ns: int) -> int:
     return sum(live.values())
 
 
+def _workspace_events(op_events: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The events of one op's workspace, in time order: the allocations it frees itself and those frees."""
+    events = sorted(op_events, key=lambda e: e[0])
+    freed = _freed_inside(events)
+    out: list[tuple[int, int, int]] = []
+    open_ptrs: set[int] = set()
+    for i, (t, ptr, size) in enumerate(events):
+        if size > 0 and i in freed:
+            open_ptrs.add(ptr)
+            out.append((t, ptr, size))
+        elif size < 0 and ptr in open_ptrs:
+            open_ptrs.discard(ptr)
+            out.append((t, ptr, size))
+    return out
+
+
 def workspace_peak_bytes(op_events: Iterable[tuple[int, int, int]]) -> int:
     """The most bytes one op held at once in allocations it also freed (its workspace):
     the maximum over time of :func:`workspace_at`."""
-    events = sorted(op_events, key=lambda e: e[0])
-    freed = _freed_inside(events)
-    return window_peak_bytes([e for i, e in enumerate(events) if i in freed or e[2] < 0])[0]
+    return window_peak_bytes(_workspace_events(op_events))[0]
+
+
+def _is_allocation(e: Any) -> bool:
+    return type(e.extra_fields).__name__ == "_ExtraFields_Allocation"
+
+
+def _allocation(e: Any, device_type: str) -> tuple[int, int, int] | None:
+    """(time_ns, ptr, alloc_size) of a profiler ``[memory]`` event on ``device_type``, else None."""
+    if not _is_allocation(e):
+        return None
+    ef = e.extra_fields
+    if torch.device(ef.device).type != device_type:
+        return None
+    return int(e.start_time_ns), int(ef.ptr), int(ef.alloc_size)
 
 
 def allocation_events(prof: Any, device_type: str = "cpu") -> list[tuple[int, int, int]]:
@@ -150,9 +178,9 @@ def allocation_events(prof: Any, device_type: str = "cpu") -> list[tuple[int, in
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     while stack:
         e = stack.pop()
-        ef = e.extra_fields
-        if type(ef).__name__ == "_ExtraFields_Allocation" and torch.device(ef.device).type == device_type:
-            out.append((int(e.start_time_ns), int(ef.ptr), int(ef.alloc_size)))
+        a = _allocation(e, device_type)
+        if a is not None:
+            out.append(a)
         stack.extend(e.children)
     return out
 
@@ -169,10 +197,10 @@ def _outermost_ops(prof: Any, device_type: str) -> list[tuple[str, int, int, lis
 
     def events_under(e: Any, acc: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         for c in e.children:
-            ef = c.extra_fields
-            if type(ef).__name__ == "_ExtraFields_Allocation":
-                if torch.device(ef.device).type == device_type:
-                    acc.append((int(c.start_time_ns), int(ef.ptr), int(ef.alloc_size)))
+            if _is_allocation(c):
+                a = _allocation(c, device_type)
+                if a is not None:
+                    acc.append(a)
             else:
                 events_under(c, acc)
         return acc
@@ -236,23 +264,19 @@ def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_typ
 
 def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
     """:class:`AllocTrace` of a finished ``profile(profile_memory=True)`` session."""
-    peak, net, count, t_peak = _replay(allocation_events(prof, device_type))
+    events = allocation_events(prof, device_type)
+    peak, net, count, t_peak = _replay(events)
     ops = _outermost_ops(prof, device_type)
-    transients = [(name, workspace_peak_bytes(ev)) for name, _, _, ev in ops if ev]
-    workspace_events: set[tuple[int, int, int]] = set()
-    for _, _, _, ev in ops:
-        srt = sorted(ev, key=lambda e: e[0])
-        freed = _freed_inside(srt)
-        ptrs = {srt[i][1] for i in freed}
-        workspace_events.update(srt[i] for i in freed)
-        workspace_events.update(e for e in srt if e[2] < 0 and e[1] in ptrs)
-    tensors_peak = window_peak_bytes(e for e in allocation_events(prof, device_type) if e not in workspace_events)[0]
-    op, transient = max(transients, key=lambda t: t[1], default=("", 0))
-    peak_op, ws = "", 0
+    scratch = [(name, _workspace_events(ev)) for name, _, _, ev in ops if ev]
+    op, transient = max(((name, window_peak_bytes(ws)[0]) for name, ws in scratch), key=lambda t: t[1],
+                        default=("", 0))
+    scratch_events = {e for _, ws in scratch for e in ws}
+    tensors_peak = window_peak_bytes(e for e in events if e not in scratch_events)[0]
+    peak_op, at_peak = "", 0
     if t_peak is not None:
         for name, start, end, ev in ops:
             if start <= t_peak <= end:
-                peak_op, ws = name, workspace_at(ev, t_peak)
+                peak_op, at_peak = name, workspace_at(ev, t_peak)
                 break
     return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
-                         peak_op, ws, int(live_before_bytes) + tensors_peak)
+                      peak_op, at_peak, int(live_before_bytes) + tensors_peak)
