@@ -165,6 +165,7 @@ class FakeSetup:
     inputs_bytes: int = 0
     n_params: int = 0
     n_trainable_params: int = 0
+    trainable_param_sizes: list[int] = field(default_factory=list)   # bytes of each trainable storage
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
@@ -223,6 +224,7 @@ def prepare_fake(model: nn.Module, inputs: Any, *, batch: int | None = None,
         setup.n_params += p.numel()
         if p.requires_grad:
             setup.trainable_params_bytes += storage_nbytes(p)
+            setup.trainable_param_sizes.append(storage_nbytes(p))
             setup.n_trainable_params += p.numel()
     for b in fmodel.buffers():
         k = storage_key(b)

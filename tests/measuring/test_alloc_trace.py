@@ -158,6 +158,19 @@ def test_simulated_predictor_matches_the_cpu_allocator_in_training(name: str) ->
     assert abs(predicted - measured) <= 0.001 * measured, (predicted, measured)
 
 
+@pytest.mark.parametrize("mode", ["train", "inference"])
+@pytest.mark.parametrize("name", ["linear", "mlp_gelu_dropout", "conv_bn_relu_linear"])
+def test_formula_predictor_against_the_cpu_allocator(name: str, mode: str) -> None:
+    """The closed-form predictor against the tensors torch's CPU allocator held (scratch aside)."""
+    model, spec = _models()[name]
+    opt = "adam" if mode == "train" else None
+    est = hwprof.estimate_memory(model, spec, batch=8, mode=mode, optimizer=opt, device="cpu")
+    mem = hwprof.measure(model, spec, batch=8, device="cpu", mode=mode, optimizer=opt, **QUICK).memory
+    predicted = int(est.predictors.loc["formula", "peak_predicted_bytes"])
+    tensors = mem["alloc_trace_peak_without_workspace_bytes"]
+    assert abs(predicted - tensors) <= 0.005 * tensors, (predicted, tensors)
+
+
 @pytest.mark.parametrize("name", ["linear", "mlp_gelu_dropout"])
 def test_simulated_predictor_matches_the_cpu_allocator_in_inference(name: str) -> None:
     model, spec = _models()[name]

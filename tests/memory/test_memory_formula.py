@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from hwprof.memory.formula import formula, inspect_forward, optimizer_state_bytes
+from hwprof.memory.formula import backward_peak, formula, inspect_forward, optimizer_state_bytes
 
 LINEAR_1024_PARAMS_BYTES = (1024 * 1024 + 1024) * 4          # weight + bias = 4,198,400 B
 
@@ -78,10 +78,22 @@ def test_conv_bn_relu_linear_components() -> None:
     assert c["buffers"] == (16 + 16) * 4 + 8 == 136            # running mean/var + int64 num_batches_tracked
     assert c["activations_saved"] == 32_896
     assert c["inputs"] == 3_072
-    # largest leaf in + out: BN (or ReLU) 16,384 + 16,384 = 32,768
-    assert c["transient"] == 32_768
-    # 42,920 + 136 + 3,072 + Adam 85,840 + grads 42,920 + 32,896 + 32,768 = 240,552
-    assert c["peak_predicted"] == 240_552
+    # backward, calls in reverse (activations first saved by the call and earlier + grads of the call and
+    # later + its input + output):
+    #   Linear   32,896 + 41,000 (linear grads)   + 16,384 + 160  =  90,440
+    #   Flatten  32,896 + 41,000                  + 16,384 + 16,384 = 106,664
+    #   ReLU     32,896 + 41,000                  + 32,768        = 106,664   (then its 16,384 is freed)
+    #   BN       16,512 + 41,000 + 128            + 32,768        =  90,408   (then its 16,512 is freed)
+    #   conv          0 + 41,128 + 1,792          + 16,384        =  59,304   (x: the model input, no grad)
+    bwd, where = backward_peak(inspect_forward(conv_bn_relu_linear(inplace=True), "3x8x8", batch=4, device="cpu"),
+                               42_920)
+    assert (bwd, where) == (106_664, "3")
+    # the CPU's one-tensor-at-a-time Adam holds sqrt(exp_avg_sq) and its quotient for the largest
+    # parameter at once: 2 x the Linear weight 1024 * 10 * 4 = 81,920; step = grads 42,920 + 81,920
+    # = 124,840 > 106,664: the peak is in the step
+    assert c["transient"] == 81_920
+    # 42,920 + 136 + 3,072 + Adam 85,840 + 124,840 = 256,808
+    assert c["peak_predicted"] == 256_808
 
 
 def test_non_inplace_relu_saves_its_own_output() -> None:
@@ -108,7 +120,8 @@ def test_inference_formula() -> None:
     model = nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 1024))
     c = formula(model, "1024", batch=4, mode="inference", device="cpu").components
     assert c["activations_saved"] == 0 and c["grads"] == 0 and c["optimizer_state"] == 0
-    # params 2 x 4,198,400 + input 16,384 + largest leaf in + out (16,384 + 16,384)
+    # params 2 x 4,198,400 + input 16,384 + largest leaf in + out: the ReLU's 16,384 + 16,384
+    # (the first Linear's input is the model input, already counted)
     assert c["peak_predicted"] == 2 * 4_198_400 + 16_384 + 32_768 == 8_445_952
 
 
