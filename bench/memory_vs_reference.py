@@ -38,7 +38,7 @@ def main() -> None:
     for name, batch, measured in REFERENCE:
         try:
             model, spec = zoo.build(name, device="meta")
-        except HwprofError as e:
+        except (HwprofError, zoo.UnknownModelError) as e:
             print(f"{name}: skipped ({e})")
             continue
         t0 = time.perf_counter()
