@@ -159,9 +159,14 @@ def plot(df: pd.DataFrame, path: Path, device: str) -> Path | None:
     ok = df[(~df["oom"].fillna(False).astype(bool)) & (df["compared_bytes"].fillna(0) > 0)
             & df["predicted_compared_bytes"].notna()]
     fig, ax = plt.subplots(figsize=(6.5, 6))
+    markers = {"seed": "s", "seed_per_layer": "D", "formula": "^", "simulated": "o"}
     for predictor, g in ok.groupby("predictor", sort=False):
+        hollow = predictor == "simulated"          # drawn last and hollow: the formula's marks stay visible
         ax.scatter(g["compared_bytes"].astype(float) / 2**20, g["predicted_compared_bytes"].astype(float) / 2**20,
-                   label=predictor, s=18)
+                   label=predictor, s=34 if hollow else 18, marker=markers.get(str(predictor), "o"),
+                   facecolors="none" if hollow else None, edgecolors="C3" if hollow else None,
+                   color=None if hollow else f"C{list(markers).index(predictor) if predictor in markers else 4}",
+                   linewidths=1.0, zorder=4 if hollow else 3)
     values = pd.concat([ok["compared_bytes"], ok["predicted_compared_bytes"]]).astype(float) / 2**20
     values = values[values > 0]
     lim = [float(values.min()) / 2, float(values.max()) * 2] if len(values) else [1.0, 10.0]
