@@ -127,20 +127,27 @@ class Inspection:
                 seen.setdefault(s.key, s.storage_bytes)
         return sum(seen.values())
 
+    def first_saved_bytes(self) -> dict[int, int]:
+        """Module call -> bytes of the distinct activation storages first saved in that call
+        (-1: outside any module); each storage counted once, in the call that saved it first."""
+        first: dict[int, int] = {}
+        seen: set[int] = set()
+        for s in self.saved:
+            if s.kind == "activations" and s.key not in seen:
+                seen.add(s.key)
+                first[s.call] = first.get(s.call, 0) + s.storage_bytes
+        return first
+
     def layers(self) -> pd.DataFrame:
         """One row per module call, in call order: leaf calls with their params and input/output
         bytes, plus non-leaf calls whose own code saved tensors (e.g. a residual ``mul``).
-        ``activations_saved_bytes``: distinct activation storages first saved in that call."""
-        saved_first: dict[int, int] = {}
+        ``activations_saved_bytes``: :meth:`first_saved_bytes` of that call."""
+        saved_first = self.first_saved_bytes()
         n_saved: dict[int, int] = {}
         path_of: dict[int, str] = {}
-        seen: set[int] = set()
         for s in self.saved:
             n_saved[s.call] = n_saved.get(s.call, 0) + 1
             path_of[s.call] = s.module
-            if s.kind == "activations" and s.key not in seen:
-                seen.add(s.key)
-                saved_first[s.call] = saved_first.get(s.call, 0) + s.storage_bytes
         rows = []
         for c in self.leaves:
             rows.append({"call": c.call, "module": c.path, "type": c.type, "params_bytes": c.params_bytes,
@@ -247,12 +254,7 @@ def backward_peak(insp: Inspection, trainable_params_bytes: int) -> tuple[int, s
 
     Trainable parameters no leaf call owns (used directly by a container's forward) get their
     gradient at the start, as an upper bound."""
-    first: dict[int, int] = {}
-    seen: set[int] = set()
-    for x in insp.saved:
-        if x.kind == "activations" and x.key not in seen:
-            seen.add(x.key)
-            first[x.call] = first.get(x.call, 0) + x.storage_bytes
+    first = insp.first_saved_bytes()
     leaves = {c.call: c for c in insp.leaves}
     owned = {k: b for c in insp.leaves for k, b in c.trainable_params}
     live_acts = sum(first.values())

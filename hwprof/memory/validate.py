@@ -171,12 +171,12 @@ def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> 
                          "measured_tensor_peak_bytes": measured.get("alloc_trace_peak_without_workspace_bytes"),
                          "tensor_error_pct": error_pct(pred, measured.get("alloc_trace_peak_without_workspace_bytes"))})
     else:
-        host = measured.get("alloc_trace_peak_bytes")
+        traced = measured.get("alloc_trace_peak_bytes")
         rss_delta = extra["rss_peak_minus_baseline_bytes"]
-        compared = "alloc_trace_peak_bytes" if host is not None else "rss_peak_minus_baseline_bytes"
+        compared = "alloc_trace_peak_bytes" if traced is not None else "rss_peak_minus_baseline_bytes"
         c = estimate.components
         before = sum(int(c.get(k) or 0) for k in ("params", "buffers", "inputs"))
-        if host is not None:
+        if traced is not None:
             notes.append("CPU: predicted peak vs alloc_trace_peak_bytes (live CPU tensor bytes from torch's allocator "
                          "events); rss_error_pct: predicted peak minus params + buffers + inputs vs RSS growth")
         else:
@@ -186,13 +186,13 @@ def compare(estimate: MemoryEstimate, measured: dict[str, Any], device: str) -> 
             pred = _int(r["peak_predicted_bytes"])
             pred_delta = None if pred is None else pred - before
             row = {"predictor": name, "predicted_peak_bytes": pred}
-            if host is not None:
+            if traced is not None:
                 tensors = measured.get("alloc_trace_peak_without_workspace_bytes")
-                row.update({"measured_alloc_trace_peak_bytes": host, "error_pct": error_pct(pred, host),
+                row.update({"measured_alloc_trace_peak_bytes": traced, "error_pct": error_pct(pred, traced),
                             "measured_tensor_peak_bytes": tensors, "tensor_error_pct": error_pct(pred, tensors)})
             row.update({"predicted_delta_bytes": pred_delta, "measured_rss_delta_bytes": rss_delta,
                         "rss_error_pct": error_pct(pred_delta, rss_delta)})
-            if host is None:
+            if traced is None:
                 row["error_pct"] = row["rss_error_pct"]
             rows.append(row)
     table = pd.DataFrame(rows).set_index("predictor")

@@ -157,6 +157,32 @@ def memory_line(memory: dict[str, Any]) -> str:
     return line
 
 
+def memory_lines(mem: dict[str, Any]) -> list[str]:
+    """The measured memory, one line per probe that ran (bytes as KiB/MiB/GiB)."""
+    def b(key: str) -> str:
+        return human(mem.get(key), "B", 1024)
+
+    out = []
+    if mem.get("alloc_peak_bytes") is not None:
+        out.append(f"  CUDA allocator: max allocated {b('alloc_peak_bytes')}, max reserved {b('reserved_peak_bytes')}"
+                   + (f" (incl. the {b('l2_flush_buffer_bytes')} L2 flush buffer)"
+                      if mem.get("l2_flush_buffer_bytes") else ""))
+    if mem.get("nvml_used_peak_bytes") is not None:
+        out.append(f"  NVML: device used peak {b('nvml_used_peak_bytes')} over a {b('nvml_baseline_bytes')} baseline"
+                   + (f", this process {b('nvml_process_bytes')}" if mem.get("nvml_process_bytes") is not None else ""))
+    if mem.get("alloc_trace_peak_bytes") is not None:
+        out.append(f"  allocator trace: peak {b('alloc_trace_peak_bytes')} of live tensors "
+                   f"({b('alloc_trace_live_before_bytes')} live before the pass), reached in "
+                   f"{mem.get('alloc_trace_peak_op') or '-'} with {b('alloc_trace_workspace_at_peak_bytes')} of "
+                   f"in-op workspace; without workspaces {b('alloc_trace_peak_without_workspace_bytes')}; largest "
+                   f"in-op workspace {b('alloc_trace_max_op_transient_bytes')} "
+                   f"({mem.get('alloc_trace_max_op_transient_op') or '-'})")
+    if mem.get("rss_peak_bytes") is not None:
+        out.append(f"  process RSS: peak {b('rss_peak_bytes')} over a {b('rss_baseline_bytes')} baseline "
+                   f"(lifetime peak {b('ru_maxrss_bytes')})")
+    return out
+
+
 def memory_table(memory: dict[str, Any]) -> pd.DataFrame:
     """The measured memory fields that are set: bytes (with MiB beside them) and the other
     values (counts, the op at the allocator trace's peak) as they are."""

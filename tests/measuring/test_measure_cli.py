@@ -50,7 +50,7 @@ def test_measure_bad_input_spec_exits_2(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_memory_lines_one_per_probe() -> None:
-    from hwprof.cli.measure import memory_lines
+    from hwprof.report.profile_report import memory_lines
 
     mib = 2**20
     cuda = memory_lines({"alloc_peak_bytes": 300 * mib, "reserved_peak_bytes": 320 * mib,
