@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(if $(VENV),$(VENV)/bin/,)
 
-.PHONY: setup demo test bench lint
+.PHONY: setup demo test bench lint golden
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,7 @@ bench: setup
 lint: setup
 	$(BIN)ruff check hwprof tests bench
 	$(BIN)mypy hwprof --ignore-missing-imports
+
+# rewrite the CLI golden files (tests/golden) after an intended output change; review `git diff tests/golden`
+golden: setup
+	$(BIN)python tests/golden/regenerate.py

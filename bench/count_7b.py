@@ -16,7 +16,7 @@ import torch
 
 import hwprof
 from hwprof import zoo
-from hwprof.report.tables import write_json_atomic
+from hwprof.files import write_json_atomic
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hwprof.device import describe_device, resolve_device
+from hwprof.files import write_atomic, write_json_atomic
 from hwprof.hardware.ceilings import measure_ceilings
-from hwprof.hardware.device import describe_device, resolve_device
 from hwprof.measuring.runner import measure
-from hwprof.report.tables import write_atomic, write_json_atomic
 from hwprof.zoo import build
 
 log = logging.getLogger("gpu_verify_measure")

@@ -36,9 +36,9 @@ import torch
 
 from hwprof import zoo
 from hwprof.errors import HwprofError
+from hwprof.files import write_atomic
 from hwprof.memory.estimate import estimate_memory
 from hwprof.memory.validate import compare, run_measure
-from hwprof.report.tables import write_atomic
 
 log = logging.getLogger("memory_validation")
 

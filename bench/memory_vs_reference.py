@@ -18,8 +18,8 @@ import pandas as pd
 
 from hwprof import zoo
 from hwprof.errors import HwprofError
+from hwprof.files import write_atomic
 from hwprof.memory.estimate import estimate_memory
-from hwprof.report.tables import write_atomic
 
 # (zoo model, batch, DESIGN.md's measured max_memory_allocated in bytes (GB = 1e9))
 REFERENCE = [

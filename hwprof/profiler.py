@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from hwprof.counting.counter import CountResult, count
+from hwprof.files import write_atomic, write_json_atomic
 from hwprof.placement import model_float_dtype
-from hwprof.report.tables import write_atomic, write_json_atomic
 from hwprof.roofline import MathModes, derive, roof_key
 
 __all__ = ["profile", "Profile", "layer_variant", "CONV_OPS", "MATMUL_OPS"]

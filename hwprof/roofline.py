@@ -43,9 +43,9 @@ class MathModes:
 
     @classmethod
     def current(cls, device_type: str) -> MathModes:
-        """Read the TF32 switches (:func:`hwprof.hardware.device.tf32_switches`: the legacy flags,
+        """Read the TF32 switches (:func:`hwprof.device.tf32_switches`: the legacy flags,
         or torch >= 2.9's ``fp32_precision`` settings once those are in use)."""
-        from hwprof.hardware.device import tf32_switches
+        from hwprof.device import tf32_switches
 
         t = tf32_switches()
         return cls(device_type, t["cudnn_allow_tf32"], t["cuda_matmul_allow_tf32"])

@@ -8,7 +8,8 @@ import json
 import pandas as pd
 
 from hwprof.cli.common import add_output_options, emit
-from hwprof.report.tables import human, render, to_jsonable
+from hwprof.files import to_jsonable
+from hwprof.report.tables import human, render
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

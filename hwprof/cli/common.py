@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hwprof.report.tables import FORMATS, render, write_atomic
+from hwprof.files import write_atomic
+from hwprof.report.tables import FORMATS, render
 
 __all__ = ["add_output_options", "add_model_options", "emit"]
 

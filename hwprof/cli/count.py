@@ -9,7 +9,7 @@ from torch import nn
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
 from hwprof.counting.counter import count
-from hwprof.hardware.device import resolve_device
+from hwprof.device import resolve_device
 from hwprof.report.count_table import layer_table, totals_lines
 from hwprof.report.tables import render
 

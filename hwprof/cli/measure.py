@@ -9,8 +9,9 @@ from typing import Any
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.files import to_jsonable
 from hwprof.report.profile_report import memory_lines
-from hwprof.report.tables import render, to_jsonable
+from hwprof.report.tables import render
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,8 @@ import pandas as pd
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
-from hwprof.report.tables import human, render, to_jsonable
+from hwprof.files import to_jsonable
+from hwprof.report.tables import human, render
 
 OPTIMIZER_CHOICES = ("none", "sgd", "momentum", "adam", "adamw")
 

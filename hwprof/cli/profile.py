@@ -12,11 +12,12 @@ from tqdm import tqdm
 
 from hwprof import zoo
 from hwprof.cli.common import add_output_options
+from hwprof.device import resolve_device
+from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import Ceilings, measure_ceilings
-from hwprof.hardware.device import resolve_device
 from hwprof.profiler import Profile, profile
 from hwprof.report.profile_report import comparison_lines, summary_lines, terminal_table
-from hwprof.report.tables import render, write_atomic
+from hwprof.report.tables import render
 from hwprof.spec import parse_spec
 
 DEFAULT_PAIR = ("mobilenet_v1", "mobilenet_v1_dense")

@@ -9,8 +9,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "resolve_device": "hwprof.hardware.device",
-    "describe_device": "hwprof.hardware.device",
+    "resolve_device": "hwprof.device",
+    "describe_device": "hwprof.device",
     "lookup": "hwprof.hardware.datasheet",
     "DATASHEET": "hwprof.hardware.datasheet",
     "measure_ceilings": "hwprof.hardware.ceilings",

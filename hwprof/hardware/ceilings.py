@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
+from hwprof.device import device_name, resolve_device
 from hwprof.hardware.datasheet import lookup
-from hwprof.hardware.device import device_name, resolve_device
 from hwprof.measuring.timers import time_fn
 
 __all__ = ["Ceilings", "measure_ceilings", "cache_path", "gemm_flop_per_s", "copy_bytes_per_s", "ceilings_dict"]
@@ -268,6 +268,6 @@ def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
         notes.append("quick=True: small sizes, a smoke check rather than a ceiling")
     result = Ceilings(dev.type, name, torch.__version__, _today(), "measured", flops, bw, sheet, ratio, details,
                       threads=torch.get_num_threads(), quick=quick, notes=notes)
-    from hwprof.report.tables import write_json_atomic
+    from hwprof.files import write_json_atomic
     write_json_atomic(path, result.to_dict())
     return result

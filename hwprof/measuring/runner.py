@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hwprof.device import describe_device, free_device_memory, resolve_device, same_device
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
-from hwprof.hardware.device import describe_device, free_device_memory, resolve_device, same_device
 from hwprof.measuring.alloc_trace import AllocTrace, alloc_trace_peak, storage_bytes
 from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import MemoryProbes, cuda_current
@@ -68,7 +68,7 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (raw repetition times included under ``timings``)."""
-        from hwprof.report.tables import to_jsonable
+        from hwprof.files import to_jsonable
         return to_jsonable({
             "config": self.config, "device": self.device, "phases": self.phases,
             "timings": {k: v.to_dict() for k, v in self.timings.items()},

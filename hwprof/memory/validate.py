@@ -42,8 +42,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hwprof.device import free_device_memory
 from hwprof.errors import MeasurementError
-from hwprof.hardware.device import free_device_memory
 from hwprof.memory.estimate import MemoryEstimate, estimate_memory
 from hwprof.spec import as_input_tuple, parse_dtype
 

@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from hwprof.errors import HwprofError
+from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import ceilings_dict
-from hwprof.report.tables import write_atomic
 
 __all__ = ["PlotUnavailable", "roofline_plot", "time_bar_plot", "flops_vs_time_plot", "MARKERS"]
 

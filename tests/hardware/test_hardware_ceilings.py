@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hwprof.cli import main
+from hwprof.device import describe_device, resolve_device
 from hwprof.hardware.ceilings import Ceilings, cache_path, measure_ceilings
 from hwprof.hardware.datasheet import DATASHEET, lookup
-from hwprof.hardware.device import describe_device, resolve_device
 
 
 def test_quick_cpu_ceilings_measure_then_cache_then_refresh(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +30,7 @@ def test_quick_cpu_ceilings_measure_then_cache_then_refresh(tmp_path) -> None:  
 
 
 def test_unreadable_cache_is_remeasured(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from hwprof.hardware.device import device_name
+    from hwprof.device import device_name
     path = cache_path(tmp_path, device_name(torch.device("cpu")), "cpu", True)
     path.write_text("{not json")
     assert measure_ceilings(device="cpu", quick=True, cache_dir=tmp_path).source == "measured"

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from hwprof.hardware.device import tf32_switches
+from hwprof.device import tf32_switches
 
 
 def test_legacy_defaults() -> None:
@@ -26,7 +26,7 @@ def test_new_api_in_use() -> None:
     code = textwrap.dedent("""
         import torch
         from hwprof.hardware.ceilings import _tf32
-        from hwprof.hardware.device import describe_device, tf32_switches
+        from hwprof.device import describe_device, tf32_switches
         from hwprof.roofline import MathModes
         torch.backends.cuda.matmul.fp32_precision = "tf32"
         try:

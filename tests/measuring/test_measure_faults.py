@@ -8,8 +8,8 @@ from torch import nn
 
 import hwprof.measuring.probes as probes
 import hwprof.measuring.runner as runner
+from hwprof.device import resolve_device
 from hwprof.errors import DeviceUnavailableError, InputShapeError, MeasurementError
-from hwprof.hardware.device import resolve_device
 from hwprof.measuring.runner import is_oom, measure
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without CUDA")

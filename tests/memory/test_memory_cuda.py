@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwprof.hardware.device import free_device_memory
+from hwprof.device import free_device_memory
 from hwprof.memory.fit import device_total_bytes
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwprof.device import free_device_memory
 from hwprof.errors import HwprofError, is_oom
-from hwprof.hardware.device import free_device_memory
 
 log = logging.getLogger("hwprof.studies.depthwise")   # the study's logger, one name for all its modules
 

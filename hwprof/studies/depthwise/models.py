@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hwprof.device import free_device_memory
 from hwprof.errors import HwprofError, is_oom
-from hwprof.hardware.device import free_device_memory
 from hwprof.spec import parse_dtype
 from hwprof.studies.depthwise.measure import (
     CountFn,

@@ -16,10 +16,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hwprof.device import describe_device, resolve_device
 from hwprof.errors import HwprofError
-from hwprof.hardware.device import describe_device, resolve_device
+from hwprof.files import write_atomic, write_json_atomic
 from hwprof.report.manifest import versions
-from hwprof.report.tables import render, write_atomic, write_json_atomic
+from hwprof.report.tables import render
 from hwprof.roofline import roof_key
 from hwprof.studies.depthwise.counters import ncu_path, run_counters
 from hwprof.studies.depthwise.fasternet import FASTERNET_OPS, FASTERNET_SHAPES, fasternet_table
