@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import platform
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from hwprof.errors import DeviceUnavailableError
 
-__all__ = ["resolve_device", "cpu_name", "device_name", "describe_device", "same_device"]
+__all__ = ["resolve_device", "cpu_name", "device_name", "describe_device", "same_device", "MathModes", "tf32_switches"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,26 @@ def float32_matmul_precision() -> str:
         return torch.get_float32_matmul_precision()
     except RuntimeError:
         return _precision(torch.backends.cuda.matmul, torch.backends)
+
+
+@dataclass(frozen=True)
+class MathModes:
+    """The math-mode switches a run ran under (read them with :meth:`current`): recorded with the
+    measurement so that the join decides each op's compute roof from data, not from live torch state."""
+
+    device_type: str = "cpu"
+    cudnn_tf32: bool = True
+    matmul_tf32: bool = False
+
+    @classmethod
+    def current(cls, device_type: str) -> MathModes:
+        """Read the TF32 switches (:func:`hwprof.device.tf32_switches`: the legacy flags,
+        or torch >= 2.9's ``fp32_precision`` settings once those are in use)."""
+        t = tf32_switches()
+        return cls(device_type, t["cudnn_allow_tf32"], t["cuda_matmul_allow_tf32"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device_type": self.device_type, "cudnn_tf32": self.cudnn_tf32, "matmul_tf32": self.matmul_tf32}
 
 
 def describe_device(device: torch.device) -> dict[str, Any]:

@@ -5,17 +5,19 @@ Below every stage: measuring, hardware, memory, the join and the reports all wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["write_atomic", "write_json_atomic", "to_jsonable"]
+__all__ = ["write_atomic", "write_json_atomic", "to_jsonable", "atomic_dir"]
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -40,10 +42,8 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -59,3 +59,45 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """:func:`write_atomic` of ``obj`` as indented JSON (through :func:`to_jsonable`)."""
     return write_atomic(path, json.dumps(to_jsonable(obj), indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build an output folder completely or not at all.
+
+    Yields a fresh temporary sibling folder (``.<name>.tmp-XXXX``) to write into; on a clean exit
+    it replaces ``path`` (an existing folder of that name is moved aside first and removed only
+    once the new one is in place); on any exception, KeyboardInterrupt included, the temporary
+    folder is removed and ``path`` is left as it was. ``path`` that exists and is not a folder
+    raises ``NotADirectoryError`` before anything is written."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old / target.name, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    os.chmod(target, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

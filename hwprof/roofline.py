@@ -23,32 +23,17 @@ such rows are flagged ``above_roof``, never clipped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from hwprof.device import MathModes
 
 __all__ = ["MathModes", "roof_key", "derive", "ridge_intensity"]
 
 _DTYPE_ROOF = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 
 
-@dataclass(frozen=True)
-class MathModes:
-    """The math-mode switches in force for a run (read them with :meth:`current`)."""
-
-    device_type: str = "cpu"
-    cudnn_tf32: bool = True
-    matmul_tf32: bool = False
-
-    @classmethod
-    def current(cls, device_type: str) -> MathModes:
-        """Read the TF32 switches (:func:`hwprof.device.tf32_switches`: the legacy flags,
-        or torch >= 2.9's ``fp32_precision`` settings once those are in use)."""
-        from hwprof.device import tf32_switches
-
-        t = tf32_switches()
-        return cls(device_type, t["cudnn_allow_tf32"], t["cuda_matmul_allow_tf32"])
 
 
 def roof_key(dtype: str, op_class: str, modes: MathModes) -> str:
