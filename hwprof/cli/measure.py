@@ -69,9 +69,9 @@ def _unit_free(col: str) -> str:
 
 
 def _text(name: str, spec: str, m: Any) -> str:
-    c, d = m.config, m.device
-    lines = [f"{name} (input {spec}, batch {c['batch']}, {c['dtype']}, {c['mode']}"
-             + (f", {c['optimizer']}" if c["optimizer"] else "") + f") on {d['type']}: {d['name']}, "
+    c, r, d = m.config, m.run, m.device
+    lines = [f"{name} (input {spec}, batch {r.batch}, {r.dtype}, {c.mode}"
+             + (f", {c.optimizer_name}" if c.optimizer_name else "") + f") on {d['type']}: {d['name']}, "
              f"torch {d['torch_version']}, threads {d['threads']}", "", "phases (times in ms; raw seconds in csv/json):"]
     ph = m.phases.copy()
     for col in ("median_s", "iqr_s", "min_s", "mean_s"):

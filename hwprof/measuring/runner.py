@@ -25,18 +25,26 @@ import math
 import statistics
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from hwprof.device import describe_device, free_device_memory, resolve_device, same_device
+from hwprof.device import MathModes, describe_device, free_device_memory, resolve_device, same_device
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
 from hwprof.measuring.alloc_trace import AllocTrace, alloc_trace_peak, storage_bytes
 from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import MemoryProbes, cuda_current
+from hwprof.measuring.records import (
+    LAYER_COLUMNS,
+    PHASE_COLUMNS,
+    PHASES,
+    MeasureConfig,
+    Measurement,
+    RunInfo,
+)
 from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, LayerTimer, PerfCounterClock, TimingStats, l2_flush_bytes, time_fn
 from hwprof.modules import Frame, ModuleCalls
@@ -44,43 +52,8 @@ from hwprof.placement import model_float_dtype, model_placement
 from hwprof.spec import as_input_tuple, parse_dtype
 from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
-__all__ = ["measure", "Measurement", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
+__all__ = ["measure", "Measurement", "MeasureConfig", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
 
-PHASES = ("fwd_nograd", "fwd", "bwd", "step")
-PHASE_COLUMNS = ("median_s", "iqr_s", "min_s", "mean_s", "reps", "iqr_over_median")
-LAYER_COLUMNS = ("type", "is_leaf", "depth", "calls", "fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s")
-
-
-@dataclass
-class Measurement:
-    """Result of :func:`measure`. Times in seconds (``*_s``), memory in bytes (``*_bytes``)."""
-
-    phases: pd.DataFrame
-    timings: dict[str, TimingStats]
-    layers: pd.DataFrame
-    layer_sum: dict[str, float | None]
-    memory: dict[str, Any]
-    device: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    ops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["phase", "op", "time_s"]))
-    """Per dispatched aten op (``per_op=True``): phase, op, time_s in dispatch order."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (raw repetition times included under ``timings``)."""
-        from hwprof.files import to_jsonable
-        return to_jsonable({
-            "config": self.config, "device": self.device, "phases": self.phases,
-            "timings": {k: v.to_dict() for k, v in self.timings.items()},
-            "layers": self.layers, "layer_sum": self.layer_sum, "memory": self.memory, "notes": self.notes,
-            "ops": self.ops,
-        })
-
-
-def _optimizer_name(spec: Any) -> str | None:
-    if spec is None or isinstance(spec, str):
-        return spec
-    return getattr(spec, "__name__", type(spec).__name__)
 
 
 def default_loss(output: Any) -> torch.Tensor:
@@ -250,10 +223,12 @@ def measure(
     and the peak without the ops' in-op workspaces (:mod:`hwprof.measuring.alloc_trace`).
     Raises ``DeviceUnavailableError``, ``InputShapeError`` (first forward failed), ``MeasurementError``.
     """
-    if mode not in ("inference", "train"):
-        raise ValueError(f"mode must be 'inference' or 'train', got {mode!r}")
-    if optimizer is not None and mode != "train":
-        raise ValueError("an optimizer needs mode='train'")
+    requested = MeasureConfig(
+        device=str(device), mode=mode, optimizer=optimizer, per_layer=per_layer, depth=depth,  # type: ignore[arg-type]
+        per_op=per_op, batch=batch, dtype=None if dtype is None else str(dtype).removeprefix("torch."),
+        channels_last=channels_last, budget_s=budget_s, warmup=warmup, l2_flush=l2_flush, threads=threads,
+        nvml_interval_s=nvml_interval_s, min_reps=min_reps, max_reps=max_reps, target_iqr=target_iqr,
+        layer_reps=layer_reps, alloc_trace=alloc_trace)
     notes: list[str] = []
     dev = resolve_device(device, notes)
     cfg = _Config(dev=dev, mode=mode, optimizer=optimizer, per_layer=per_layer, depth=depth, per_op=per_op,
@@ -268,7 +243,7 @@ def measure(
     with (_num_threads(threads),
           torch.random.fork_rng(devices=[dev.index] if cuda else []),   # dropout / random inputs draw from it
           torch.cuda.device(dev) if cuda else contextlib.nullcontext()):   # events and hooks on the right device
-        outcome = _run(model, inputs, cfg, notes)
+        outcome = _run(model, inputs, cfg, requested, notes)
     if isinstance(outcome, _Oom):
         free_device_memory(dev)
         raise MeasurementError(outcome.phase, outcome.batch, outcome.message, outcome.allocated,
@@ -276,8 +251,10 @@ def measure(
     return outcome
 
 
-def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measurement | _Oom:
+def _run(model: nn.Module, inputs: Any, cfg: _Config, requested: MeasureConfig,
+         notes: list[str]) -> Measurement | _Oom:
     """Everything that holds tensors lives in this frame, so an OOM can drop them all before raising."""
+    math_modes = MathModes.current(cfg.dev.type)
     progress = {"phase": "setup"}
     batch = cfg.batch
     # probes start first: their baselines precede the model copy / input creation on the device
@@ -309,13 +286,11 @@ def _run(model: nn.Module, inputs: Any, cfg: _Config, notes: list[str]) -> Measu
     device_info = {**describe_device(cfg.dev), **probes.nvml_info, "threads": threads}
     phases = pd.DataFrame([{"phase": k, **v.summary()} for k, v in timings.items()],
                           columns=["phase", *PHASE_COLUMNS]).set_index("phase")
-    config = {"mode": cfg.mode, "optimizer": _optimizer_name(cfg.optimizer), "batch": batch,
-              "dtype": str(run_dtype).replace("torch.", ""), "channels_last": cfg.channels_last,
-              "per_layer": cfg.per_layer, "per_op": cfg.per_op, "depth": cfg.depth, "budget_s": cfg.budget_s, "warmup": cfg.warmup,
-              "l2_flush": cfg.l2_flush, "input_shapes": input_shapes, "model": type(model).__name__,
-              "measured_copy": copied, "device": str(cfg.dev)}
-    return Measurement(phases=phases, timings=timings, layers=layers, layer_sum=layer_sum, memory=memory,
-                       device=device_info, notes=notes, config=config, ops=ops)
+    run = RunInfo(model=type(model).__name__, device=str(cfg.dev), dtype=str(run_dtype).removeprefix("torch."),
+                  batch=batch, input_shapes=tuple(input_shapes), measured_copy=copied, threads=threads)
+    return Measurement(config=requested, run=run, phases=phases, timings=timings, memory=memory,
+                       device=device_info, math_modes=math_modes, layers=layers, layer_sum=layer_sum,
+                       notes=notes, ops=ops)
 
 
 def _work_model(model: nn.Module, cfg: _Config, notes: list[str]) -> tuple[nn.Module, bool]:

@@ -38,7 +38,7 @@ def test_cuda_train_measure_with_memory_and_layers() -> None:
 def test_cpu_model_is_copied_to_cuda_untouched() -> None:
     model = TinyNet()
     m = measure(model, "3x16x16", batch=4, device="cuda", budget_s=0.05)
-    assert m.config["measured_copy"] and next(model.parameters()).device.type == "cpu"
+    assert m.run.measured_copy and next(model.parameters()).device.type == "cpu"
 
 
 def test_nvml_sampling() -> None:

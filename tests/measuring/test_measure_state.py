@@ -91,9 +91,9 @@ def test_copy_path_never_touches_the_original() -> None:
     before = snapshot(model)
     m = measure(model, "3x8x8", batch=2, device="cpu", mode="train", optimizer="sgd", dtype="fp64",
                 channels_last=True, budget_s=0.01, warmup=1, min_reps=2, max_reps=2, clock=FakeClock(1000))
-    assert m.config["measured_copy"] is True
+    assert m.run.measured_copy is True
     assert any("deep copy" in n for n in m.notes)
-    assert m.config["dtype"] == "float64"
+    assert m.run.dtype == "float64"
     assert_same(model, before)
     assert model.fc.weight.dtype == torch.float32
 
