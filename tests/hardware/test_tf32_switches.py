@@ -12,13 +12,23 @@ import textwrap
 import pytest
 import torch
 
-from hwprof.device import tf32_switches
 
-
-def test_legacy_defaults() -> None:
-    # torch's defaults: cuDNN convolutions may use TF32, cuBLAS fp32 matmuls may not
-    assert tf32_switches() == {"cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-                               "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+def test_legacy_defaults_and_flags() -> None:
+    """In a fresh process: torch's defaults (cuDNN convolutions may use TF32, cuBLAS fp32 matmuls
+    may not), then every combination of the two legacy flags read back as set, in MathModes too."""
+    code = textwrap.dedent("""
+        import itertools, torch
+        from hwprof.device import MathModes, tf32_switches
+        assert tf32_switches() == {"cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": True}, tf32_switches()
+        for matmul, conv in itertools.product((False, True), repeat=2):
+            torch.backends.cuda.matmul.allow_tf32 = matmul
+            torch.backends.cudnn.allow_tf32 = conv
+            assert tf32_switches() == {"cuda_matmul_allow_tf32": matmul, "cudnn_allow_tf32": conv}, tf32_switches()
+            assert MathModes.current("cuda") == MathModes("cuda", cudnn_tf32=conv, matmul_tf32=matmul)
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
 @pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
