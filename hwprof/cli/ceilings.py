@@ -9,6 +9,7 @@ import pandas as pd
 
 from hwprof.cli.common import add_output_options, emit
 from hwprof.files import to_jsonable
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.report.tables import human, render
 
 
@@ -16,25 +17,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--refresh", action="store_true", help="re-measure even when a cached result exists")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke check, not a ceiling")
-    p.add_argument("--cache-dir", default="results/ceilings", help="where results are cached (default results/ceilings)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where results are cached (default $HWPROF_CACHE_DIR/ceilings, else the user cache folder, "
+                        "e.g. ~/.cache/hwprof/ceilings)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds of trials; a ceiling is the best trial (default 3, at least 2)")
     add_output_options(p)
 
 
-def table(k: object) -> pd.DataFrame:
-    """One row per ceiling: measured, datasheet, measured/datasheet (FLOP/s rows, then bytes_per_s)."""
-    from hwprof.hardware.ceilings import Ceilings
-    assert isinstance(k, Ceilings)
+def table(k: Ceilings) -> pd.DataFrame:
+    """One row per ceiling: measured, datasheet, measured/datasheet, and the spread of its rounds
+    ((best - second best) / best), FLOP/s rows then bytes_per_s."""
     sheet = k.datasheet or {}
     rows = [{"ceiling": f"{mode}_flop_per_s", "measured": v, "datasheet": sheet.get(mode),
-             "ratio": k.ratio_to_datasheet.get(mode)} for mode, v in k.flop_per_s.items()]
+             "ratio": k.ratio_to_datasheet.get(mode), "spread": k.spread.get(mode)} for mode, v in k.flop_per_s.items()]
     rows.append({"ceiling": "bytes_per_s", "measured": k.bytes_per_s, "datasheet": sheet.get("bytes_per_s"),
-                 "ratio": k.ratio_to_datasheet.get("bytes_per_s")})
+                 "ratio": k.ratio_to_datasheet.get("bytes_per_s"), "spread": k.spread.get("bytes_per_s")})
     return pd.DataFrame(rows).set_index("ceiling")
 
 
+def _pct(v: float | None, digits: int = 0) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.{digits}f}%"
+
+
 def run(args: argparse.Namespace) -> int:
-    from hwprof.hardware.ceilings import measure_ceilings
-    k = measure_ceilings(device=args.device, refresh=args.refresh, cache_dir=args.cache_dir, quick=args.quick)
+    from hwprof.hardware.ceilings import DEFAULT_ROUNDS, measure_ceilings
+    k = measure_ceilings(device=args.device, refresh=args.refresh, cache_dir=args.cache_dir, quick=args.quick,
+                         rounds=args.rounds or DEFAULT_ROUNDS)
     df = table(k)
     if args.format == "json":
         emit(json.dumps(to_jsonable(k.to_dict()), indent=1), args.out)
@@ -45,10 +54,13 @@ def run(args: argparse.Namespace) -> int:
     shown = df.copy()
     for col in ("measured", "datasheet"):
         shown[col] = [human(v, "B/s" if name == "bytes_per_s" else "FLOP/s") for name, v in df[col].items()]
-    shown["ratio"] = df["ratio"].map(lambda v: "-" if v is None or v != v else f"{100 * v:.0f}%")
-    head = (f"{k.device_name} ({k.device_type}, torch {k.torch_version}"
-            + (f", {k.threads} threads" if k.device_type == "cpu" else "")
-            + f"): source {k.source}, measured {k.date}")
+    shown["ratio"] = df["ratio"].map(_pct)
+    shown["spread"] = [_pct(v, 1) + (" FLAGGED" if name.removesuffix("_flop_per_s") in k.flagged else "")
+                       for name, v in df["spread"].items()]
+    rounds = len({t.round for t in k.trials})
+    head = (f"{k.device_name} ({k.device_type}, torch {k.torch_version}, {k.threads} threads, host {k.host}): "
+            f"source {k.source}, measured {k.date}, best of {rounds} rounds"
+            + (f", cached in {k.cache_file}" if k.cache_file else ", not cached"))
     notes = "".join(f"\nnote: {n}" for n in k.notes)
     emit(head + "\n" + render(shown, "table") + notes, args.out)
     return 0

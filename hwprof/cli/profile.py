@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
     p.add_argument("--budget", type=float, default=1.0, help="timing budget per phase, seconds (default 1)")
     p.add_argument("--top", type=int, default=25, help="rows of the terminal table, by time (default 25)")
-    p.add_argument("--ceilings-cache", default="results/ceilings", metavar="DIR",
-                   help="where measured ceilings are cached (default results/ceilings)")
+    p.add_argument("--ceilings-cache", default=None, metavar="DIR",
+                   help="where measured ceilings are cached (default $HWPROF_CACHE_DIR/ceilings or the user cache)")
     p.add_argument("--refresh-ceilings", action="store_true", help="re-measure the ceilings")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: quick (small) ceilings and a 0.1 s timing budget; numbers are not ceilings")
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     profiles = []
     for name in tqdm(names, desc="profiling", unit="model", disable=len(names) < 2, file=sys.stderr):
         profiles.append(_run_one(name, args, batch, ceilings))
+        ceilings = profiles[-1].ceilings   # re-measured when the cached ones were contradicted
     texts = [_show(p, args) for p in profiles]
     if not args.model:
         comp = comparison_lines(profiles[0], profiles[1])

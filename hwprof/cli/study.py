@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--ncu-clock-control", choices=("base", "none"), default="base",
                    help="ncu --clock-control with --counters: base (ncu's default, clocks locked to base, "
                    "as DESIGN.md's reference) or none (clocks as the GPU sets them)")
-    d.add_argument("--ceilings-cache", metavar="DIR", default="results/ceilings",
-                   help="where measured ceilings are cached (default results/ceilings)")
+    d.add_argument("--ceilings-cache", metavar="DIR", default=None,
+                   help="where measured ceilings are cached (default $HWPROF_CACHE_DIR/ceilings or the user cache)")
     d.add_argument("--no-fasternet", action="store_true", help="skip the FasterNet-style table")
     d.add_argument("--no-models", action="store_true", help="skip MobileNetV1 vs its dense twin")
     d.add_argument("--no-plots", action="store_true", help="skip the plots")
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "table":
         shape = dw.headline_shape(result.points)
         head = (f"C={shape[0]}, {shape[1]}x{shape[1]}, bs {shape[2]}" if shape else "no dense/depthwise pair ran")
-        text = f"depthwise study on {result.ceilings.get('device_name') or args.device}: {head}\n"
+        text = f"depthwise study on {result.ceilings.device_name or args.device}: {head}\n"
         text += render(table, "table", index=False) if len(table) else ""
     else:
         text = render(table, args.format, index=False)

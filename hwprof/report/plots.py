@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,9 @@ import pandas as pd
 
 from hwprof.errors import HwprofError
 from hwprof.files import write_atomic
-from hwprof.hardware.ceilings import ceilings_dict
+from hwprof.hardware.ceilings import Ceilings
 
-__all__ = ["PlotUnavailable", "roofline_plot", "time_bar_plot", "flops_vs_time_plot", "MARKERS"]
+__all__ = ["PlotUnavailable", "roofline_plot", "roofline_figure", "time_bar_plot", "flops_vs_time_plot", "MARKERS"]
 
 #: Marker shapes used for ``marker_by`` categories, in order of first appearance.
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "d", "8")
@@ -88,25 +89,6 @@ def _si(x: float, unit: str) -> str:
         if abs(x) >= factor:
             return f"{x / factor:.3g} {prefix}{unit}"
     return f"{x:.3g} {unit}"
-
-
-def _normalise_ceilings(ceilings: Any) -> dict[str, Any]:
-    """The roofs to draw, from :func:`hwprof.hardware.ceilings.ceilings_dict`: measured
-    ``flop_per_s`` and ``bytes_per_s``, the datasheet's (``datasheet_flop_per_s`` /
-    ``datasheet_bytes_per_s``) and ``device_name``; roofs missing or not positive dropped."""
-    c = ceilings_dict(ceilings)
-    flops = {k: float(v) for k, v in c["flop_per_s"].items() if _finite_positive(v)}
-    sheet = c["datasheet"] if isinstance(c["datasheet"], Mapping) else {}
-    src = sheet.get("flop_per_s", sheet)
-    sheet_flops = {str(k): float(v) for k, v in src.items() if k in _ROOF_ORDER and _finite_positive(v)}
-    sheet_bw: Any = sheet.get("bytes_per_s")
-    return {
-        "flop_per_s": flops,
-        "bytes_per_s": c["bytes_per_s"] if _finite_positive(c["bytes_per_s"]) else None,
-        "device_name": c["device_name"],
-        "datasheet_flop_per_s": sheet_flops,
-        "datasheet_bytes_per_s": float(sheet_bw) if _finite_positive(sheet_bw) else None,
-    }
 
 
 def _finite_positive(v: Any) -> bool:
@@ -187,9 +169,37 @@ _TEXT_BOX = {"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.
 """Behind roof labels, so that points under them do not hide them."""
 
 
+@dataclass(frozen=True)
+class _Roofs:
+    """What a roofline draws: measured compute roofs (FLOP/s, ascending), the datasheet's figures
+    for them, the bandwidths (bytes/s), and the measured roofs left out (named under the plot)."""
+
+    measured: list[tuple[str, float]]
+    sheet: list[tuple[str, float]]
+    bw: float | None
+    sheet_bw: float | None
+    hidden: list[tuple[str, float]]
+    device_name: str
+
+    @property
+    def all_flop_per_s(self) -> list[float]:
+        return [v for _, v in self.measured + self.sheet]
+
+
+def _select_roofs(ceilings: Ceilings, keys: Collection[str] | None) -> _Roofs:
+    """The roofs named in ``keys`` (all of them when None); roofs missing or not positive dropped."""
+    valid = {k: float(v) for k, v in ceilings.flop_per_s.items() if _finite_positive(v)}
+    wanted = set(valid) | {k for k in _ROOF_ORDER if ceilings.datasheet_roof(k)} if keys is None else set(keys)
+    sheet = {k: v for k in wanted if (v := ceilings.datasheet_roof(k)) is not None}
+    bw = ceilings.bytes_per_s
+    return _Roofs(_roof_sort((k, v) for k, v in valid.items() if k in wanted), _roof_sort(sheet.items()),
+                  float(bw) if bw is not None and _finite_positive(bw) else None, ceilings.datasheet_roof("bytes_per_s"),
+                  _roof_sort((k, v) for k, v in valid.items() if k not in wanted), ceilings.device_name)
+
+
 def roofline_plot(
     points: pd.DataFrame,
-    ceilings: Any,
+    ceilings: Ceilings,
     path: str | Path,
     *,
     title: str = "",
@@ -198,13 +208,15 @@ def roofline_plot(
     marker_by: str | None = None,
     size_by: str | None = "time_share",
     labels: Sequence[str] | None = None,
+    roofs: Collection[str] | None = None,
 ) -> list[Path]:
     """Log-log roofline of ``points`` on the measured ``ceilings``; writes PNG + SVG, returns the paths.
 
     ``points`` columns: ``name``, ``intensity`` (FLOP/byte), ``achieved_flop_per_s``, ``time_s``,
-    plus the ``color_by`` / ``marker_by`` / ``size_by`` columns when given. ``ceilings``: an object
-    or a dict with ``flop_per_s`` (dict: "fp32", "tf32", "bf16", "fp16", "fp64" -> FLOP/s),
-    ``bytes_per_s``, ``device_name`` and ``datasheet`` (the same keys + ``bytes_per_s``, or None).
+    plus the ``color_by`` / ``marker_by`` / ``size_by`` columns when given, and ``roof_key`` (the
+    compute roof each point is held to). ``roofs``: the compute roofs to draw; None draws the
+    roofs the points' ``roof_key`` names (every roof without that column): only the roofs of the
+    run's dtypes and math modes are drawn, the others are named under the plot.
 
     Drawn: each measured compute roof as a solid horizontal line from its ridge point
     (roof / bytes_per_s) rightwards, labelled on the line; the bandwidth slope
@@ -214,92 +226,119 @@ def roofline_plot(
     ``time_s`` are labelled with their ``name`` (or exactly the rows named in ``labels``).
     Rows whose intensity or FLOP/s is missing or not positive (e.g. failed runs) are skipped.
     """
+    fig = roofline_figure(points, ceilings, title=title, label_top=label_top, color_by=color_by,
+                          marker_by=marker_by, size_by=size_by, labels=labels, roofs=roofs)
+    return _save(fig, path)
+
+
+def roofline_figure(points: pd.DataFrame, ceilings: Ceilings, *, title: str = "", label_top: int = 8,
+                    color_by: str | None = "layer_type", marker_by: str | None = None,
+                    size_by: str | None = "time_share", labels: Sequence[str] | None = None,
+                    roofs: Collection[str] | None = None) -> Any:
+    """The matplotlib Figure :func:`roofline_plot` writes (same arguments, no path)."""
     fig = _new_figure((10.0, 6.5))
     ax = fig.add_subplot(1, 1, 1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    roofs = _normalise_ceilings(ceilings)
     df = _positive_rows(points, ["intensity", "achieved_flop_per_s"]) if len(points) else points
+    if roofs is None and len(df) and "roof_key" in df:
+        roofs = set(df["roof_key"].dropna().astype(str))
+    r = _select_roofs(ceilings, roofs)
+    x_lo, x_hi = _extent(df, r, ax)
+    _draw_roofs(ax, r, x_lo, x_hi)
+    colours: dict = {}
+    markers: dict | None = None
+    if len(df):
+        colours, markers = _scatter_categories(ax, df, "intensity", "achieved_flop_per_s", color_by, marker_by,
+                                               _sizes(df, size_by))
+        _label_points(ax, df, "intensity", "achieved_flop_per_s", label_top, labels)
+    _label_slope(fig, ax, r, x_lo)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title((title or "Roofline") + (f" — {r.device_name}" if r.device_name else ""), fontsize=11)
+    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    if r.hidden:
+        ax.annotate("other roofs, not drawn (no point runs in them): "
+                    + ", ".join(f"{k} {_si(v, 'FLOP/s')}" for k, v in r.hidden),
+                    xy=(1.0, 0.0), xycoords="axes fraction", xytext=(0, -38), textcoords="offset points",
+                    ha="right", va="top", fontsize=7, color=_DATASHEET_COLOR)
+    if colours:
+        _legends(ax, colours, color_by or "", markers, marker_by)
+    return fig
 
-    # axis extents: the data, the ridge points and the roofs, padded by a factor each side
-    measured = _roof_sort(roofs["flop_per_s"].items())
-    sheet = _roof_sort(roofs["datasheet_flop_per_s"].items())
-    bw = roofs["bytes_per_s"]
-    sheet_bw = roofs["datasheet_bytes_per_s"]
-    all_roofs = [v for _, v in measured + sheet]
+
+def _extent(df: pd.DataFrame, r: _Roofs, ax: Any) -> tuple[float, float]:
+    """Set the axes' limits to the data, the drawn roofs and their ridge points, padded by a
+    factor each side; returns (x_lo, x_hi)."""
+    roofs = r.all_flop_per_s
     xs = list(df["intensity"].astype(float)) if len(df) else []
     ys = list(df["achieved_flop_per_s"].astype(float)) if len(df) else []
-    if bw and all_roofs:
-        xs += [v / bw for v in all_roofs]
+    if r.bw and roofs:
+        xs += [v / r.bw for v in roofs]
     x_lo = min(xs) / 4 if xs else 0.1
     x_hi = max(xs) * 8 if xs else 1e3
-    y_candidates = ys + all_roofs
+    y_candidates = ys + roofs
     y_lo = min(y_candidates) / 5 if y_candidates else 1e9
     y_hi = max(y_candidates) * 3 if y_candidates else 1e15
-    if bw:
-        y_lo = min(y_lo, bw * x_lo * 2)
+    if r.bw:
+        y_lo = min(y_lo, r.bw * x_lo * 2)
     ax.set_xlim(x_lo, x_hi)
     ax.set_ylim(y_lo, y_hi)
+    return x_lo, x_hi
 
-    top_roof = max(all_roofs) if all_roofs else None
-    if bw:
-        x_end = top_roof / bw if top_roof else x_hi
-        ax.plot([x_lo, x_end], [bw * x_lo, bw * x_end], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
-    if sheet_bw:
-        x_end = (max(v for _, v in sheet) if sheet else (top_roof or y_hi)) / sheet_bw
-        ax.plot([x_lo, x_end], [sheet_bw * x_lo, sheet_bw * x_end], color=_DATASHEET_COLOR,
+
+def _draw_roofs(ax: Any, r: _Roofs, x_lo: float, x_hi: float) -> None:
+    """Bandwidth slopes up to the highest roof, measured roofs solid and labelled, datasheet roofs dashed."""
+    top_roof = max(r.all_flop_per_s) if r.all_flop_per_s else None
+    if r.bw:
+        x_end = top_roof / r.bw if top_roof else x_hi
+        ax.plot([x_lo, x_end], [r.bw * x_lo, r.bw * x_end], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
+    if r.sheet_bw:
+        x_end = (max(v for _, v in r.sheet) if r.sheet else (top_roof or ax.get_ylim()[1])) / r.sheet_bw
+        ax.plot([x_lo, x_end], [r.sheet_bw * x_lo, r.sheet_bw * x_end], color=_DATASHEET_COLOR,
                 linewidth=1.2, linestyle="--", zorder=2)
-    sheet_of = dict(sheet)
-    for name, roof in measured:
-        x0 = roof / bw if bw else x_lo
+    sheet_of = dict(r.sheet)
+    for name, roof in r.measured:
+        x0 = roof / r.bw if r.bw else x_lo
         ax.plot([x0, x_hi], [roof, roof], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
         label = f"{name} {_si(roof, 'FLOP/s')} measured"
         if name in sheet_of:
             label += f" (datasheet {_si(sheet_of[name], 'FLOP/s')}, dashed)"
         ax.text(x_hi / 1.15, roof / 1.08, label, ha="right", va="top", fontsize=8, color=_ROOF_COLOR, zorder=6,
                 bbox=_TEXT_BOX)
-    for name, roof in sheet:
-        x0 = roof / (sheet_bw or bw) if (sheet_bw or bw) else x_lo
-        ax.plot([x0, x_hi], [roof, roof], color=_DATASHEET_COLOR, linewidth=1.2, linestyle="--", zorder=2)
-        if name not in roofs["flop_per_s"]:
+    drawn = dict(r.measured)
+    for name, roof in r.sheet:
+        bw = r.sheet_bw or r.bw
+        ax.plot([roof / bw if bw else x_lo, x_hi], [roof, roof], color=_DATASHEET_COLOR, linewidth=1.2,
+                linestyle="--", zorder=2)
+        if name not in drawn:
             ax.text(x_hi / 1.15, roof / 1.08, f"{name} {_si(roof, 'FLOP/s')} datasheet", ha="right", va="top",
                     fontsize=7, color=_DATASHEET_COLOR, zorder=6, bbox=_TEXT_BOX)
 
-    colours: dict = {}
-    markers: dict | None = None
-    if len(df):
-        if size_by and size_by in df:
-            v = pd.to_numeric(df[size_by], errors="coerce").fillna(0.0).clip(lower=0.0)
-            vmax = float(v.max()) or 1.0
-            sizes: pd.Series | float = 18.0 + 300.0 * (v / vmax) ** 0.5
-        else:
-            sizes = 40.0
-        colours, markers = _scatter_categories(ax, df, "intensity", "achieved_flop_per_s",
-                                               color_by, marker_by, sizes)
-        _label_points(ax, df, "intensity", "achieved_flop_per_s", label_top, labels)
 
-    if bw:  # the slope's label, rotated to the slope as drawn on screen
-        fig.canvas.draw()
-        xa = x_lo * 2.0
-        p1 = ax.transData.transform((xa, bw * xa))
-        p2 = ax.transData.transform((xa * 10, bw * xa * 10))
-        angle = math.degrees(math.atan2(p2[1] - p1[1], p2[0] - p1[0]))
-        label = f"memory {_si(bw, 'B/s')} measured"
-        if sheet_bw:
-            label += f" (datasheet {_si(sheet_bw, 'B/s')}, dashed)"
-        ax.text(xa, bw * xa * 1.6, label, rotation=angle,
-                rotation_mode="anchor", fontsize=8, color=_ROOF_COLOR, zorder=4)
+def _sizes(df: pd.DataFrame, size_by: str | None) -> pd.Series | float:
+    """Marker areas: 18 + 300 x sqrt(value / max value) of ``size_by``; 40 when None or absent."""
+    if not size_by or size_by not in df:
+        return 40.0
+    v = pd.to_numeric(df[size_by], errors="coerce").fillna(0.0).clip(lower=0.0)
+    vmax = float(v.max()) or 1.0
+    return 18.0 + 300.0 * (v / vmax) ** 0.5
 
-    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
-    ax.set_ylabel("achieved FLOP/s")
-    heading = title or "Roofline"
-    if roofs["device_name"]:
-        heading += f" — {roofs['device_name']}"
-    ax.set_title(heading, fontsize=11)
-    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-    if colours:
-        _legends(ax, colours, color_by or "", markers, marker_by)
-    return _save(fig, path)
+
+def _label_slope(fig: Any, ax: Any, r: _Roofs, x_lo: float) -> None:
+    """The bandwidth slope's label, rotated to the slope as drawn on screen."""
+    if not r.bw:
+        return
+    fig.canvas.draw()
+    xa = x_lo * 2.0
+    p1 = ax.transData.transform((xa, r.bw * xa))
+    p2 = ax.transData.transform((xa * 10, r.bw * xa * 10))
+    angle = math.degrees(math.atan2(p2[1] - p1[1], p2[0] - p1[0]))
+    label = f"memory {_si(r.bw, 'B/s')} measured"
+    if r.sheet_bw:
+        label += f" (datasheet {_si(r.sheet_bw, 'B/s')}, dashed)"
+    ax.text(xa, r.bw * xa * 1.6, label, rotation=angle, rotation_mode="anchor", fontsize=8, color=_ROOF_COLOR,
+            zorder=4)
 
 
 def _label_offsets_pt() -> list[tuple[float, float]]:

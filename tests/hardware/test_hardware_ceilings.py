@@ -1,52 +1,175 @@
-"""Ceilings (quick, on CPU), their cache, the datasheet table and device resolution."""
+"""Ceilings: best of interleaved trials (fake trial functions, no real benchmark), their spread and
+flag, the per-machine user cache, the typed record, the datasheet table and device resolution."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
 from hwprof.cli import main
-from hwprof.device import describe_device, resolve_device
-from hwprof.hardware.ceilings import Ceilings, cache_path, measure_ceilings
+from hwprof.device import describe_device, device_name, resolve_device
+from hwprof.files import to_jsonable
+from hwprof.hardware import ceilings as C
+from hwprof.hardware.ceilings import Ceilings, Trial, TrialResult, cache_path, measure_ceilings
 from hwprof.hardware.datasheet import DATASHEET, lookup
 
-
-def test_quick_cpu_ceilings_measure_then_cache_then_refresh(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    k = measure_ceilings(device="cpu", quick=True, cache_dir=tmp_path)
-    assert k.source == "measured"
-    assert k["fp32"] > 1e8 and k.flop_per_s["fp32"] == k["fp32"]
-    assert k.bytes_per_s is not None and k.bytes_per_s > 1e8
-    assert k["device_type"] == "cpu" and k.datasheet is None
-    files = list(tmp_path.glob("*.json"))
-    assert len(files) == 1 and files[0] == cache_path(tmp_path, k.device_name, "cpu", True)
-    assert json.loads(files[0].read_text())["flop_per_s"]["fp32"] == k["fp32"]
-    again = measure_ceilings(device="cpu", quick=True, cache_dir=tmp_path)
-    assert again.source == "cache" and again["fp32"] == k["fp32"] and again.date == k.date
-    fresh = measure_ceilings(device="cpu", quick=True, cache_dir=tmp_path, refresh=True)
-    assert fresh.source == "measured"
-    assert {d["kind"] for d in fresh.details} == {"gemm", "copy"}
+# what the CPU plan runs with quick=True: GEMM n 256, 512 for fp32 and bf16, one 64 MiB copy
+QUICK_PLAN = {"fp32": (256, 512), "bf16": (256, 512), "copy": (64 * 2**20,)}
 
 
-def test_unreadable_cache_is_remeasured(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from hwprof.device import device_name
-    path = cache_path(tmp_path, device_name(torch.device("cpu")), "cpu", True)
+class FakeTrials:
+    """A trial function replaying rates: ``rates[mode][round][size_index]`` (FLOP/s or bytes/s),
+    each repetition taking ``time_s``; records the calls in order."""
+
+    def __init__(self, rates: dict[str, list[list[float]]], time_s: float = 1e-3) -> None:
+        self.rates, self.time_s = rates, time_s
+        self.calls: list[tuple[str, int]] = []
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, mode: str, size: int) -> TrialResult:
+        self.calls.append((mode, size))
+        i = self.seen.get(mode, 0)
+        self.seen[mode] = i + 1
+        per_round = self.rates[mode]
+        n_sizes = len(per_round[0])
+        return TrialResult(per_round[i // n_sizes][i % n_sizes], self.time_s)
+
+
+def steady(fp32: float = 1e11, bf16: float = 4e11, copy: float = 2e10, rounds: int = 3) -> FakeTrials:
+    """Rates that agree between rounds (the larger GEMM 10% faster), so nothing is flagged."""
+    return FakeTrials({"fp32": [[0.9 * fp32, fp32]] * rounds, "bf16": [[0.9 * bf16, bf16]] * rounds,
+                       "copy": [[copy]] * rounds})
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test here caches under its own HWPROF_CACHE_DIR, never the user's."""
+    monkeypatch.setenv("HWPROF_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_trials_interleave_rounds_over_modes_and_sizes() -> None:
+    fake = steady()
+    trials, notes = C.run_trials(QUICK_PLAN, 3, fake, budget_s=1.0)
+    one_round = [("fp32", 256), ("fp32", 512), ("bf16", 256), ("bf16", 512), ("copy", 64 * 2**20)]
+    assert fake.calls == one_round * 3 and not notes   # round after round, every (mode, size) once each
+    assert [t.round for t in trials] == [0] * 5 + [1] * 5 + [2] * 5
+
+
+def test_ceiling_is_the_best_trial_and_spread_the_gap_between_the_best_two_rounds() -> None:
+    # fp32 rounds (fastest size per round): 80, 100, 95 GFLOP/s -> ceiling 100, spread (100 - 95) / 100 = 5%
+    fake = FakeTrials({"fp32": [[70e9, 80e9], [90e9, 100e9], [95e9, 60e9]]})
+    trials, _ = C.run_trials({"fp32": (256, 512)}, 3, fake, budget_s=1.0)
+    best, spread = C.best_of_trials(trials)
+    assert best == {"fp32": 100e9}
+    assert spread["fp32"] == pytest.approx(0.05)
+
+
+def test_slow_size_drops_larger_sizes_and_a_failing_mode_is_noted() -> None:
+    def trial(mode: str, size: int) -> TrialResult:
+        if mode == "bf16":
+            raise RuntimeError("bf16 GEMM not supported\nsecond line")
+        return TrialResult(1e9, 0.5 if size == 512 else 1e-3)   # n=512 takes 0.5 s > budget 1.0 / 5
+
+    trials, notes = C.run_trials({"fp32": (256, 512, 1024), "bf16": (256,)}, 2, trial, budget_s=1.0)
+    assert sorted({t.size for t in trials}) == [256, 512]            # 1024 never ran
+    assert len(trials) == 4                                           # 2 sizes x 2 rounds
+    assert notes == ["bf16 n=256 failed in round 1: RuntimeError: bf16 GEMM not supported"]
+
+
+def test_rounds_below_two_are_refused() -> None:
+    with pytest.raises(ValueError, match="rounds must be >= 2"):
+        C.run_trials(QUICK_PLAN, 1, steady(), budget_s=1.0)
+
+
+def test_measure_caches_per_machine_in_the_user_cache_then_reads_it(_cache_dir: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    k = measure_ceilings(device="cpu", quick=True, trial=steady())
+    assert k.source == "measured" and not k.flagged
+    assert k.roof("fp32") == 1e11 and k.roof("bf16") == 4e11 and k.bytes_per_s == 2e10
+    assert k.spread == {"fp32": 0.0, "bf16": 0.0, "bytes_per_s": 0.0}
+    assert k.host == socket.gethostname() and k.threads == torch.get_num_threads()
+    files = list(_cache_dir.glob("ceilings/*.json"))
+    assert files == [cache_path(None, k.device_name, quick=True)] and k.cache_file == str(files[0])
+    assert socket.gethostname().replace(" ", "_") in files[0].name and f"__{torch.get_num_threads()}threads" in files[0].name
+    assert not (tmp_path / "results").exists()                       # nothing in the current folder
+    saved = json.loads(files[0].read_text())
+    assert saved["flop_per_s"]["fp32"] == 1e11 and len(saved["trials"]) == 15
+    never = FakeTrials({})                                            # a cache hit runs no trial
+    again = measure_ceilings(device="cpu", quick=True, trial=never)
+    assert again.source == "cache" and never.calls == [] and again.roof("fp32") == 1e11
+    assert again.trials == k.trials and again.spread == k.spread
+    fresh = measure_ceilings(device="cpu", quick=True, refresh=True, trial=steady(fp32=2e11))
+    assert fresh.source == "measured" and fresh.roof("fp32") == 2e11
+
+
+def test_disagreeing_rounds_are_flagged_and_not_cached(_cache_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # fp32 rounds 54.8 vs 114.9 vs 60 GFLOP/s (a busy machine): best two 114.9 and 60 -> spread 47.8% > 10%
+    fake = FakeTrials({"fp32": [[50e9, 54.8e9], [100e9, 114.9e9], [55e9, 60e9]], "bf16": [[1e11, 1e11]] * 3,
+                       "copy": [[2e10]] * 3})
+    with caplog.at_level("WARNING"):
+        k = measure_ceilings(device="cpu", quick=True, trial=fake)
+    assert k.flagged == ("fp32",) and k.spread["fp32"] == pytest.approx((114.9 - 60) / 114.9)
+    assert k.roof("fp32") == 114.9e9                                  # still the best trial
+    assert not list(_cache_dir.glob("ceilings/*.json")) and k.cache_file is None
+    assert any("fp32 ceiling not trusted: best two rounds 47.8% apart" in n for n in k.notes)
+    assert "not cached" in caplog.text and "hwprof ceilings --refresh --device cpu" in caplog.text
+
+
+def test_unreadable_or_flagged_cache_is_remeasured(_cache_dir: Path) -> None:
+    path = cache_path(None, device_name(torch.device("cpu")), quick=True)
+    path.parent.mkdir(parents=True)
     path.write_text("{not json")
-    assert measure_ceilings(device="cpu", quick=True, cache_dir=tmp_path).source == "measured"
+    assert measure_ceilings(device="cpu", quick=True, trial=steady()).source == "measured"
+    flagged = Ceilings("cpu", "x", "2.13", "2026-11-24", "measured", {"fp32": 1.0}, flagged=("fp32",))
+    path.write_text(json.dumps(flagged.to_dict()))
+    assert measure_ceilings(device="cpu", quick=True, trial=steady()).source == "measured"
 
 
-def test_cache_file_name_is_safe(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    p = cache_path(tmp_path, "NVIDIA H100 80GB HBM3 / (x)", "cuda", False)
+def test_cache_dir_default_and_file_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HWPROF_CACHE_DIR", str(tmp_path / "c"))
+    assert C.default_cache_dir() == tmp_path / "c" / "ceilings"
+    monkeypatch.delenv("HWPROF_CACHE_DIR")
+    import platformdirs
+
+    assert C.default_cache_dir() == Path(platformdirs.user_cache_dir("hwprof")) / "ceilings"
+    assert C.default_cache_dir().is_absolute() and Path(os.getcwd()) not in C.default_cache_dir().parents
+    p = cache_path(tmp_path, "NVIDIA H100 80GB HBM3 / (x)", quick=False, threads=4, host="node 1")
     assert p.parent == tmp_path and "/" not in p.name and " " not in p.name
+    assert p.name.startswith("NVIDIA_H100_80GB_HBM3_x__node_1__torch-") and p.name.endswith("__4threads.json")
+    assert cache_path(tmp_path, "a", quick=False, threads=2) != cache_path(tmp_path, "a", quick=False, threads=4)
+    assert cache_path(tmp_path, "a", False, host="h1") != cache_path(tmp_path, "a", False, host="h2")
 
 
-def test_ceilings_round_trip_and_dict_access() -> None:
-    k = Ceilings("cuda", "NVIDIA H100 80GB HBM3", "2.11", "2026-11-01", "measured", {"bf16": 7.5e14}, 3e12)
-    assert k["bf16"] == 7.5e14 and k["bytes_per_s"] == 3e12 and "bf16" in k
-    assert Ceilings.from_dict(k.to_dict()) == k
-    with pytest.raises(KeyError):
-        k["int4"]
+def test_ceilings_round_trip_and_one_way_to_ask_for_a_roof() -> None:
+    trials = (Trial(0, "bf16", 8192, 7.5e14, 1.5e-3, 20, math.nan), Trial(1, "bf16", 8192, 7.4e14, 1.5e-3))
+    k = Ceilings("cuda", "NVIDIA H100 80GB HBM3", "2.11", "2026-11-01", "measured", {"bf16": 7.5e14}, 3e12,
+                 trials=trials, spread={"bf16": 0.0133, "bytes_per_s": math.nan})
+    assert k.roof("bf16") == 7.5e14 and k.bytes_per_s == 3e12
+    back = Ceilings.from_dict(json.loads(json.dumps(to_jsonable(k.to_dict()))))   # through JSON (NaN -> null)
+    assert back.roof("bf16") == 7.5e14 and back.trials[1] == trials[1] and math.isnan(back.trials[0].iqr_over_median)
+    assert math.isnan(back.spread["bytes_per_s"]) and back.spread["bf16"] == 0.0133
+    with pytest.raises(KeyError, match=r"no 'int4' roof .* \(roofs: \['bf16'\]\)"):
+        k.roof("int4")
+    with pytest.raises(TypeError):
+        k["bf16"]   # type: ignore[index]   # no dict-style access: one way to ask
+
+
+def test_device_trial_runs_a_tiny_gemm_and_copy() -> None:
+    """The real trial function on tiny sizes (a smoke check of the plumbing, not a benchmark)."""
+    trial = C.device_trial(torch.device("cpu"), budget_s=0.001)
+    gemm, copy = trial("fp32", 16), trial("copy", 4096)
+    assert gemm.rate_per_s == pytest.approx(2 * 16**3 / gemm.time_s)    # 2 n^3 FLOPs per GEMM
+    assert copy.rate_per_s == pytest.approx(2 * 4096 / copy.time_s)    # bytes read + written
+    assert gemm.reps >= 5
 
 
 def test_datasheet_lookup() -> None:
@@ -74,7 +197,8 @@ def test_datasheet_lookup() -> None:
 
 def test_from_datasheet() -> None:
     k = Ceilings.from_datasheet("NVIDIA H100 80GB HBM3")
-    assert k is not None and k.source == "datasheet" and k["bf16"] == pytest.approx(989.4e12)
+    assert k is not None and k.source == "datasheet" and k.roof("bf16") == pytest.approx(989.4e12)
+    assert k.datasheet_roof("bytes_per_s") == pytest.approx(3.35e12)
 
 
 def test_resolve_device_and_description() -> None:
@@ -84,9 +208,16 @@ def test_resolve_device_and_description() -> None:
     assert not torch.cuda.is_initialized()
 
 
-def test_ceilings_cli_quick(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    assert main(["ceilings", "--device", "cpu", "--quick", "--cache-dir", str(tmp_path)]) == 0
+def _seed_cache(make: Callable[[], FakeTrials]) -> Ceilings:
+    return measure_ceilings(device="cpu", quick=True, trial=make())
+
+
+def test_ceilings_cli_reads_the_cache(capsys: pytest.CaptureFixture[str]) -> None:
+    k = _seed_cache(steady)   # the CLI then reads the cache: no benchmark runs in this test
+    assert main(["ceilings", "--device", "cpu", "--quick"]) == 0
     out = capsys.readouterr().out
-    assert "fp32_flop_per_s" in out and "bytes_per_s" in out and "source measured" in out
-    assert main(["ceilings", "--device", "cpu", "--quick", "--cache-dir", str(tmp_path), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("ceiling,measured,datasheet,ratio")
+    assert out.splitlines()[0].startswith(f"{k.device_name} (cpu, torch {torch.__version__}")
+    assert "source cache" in out and "best of 3 rounds" in out and f"cached in {k.cache_file}" in out
+    assert "fp32_flop_per_s" in out and "100.00GFLOP/s" in out and "0.0%" in out
+    assert main(["ceilings", "--device", "cpu", "--quick", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("ceiling,measured,datasheet,ratio,spread")

@@ -55,9 +55,9 @@ def test_nvml_sampling() -> None:
 
 def test_cuda_ceilings_quick(tmp_path) -> None:  # type: ignore[no-untyped-def]
     k = measure_ceilings(device="cuda", quick=True, cache_dir=tmp_path)
-    assert k["fp32"] > 0 and k.bytes_per_s > 0
+    assert k.roof("fp32") > 0 and k.bytes_per_s > 0
     if "bf16" in k.flop_per_s and torch.cuda.get_device_capability() >= (8, 0):
-        assert k["bf16"] > k["fp32"]
+        assert k.roof("bf16") > k.roof("fp32")
 
 
 def test_cuda_allocator_trace_agrees_with_max_memory_allocated() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,9 +33,11 @@ def points() -> pd.DataFrame:
     return df
 
 
-CEILINGS = {"flop_per_s": {"fp32": 5.15e13, "tf32": 3.9e14, "bf16": 7.6e14, "fp16": None},
-            "bytes_per_s": 3.0e12, "device_name": "test GPU",
-            "datasheet": {"fp32": 6.69e13, "tf32": 4.947e14, "bf16": 9.894e14, "bytes_per_s": 3.35e12}}
+CEILINGS = Ceilings("cuda", "test GPU", "2.11", "2026-11-24", "measured",
+                    {"fp32": 5.15e13, "tf32": 3.9e14, "bf16": 7.6e14}, 3.0e12,
+                    datasheet={"fp32": 6.69e13, "tf32": 4.947e14, "bf16": 9.894e14, "fp16": None, "bytes_per_s": 3.35e12})
+CPU = Ceilings("cpu", "cpu without bf16 units", "2.13", "2026-11-24", "measured", {"fp32": 3.6e11, "bf16": 0.9e9},
+               2.6e10)
 
 
 def _check_png_svg(paths: list[Path]) -> None:
@@ -52,18 +54,39 @@ def _check_png_svg(paths: list[Path]) -> None:
     assert not [p for p in png.parent.iterdir() if p.name.endswith(".tmp")]   # atomic: no temp file left
 
 
-def test_roofline_plot_dict_ceilings(tmp_path: Path, points: pd.DataFrame) -> None:
+def test_roofline_plot_with_datasheet(tmp_path: Path, points: pd.DataFrame) -> None:
     out = plots.roofline_plot(points, CEILINGS, tmp_path / "roof.png", title="t", marker_by="variant")
     _check_png_svg(out)
 
 
-def test_roofline_plot_object_ceilings_without_datasheet(tmp_path: Path, points: pd.DataFrame) -> None:
-    k = SimpleNamespace(flop_per_s={"fp32": 3.6e11, "bf16": 2.4e12}, bytes_per_s=2.6e10, device_name="cpu",
-                        datasheet=None)
-    out = plots.roofline_plot(points, k, tmp_path / "sub" / "roof", size_by=None, label_top=2,
+def test_roofline_plot_without_datasheet(tmp_path: Path, points: pd.DataFrame) -> None:
+    out = plots.roofline_plot(points, CPU, tmp_path / "sub" / "roof", size_by=None, label_top=2,
                               color_by="variant")
     assert out[0] == tmp_path / "sub" / "roof.png"   # suffix added, folder created
     _check_png_svg(out)
+
+
+def _horizontal_lines_at(fig: object) -> set[float]:
+    ax = fig.axes[0]   # type: ignore[attr-defined]
+    return {float(y[0]) for line in ax.get_lines() if len(y := line.get_ydata()) == 2 and y[0] == y[1]}
+
+
+def test_only_the_roofs_the_points_run_in_are_drawn(points: pd.DataFrame) -> None:
+    """An fp32 run on a CPU without bf16 units: the 0.9 GFLOP/s bf16 roof would sit below most
+    points; it is named under the plot, not drawn, and does not stretch the y axis."""
+    pytest.importorskip("matplotlib")
+    fp32 = points.assign(roof_key="fp32")
+    fig = plots.roofline_figure(fp32, CPU)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert _horizontal_lines_at(fig) == {3.6e11}
+    assert any(t.startswith("fp32 360 GFLOP/s measured") for t in texts)
+    assert not any(t.startswith("bf16") for t in texts)
+    assert "other roofs, not drawn (no point runs in them): bf16 900 MFLOP/s" in texts
+    assert fig.axes[0].get_ylim()[0] > 0.9e9 / 5   # the axis is not padded down to the hidden roof
+    both = plots.roofline_figure(fp32.assign(roof_key=["fp32", "bf16"] * 3), CPU)   # a bf16 run: both drawn
+    assert _horizontal_lines_at(both) == {3.6e11, 0.9e9}
+    explicit = plots.roofline_figure(fp32, CEILINGS, roofs=["tf32"])   # measured tf32 + its datasheet figure
+    assert _horizontal_lines_at(explicit) == {3.9e14, 4.947e14}
 
 
 def test_roofline_plot_named_labels_and_no_points(tmp_path: Path, points: pd.DataFrame) -> None:

@@ -3,6 +3,7 @@ roofline columns, summary numbers vs the CSV, plots, FasterNet table, model shar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import subprocess
@@ -16,11 +17,13 @@ import torch
 
 import hwprof
 from hwprof.errors import MeasurementError
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.roofline import MathModes
 from hwprof.studies import depthwise as D
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CEILINGS = {"flop_per_s": {"fp32": 3.0e11, "bf16": 2.4e12}, "bytes_per_s": 2.5e10, "device_name": "test cpu"}
+CEILINGS = Ceilings("cpu", "test cpu", torch.__version__, "2026-11-24", "measured", {"fp32": 3.0e11, "bf16": 2.4e12},
+                    2.5e10)
 
 
 @dataclass
@@ -191,7 +194,7 @@ def test_derive_picks_the_math_mode_roof_and_flags_without_clipping() -> None:
                        {"dtype": "bf16", "flops": 1e9, "bytes": 1e6, "time_s": 1e-3},
                        {"dtype": "fp32", "flops": 1e6, "bytes": 1e6, "time_s": 5e-6},
                        {"dtype": "fp32", "flops": math.nan, "bytes": math.nan, "time_s": math.nan}])
-    k = {"flop_per_s": {"fp32": 5e11, "tf32": 4e12, "bf16": 8e12}, "bytes_per_s": 1e11}
+    k = dataclasses.replace(CEILINGS, flop_per_s={"fp32": 5e11, "tf32": 4e12, "bf16": 8e12}, bytes_per_s=1e11)
     cuda = D.derive(df, k, MathModes("cuda", cudnn_tf32=True))
     assert list(cuda["roof_key"]) == ["tf32", "bf16", "tf32", "tf32"]
     assert list(D.derive(df, k, MathModes("cuda", cudnn_tf32=False))["roof_key"])[:2] == ["fp32", "bf16"]
@@ -238,7 +241,7 @@ def test_study_plots_and_manifest(study: D.StudyResult) -> None:
 
     m = json.loads(study.paths["manifest"].read_text())
     assert m["command"] == "hwprof study depthwise --test"
-    assert m["ceilings"]["flop_per_s"]["fp32"] == CEILINGS["flop_per_s"]["fp32"]
+    assert m["ceilings"]["flop_per_s"]["fp32"] == CEILINGS.roof("fp32")
     for key in ("versions", "device", "date_utc", "config", "math_mode", "status_counts"):
         assert key in m
     assert m["versions"]["torch"] == torch.__version__

@@ -58,8 +58,6 @@ from hwprof.studies.depthwise.measure import log as log
 from hwprof.studies.depthwise.measure import point_callable as point_callable
 from hwprof.studies.depthwise.metrics import derive as derive
 from hwprof.studies.depthwise.metrics import math_modes as math_modes
-from hwprof.studies.depthwise.metrics import normalise_ceilings as normalise_ceilings
-from hwprof.studies.depthwise.models import CeilingsView as CeilingsView
 from hwprof.studies.depthwise.models import depthwise_paths as depthwise_paths
 from hwprof.studies.depthwise.models import depthwise_shares as depthwise_shares
 from hwprof.studies.depthwise.models import model_comparison as model_comparison
@@ -93,10 +91,10 @@ __all__ = [
     "OperatorDef", "OPERATORS", "build_operator", "operator_supported",
     "Point", "SweepConfig", "default_config", "quick_config", "sweep_points", "MOBILENET_SHAPES", "REFERENCE_SHAPE",
     "build_point", "point_callable", "measure_point", "run_sweep", "is_oom",
-    "math_modes", "normalise_ceilings", "derive",
+    "math_modes", "derive",
     "headline_shape", "compare_to_dense", "summary_markdown", "fmt_ratio", "fmt_time", "fmt_pct", "fmt_rate",
     "REFERENCE_H100", "FASTERNET_PAPER", "FASTERNET_SHAPES", "PartialConv", "build_fasternet_stack",
-    "fasternet_table", "depthwise_paths", "depthwise_shares", "model_comparison", "CeilingsView",
+    "fasternet_table", "depthwise_paths", "depthwise_shares", "model_comparison",
     "NCU_METRICS", "ncu_path", "ncu_command", "parse_ncu_csv", "summarise_kernels", "run_counters",
     "StudyResult", "run_study", "POINT_COLUMNS",
 ]

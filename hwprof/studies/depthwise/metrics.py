@@ -1,22 +1,14 @@
-"""Roofs and derived metrics: the measured ceilings as a plain dict, the math modes in force,
-and the roofline columns of the sweep's rows."""
+"""Roofs and derived metrics: the math modes in force and the roofline columns of the sweep's rows."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import pandas as pd
 
 from hwprof import roofline
-from hwprof.hardware.ceilings import ceilings_dict
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.roofline import MathModes, roof_key
-
-
-def normalise_ceilings(ceilings: Any) -> dict[str, Any]:
-    """:func:`hwprof.hardware.ceilings.ceilings_dict` (kept under the study's name)."""
-    return ceilings_dict(ceilings)
 
 
 def math_modes(device_type: str) -> MathModes:
@@ -24,7 +16,7 @@ def math_modes(device_type: str) -> MathModes:
     return MathModes.current(device_type)
 
 
-def derive(df: pd.DataFrame, ceilings: Mapping[str, Any], modes: MathModes) -> pd.DataFrame:
+def derive(df: pd.DataFrame, ceilings: Ceilings, modes: MathModes) -> pd.DataFrame:
     """Add the roofline columns to the sweep's rows with :func:`hwprof.roofline.derive`.
 
     Every point is a convolution, so its roof is ``roof_key(dtype, "conv", modes)``: "tf32" for
@@ -32,14 +24,14 @@ def derive(df: pd.DataFrame, ceilings: Mapping[str, Any], modes: MathModes) -> p
     ``memory_roof_bytes_per_s`` (the bandwidth used) and ``above_compute_roof`` (achieved FLOP/s
     above the compute roof itself: fewer multiplies than the direct-convolution count, e.g.
     Winograd/FFT), beside roofline's ``above_roof`` (above ``min(compute roof, bandwidth x
-    intensity)``, which caches can also cause). ``ceilings`` is :func:`normalise_ceilings`' dict.
+    intensity)``, which caches can also cause).
     """
     out = df.copy()
     for c in ("flops", "bytes", "time_s"):
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     out["roof_key"] = [roof_key(_TORCH_DTYPE_NAME.get(str(d), str(d)), "conv", modes) for d in out["dtype"]]
-    roofs = {k: float(v) for k, v in (ceilings.get("flop_per_s") or {}).items() if v}
-    bw = float(ceilings.get("bytes_per_s") or math.nan)
+    roofs = {k: float(v) for k, v in ceilings.flop_per_s.items() if v}
+    bw = float(ceilings.bytes_per_s or math.nan)
     out = roofline.derive(out, roofs, bw)
     out["memory_roof_bytes_per_s"] = bw
     out["above_compute_roof"] = (out["achieved_flop_per_s"] > out["compute_roof_flop_per_s"]).fillna(False).astype(bool)

@@ -3,10 +3,8 @@ and of time."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -15,6 +13,7 @@ from torch import nn
 
 from hwprof.device import free_device_memory
 from hwprof.errors import HwprofError, is_oom
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.spec import parse_dtype
 from hwprof.studies.depthwise.measure import (
     CountFn,
@@ -89,30 +88,10 @@ def _profile_fn() -> Callable[..., Any] | None:
     return _public("profile")
 
 
-@dataclass(frozen=True)
-class CeilingsView:
-    """Attribute access to :func:`normalise_ceilings`' dict (what ``hwprof.profile`` reads)."""
-
-    flop_per_s: dict[str, float]
-    bytes_per_s: float
-    device_name: str = ""
-    datasheet: dict[str, Any] | None = None
-    source: str = "measured"
-
-    @classmethod
-    def of(cls, ceilings: Mapping[str, Any]) -> CeilingsView:
-        return cls({k: v for k, v in (ceilings.get("flop_per_s") or {}).items() if v is not None},
-                   float(ceilings.get("bytes_per_s") or math.nan), str(ceilings.get("device_name") or ""),
-                   ceilings.get("datasheet"), str(ceilings.get("source") or "measured"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 def model_comparison(*, device: torch.device | str, dtype: str = "fp32", batch: int = 1, input_size: int = 224,
                      names: Sequence[str] = ("mobilenet_v1", "mobilenet_v1_dense"), count_fn: CountFn | None = None,
                      time_fn: TimeFn | None = None, budget_s: float = 0.25, warmup: int = 3, min_reps: int = 10,
-                     ceilings: Mapping[str, Any] | None = None, use_profile: bool = True) -> pd.DataFrame:
+                     ceilings: Ceilings | None = None, use_profile: bool = True) -> pd.DataFrame:
     """MobileNetV1 vs its dense twin (zoo models), forward in eval mode.
 
     Whole model: FLOPs from the counter, median time from ``time_fn``. Depthwise layers' share
@@ -152,7 +131,7 @@ def model_comparison(*, device: torch.device | str, dtype: str = "fp32", batch: 
             row.update(status="oom" if is_oom(e) else "error", error=_first_line(e))
         if prof is not None and ceilings is not None and row.get("status") == "ok" and dw:
             try:
-                p = prof(model, (x,), device=str(dev), mode="inference", ceilings=CeilingsView.of(ceilings),
+                p = prof(model, (x,), device=str(dev), mode="inference", ceilings=ceilings,
                          budget_s=budget_s, name=name)
                 shares = depthwise_shares(p.layers, dw, flops_col="flops_fwd", time_col="fwd_s")
                 row["depthwise_time_share"] = shares["depthwise_time_share"]

@@ -19,13 +19,14 @@ import torch
 from hwprof.device import describe_device, resolve_device
 from hwprof.errors import HwprofError
 from hwprof.files import write_atomic, write_json_atomic
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.report.manifest import versions
 from hwprof.report.tables import render
 from hwprof.roofline import roof_key
 from hwprof.studies.depthwise.counters import ncu_path, run_counters
 from hwprof.studies.depthwise.fasternet import FASTERNET_OPS, FASTERNET_SHAPES, fasternet_table
 from hwprof.studies.depthwise.measure import CountFn, Progress, TimeFn, _public
-from hwprof.studies.depthwise.metrics import derive, math_modes, normalise_ceilings
+from hwprof.studies.depthwise.metrics import derive, math_modes
 from hwprof.studies.depthwise.models import _profile_fn, model_comparison
 from hwprof.studies.depthwise.operators import operator_supported
 from hwprof.studies.depthwise.summary import compare_to_dense, headline_shape, summary_markdown
@@ -44,7 +45,7 @@ class StudyResult:
     """What :func:`run_study` produced; ``paths`` maps an output's role to its file."""
 
     points: pd.DataFrame
-    ceilings: dict[str, Any]
+    ceilings: Ceilings
     manifest: dict[str, Any]
     summary_md: str
     paths: dict[str, Path]
@@ -100,12 +101,12 @@ def run_study(
     plots: bool = True,
     use_profile: bool = True,
     quick_ceilings: bool = False,
-    ceilings_cache: str | Path = "results/ceilings",
+    ceilings_cache: str | Path | None = None,
     ncu_clock_control: str = "base",
     command: str | None = None,
     count_fn: CountFn | None = None,
     time_fn: TimeFn | None = None,
-    ceilings: Any = None,
+    ceilings: Ceilings | None = None,
     progress: Progress | None = None,
 ) -> StudyResult:
     """Run the whole study and write its outputs under ``out_dir`` (each file atomically):
@@ -115,10 +116,10 @@ def run_study(
     ``flops_vs_time.png/.svg``, ``fasternet.csv``, ``models.csv``, ``counters.csv`` (with ncu),
     ``summary.md`` and ``manifest.json`` (command, versions, device, date, ceilings used).
 
-    ``ceilings``: a ``measure_ceilings`` result or dict; None measures them here (cached by
+    ``ceilings``: a ``measure_ceilings`` result; None measures them here (cached by
     hwprof.hardware.ceilings). ``quick`` shortens the sweep, not the ceilings: quick ceilings are
     a smoke check with small GEMMs and would understate the roofs every point is divided by; ask
-    for them with ``quick_ceilings=True``; ``ceilings_cache`` is their cache folder.
+    for them with ``quick_ceilings=True``; ``ceilings_cache`` is their cache folder (None: the user cache).
     ``ncu_clock_control``: ncu's ``--clock-control`` for ``counters`` ("base" or "none"). ``count_fn`` / ``time_fn`` default to hwprof's own.
     ``use_profile``: per-layer time shares of MobileNetV1 through ``hwprof.profile``.
     ``progress(done, total, label)`` is called after every measurement.
@@ -145,7 +146,7 @@ def run_study(
         if measure_ceilings is None:
             raise HwprofError("hwprof.measure_ceilings is not available in this build; pass ceilings=")
         ceilings = measure_ceilings(dev, quick=quick_ceilings, cache_dir=ceilings_cache)
-    ceil = normalise_ceilings(ceilings)
+    ceil = ceilings
     step("ceilings")
     modes = math_modes(dev.type)
 
@@ -215,7 +216,7 @@ def run_study(
             roof_paths = roofline_plot(ok, ceil, out / "roofline.png", title="Depthwise study: every point",
                                        color_by="variant", marker_by="op", size_by=None, labels=labels)
             fvt_paths = flops_vs_time_plot(ok, out / "flops_vs_time.png", color_by="variant", marker_by="op",
-                                           title=f"FLOPs vs time — {ceil.get('device_name') or dev.type}",
+                                           title=f"FLOPs vs time — {ceil.device_name or dev.type}",
                                            labels=labels)
             paths.update(roofline_png=roof_paths[0], roofline_svg=roof_paths[1],
                          flops_vs_time_png=fvt_paths[0], flops_vs_time_svg=fvt_paths[1])
@@ -230,7 +231,7 @@ def run_study(
         "wall_s": None,
         "versions": versions(),
         "device": describe_device(dev),
-        "ceilings": ceil,
+        "ceilings": ceil.to_dict(),
         "math_mode": {"cudnn_conv_tf32": modes.cudnn_tf32, "fp32_conv_roof": roof_key("float32", "conv", modes),
                       "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)},
         "config": dataclasses.asdict(cfg),

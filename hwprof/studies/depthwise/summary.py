@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwprof.hardware.ceilings import Ceilings
 from hwprof.report.tables import render
 from hwprof.studies.depthwise.sweep import REFERENCE_SHAPE
 
@@ -153,12 +154,12 @@ def _md_table(df: pd.DataFrame) -> str:
     return render(df, "md", index=False)
 
 
-def summary_markdown(points: pd.DataFrame, *, ceilings: Mapping[str, Any], manifest: Mapping[str, Any],
+def summary_markdown(points: pd.DataFrame, *, ceilings: Ceilings, manifest: Mapping[str, Any],
                      fasternet: pd.DataFrame | None = None, models: pd.DataFrame | None = None,
                      counters: pd.DataFrame | None = None, files: Sequence[str] = ()) -> str:
     """The study's Markdown summary; every number is read from the frames passed in (the ones
     written to CSV), except the block explicitly labelled *reference*."""
-    device = manifest.get("device", {}).get("name") or ceilings.get("device_name") or ""
+    device = manifest.get("device", {}).get("name") or ceilings.device_name or ""
     lines = [f"# Depthwise convolution study — {device}", "",
              f"`{manifest.get('command', 'hwprof study depthwise')}` on {manifest.get('date_utc', '')} "
              f"(torch {manifest.get('versions', {}).get('torch', '')}, "
@@ -203,12 +204,12 @@ def summary_markdown(points: pd.DataFrame, *, ceilings: Mapping[str, Any], manif
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _roofs_section(ceilings: Mapping[str, Any], manifest: Mapping[str, Any]) -> list[str]:
-    rows = [{"roof": k, "FLOP/s": fmt_rate(v)} for k, v in (ceilings.get("flop_per_s") or {}).items() if v]
-    rows.append({"roof": "memory", "FLOP/s": fmt_rate(ceilings.get("bytes_per_s") or math.nan, "B/s")})
+def _roofs_section(ceilings: Ceilings, manifest: Mapping[str, Any]) -> list[str]:
+    rows = [{"roof": k, "FLOP/s": fmt_rate(v)} for k, v in ceilings.flop_per_s.items() if v]
+    rows.append({"roof": "memory", "FLOP/s": fmt_rate(ceilings.bytes_per_s or math.nan, "B/s")})
     mm = manifest.get("math_mode", {})
     return ["## Roofs used (measured on this machine)", "",
-            f"Source: {ceilings.get('source', 'measured')}. Convolution roof by math mode: fp32 -> "
+            f"Source: {ceilings.source}. Convolution roof by math mode: fp32 -> "
             f"'{mm.get('fp32_conv_roof', 'fp32')}' (cuDNN TF32 for fp32 convolutions: {mm.get('cudnn_conv_tf32')}), "
             "bf16 -> 'bf16'. A point above its roof is flagged (`above_roof`), never clipped.", "",
             _md_table(pd.DataFrame(rows))]
