@@ -1,7 +1,9 @@
 """hwprof: analytical counts joined with measured time and memory, on a measured roofline.
 
-Public API (see ../shared/DESIGN.md): ``count``, ``measure``, ``measure_ceilings``,
-``profile``, ``estimate_memory``. Imported lazily so that ``import hwprof`` stays cheap.
+Public API: ``count``, ``measure``, ``measure_ceilings``, ``profile`` (measure + count +
+ceilings + join), ``join`` (a pure function of a count, a measurement and ceilings),
+``load_profile`` (a saved profile folder rebuilt with no model), ``estimate_memory``, and the
+records ``Profile``, ``Ceilings``. Imported lazily so that ``import hwprof`` stays cheap.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ _EXPORTS = {
     "measure": "hwprof.measuring.runner:measure",
     "measure_ceilings": "hwprof.hardware.ceilings:measure_ceilings",
     "profile": "hwprof.profiler:profile",
+    "join": "hwprof.joining:join",
+    "load_profile": "hwprof.joining:load_profile",
+    "Profile": "hwprof.joining:Profile",
+    "Ceilings": "hwprof.hardware.ceilings:Ceilings",
     "estimate_memory": "hwprof.memory.estimate:estimate_memory",
 }
 

@@ -29,21 +29,31 @@ import pandas as pd
 
 from hwprof.device import MathModes
 
-__all__ = ["MathModes", "roof_key", "derive", "ridge_intensity"]
+__all__ = ["MathModes", "roof_key", "derive", "ridge_intensity", "CONV_CLASSES", "MATMUL_CLASSES", "TENSOR_CLASSES"]
 
 _DTYPE_ROOF = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 
-
+CONV_CLASSES = frozenset({"conv"})
+"""Op classes that follow cuDNN's TF32 switch for fp32 (``torch.backends.cudnn.allow_tf32``)."""
+MATMUL_CLASSES = frozenset({"matmul", "attention", "rnn"})
+"""Op classes that follow cuBLAS's TF32 switch for fp32 (``torch.backends.cuda.matmul.allow_tf32``)."""
+TENSOR_CLASSES = CONV_CLASSES | MATMUL_CLASSES
+"""Op classes that may run on tensor cores / matrix units; every other class is held to the fp32 roof."""
 
 
 def roof_key(dtype: str, op_class: str, modes: MathModes) -> str:
-    """Which compute roof applies: ``op_class`` is "conv", "matmul" or "other"; ``dtype`` a torch
-    dtype name ("float32", "bfloat16"...). Returns a key of ``ceilings.flop_per_s``."""
+    """Which compute roof applies: ``op_class`` an op class of the formula registry ("conv",
+    "matmul", "attention", "rnn", "norm", "elementwise", ...; "other"); ``dtype`` a torch dtype
+    name ("float32", "bfloat16"...); ``modes`` the TF32 switches the run ran under (recorded
+    with the measurement). Returns a key of ``Ceilings.flop_per_s``.
+
+    "conv" takes the cuDNN TF32 rule, "matmul", "attention" and "rnn" the cuBLAS one; every other
+    class runs on CUDA cores / SIMD units: the fp32 roof for 16-bit dtypes, the dtype's own otherwise."""
     d = _DTYPE_ROOF.get(dtype.removeprefix("torch."), "fp32")
-    if op_class == "other":
+    if op_class not in TENSOR_CLASSES:
         return "fp32" if d in ("bf16", "fp16") else d
     if d == "fp32" and modes.device_type == "cuda":
-        if (op_class == "conv" and modes.cudnn_tf32) or (op_class == "matmul" and modes.matmul_tf32):
+        if (op_class in CONV_CLASSES and modes.cudnn_tf32) or (op_class in MATMUL_CLASSES and modes.matmul_tf32):
             return "tf32"
     return d
 

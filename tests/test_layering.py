@@ -22,7 +22,7 @@ STAGES: list[tuple[str, ...]] = [
     ("hardware",),
     ("memory",),
     ("report",),
-    ("roofline", "profiler"),
+    ("roofline", "joining", "profiler"),
     ("studies",),
     ("cli", "__main__"),
 ]

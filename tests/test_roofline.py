@@ -22,6 +22,22 @@ def test_roof_selection_follows_math_mode() -> None:
     assert roof_key("float32", "conv", MathModes("cpu")) == "fp32"
 
 
+@pytest.mark.parametrize("op_class", ["matmul", "attention", "rnn"])
+def test_matmul_attention_and_rnn_follow_the_cublas_switch(op_class: str) -> None:
+    assert roof_key("float32", op_class, MathModes("cuda", cudnn_tf32=True, matmul_tf32=False)) == "fp32"
+    assert roof_key("float32", op_class, MathModes("cuda", cudnn_tf32=False, matmul_tf32=True)) == "tf32"
+    assert roof_key("bfloat16", op_class, MathModes("cuda")) == "bf16"
+
+
+@pytest.mark.parametrize("op_class", ["norm", "elementwise", "view", "pool", "reduction", "other"])
+def test_every_other_class_is_held_to_the_fp32_roof(op_class: str) -> None:
+    all_tf32 = MathModes("cuda", cudnn_tf32=True, matmul_tf32=True)
+    assert roof_key("float32", op_class, all_tf32) == "fp32"
+    assert roof_key("bfloat16", op_class, all_tf32) == "fp32"     # no tensor cores for elementwise work
+    assert roof_key("float16", op_class, all_tf32) == "fp32"
+    assert roof_key("float64", op_class, all_tf32) == "fp64"
+
+
 def test_bound_efficiency_and_flag() -> None:
     df = pd.DataFrame({
         # depthwise-like: 2.25 FLOP/B -> memory roof 6.75 TFLOP/s; achieved 1.75 TFLOP/s

@@ -4,20 +4,26 @@ the records, the Markdown report, and the MobileNetV1-vs-dense-twin comparison o
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from hwprof.report.tables import human, render
 
+if TYPE_CHECKING:
+    from hwprof.joining import Profile
+
 __all__ = ["terminal_table", "op_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines"]
+
+MIB = 2**20
 
 
 def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def terminal_table(p: Any, top: int | None = None) -> pd.DataFrame:
+def terminal_table(p: Profile, top: int | None = None) -> pd.DataFrame:
     """name, type, shape, FLOPs, time, achieved FLOP/s, % of roof, intensity, bound (strings)."""
     lay = p.layers.sort_values("time_s", ascending=False) if top else p.layers
     if top:
@@ -38,13 +44,14 @@ def terminal_table(p: Any, top: int | None = None) -> pd.DataFrame:
     return df
 
 
-def summary_lines(p: Any) -> list[str]:
+def summary_lines(p: Profile) -> list[str]:
     """A short summary whose every number comes from the profile."""
     s = p.summary
     k = p.ceilings
+    roofs = ", ".join(f"{key} {human(v)}FLOP/s" + (" (flagged)" if key in k.flagged else "")
+                      for key, v in k.flop_per_s.items())
     lines = [
-        f"device {k.device_name}: roofs {', '.join(f'{key} {human(v)}FLOP/s' for key, v in k.flop_per_s.items())}, "
-        f"bandwidth {human(k.bytes_per_s)}B/s ({k.source})",
+        f"device {k.device_name}: roofs {roofs}, bandwidth {human(k.bytes_per_s)}B/s ({k.source})",
         f"whole model: {s['whole_model_time_s'] * 1e3:.3f} ms for {human(s['flops'])}FLOPs = "
         f"{human(s['achieved_flop_per_s'])}FLOP/s, {_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak",
         f"sum of per-layer times {s['sum_of_layer_times_s'] * 1e3:.3f} ms = {_pct(s['layer_sum_over_whole'])} of the "
@@ -76,11 +83,11 @@ def summary_lines(p: Any) -> list[str]:
     if s.get("ops_matched_share") == s.get("ops_matched_share"):  # not NaN
         lines.append(f"per-op times (torch.profiler pass): {_pct(s['ops_matched_share'])} of the counted ops "
                      "matched a measured op (the rest keep no time in ops.csv)")
-    lines += [f"note: {n}" for n in p.notes]
+    lines += [f"warning: {n}" if n in p.warnings else f"note: {n}" for n in p.notes]
     return lines
 
 
-def variant_shares(p: Any, variant: str = "depthwise") -> dict[str, Any]:
+def variant_shares(p: Profile, variant: str = "depthwise") -> dict[str, Any]:
     """Share of FLOPs and time, achieved FLOP/s, fraction of roof and median intensity of one conv variant."""
     lay = p.layers
     sel = lay[lay["variant"] == variant]
@@ -100,7 +107,7 @@ def variant_shares(p: Any, variant: str = "depthwise") -> dict[str, Any]:
     }
 
 
-def comparison_lines(sep: Any, dense: Any) -> list[str]:
+def comparison_lines(sep: Profile, dense: Profile) -> list[str]:
     """MobileNetV1 vs its dense twin, every number measured in this run."""
     d = variant_shares(sep, "depthwise")
     lines = []
@@ -120,7 +127,7 @@ def comparison_lines(sep: Any, dense: Any) -> list[str]:
     return lines
 
 
-def op_table(p: Any, top: int = 25) -> pd.DataFrame:
+def op_table(p: Profile, top: int = 25) -> pd.DataFrame:
     """The ``top`` ops by measured time: module, phase, op, FLOPs, time, achieved FLOP/s, intensity, bound."""
     ops = p.ops
     if ops.empty or "time_s" not in ops or ops["time_s"].isna().all():
@@ -138,7 +145,7 @@ def memory_line(memory: dict[str, Any]) -> str:
     """One line on the measured peak: ``max_memory_allocated`` (CUDA) or the allocator trace's
     peak of live tensor bytes (CPU), the op running at the trace's peak and its scratch share;
     "" when neither was measured."""
-    mib = 2**20
+    mib = MIB
     cuda_peak = memory.get("alloc_peak_bytes")
     trace = memory.get("alloc_trace_peak_bytes")
     if cuda_peak is not None:
@@ -196,8 +203,12 @@ def memory_table(memory: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["quantity", "value", "MiB"]).set_index("quantity")
 
 
-def markdown_report(p: Any) -> str:
+def markdown_report(p: Profile, figures: Sequence[str] = ("roofline.png", "layer_time.png"),
+                    extra_notes: Sequence[str] = ()) -> str:
+    """The report.md of a saved profile; ``figures`` the plot files written beside it, ``extra_notes``
+    what saving added (a plot skipped)."""
     cfg = p.config
+    figs = ", ".join(f"`{f}`" for f in figures)
     parts = [
         f"# hwprof profile: {cfg['model']}",
         "",
@@ -207,6 +218,7 @@ def markdown_report(p: Any) -> str:
         "## Summary",
         "",
         *[f"- {line}" for line in summary_lines(p)],
+        *[f"- note: {n}" for n in extra_notes],
         "",
         "## Layers (by time)",
         "",
@@ -220,7 +232,7 @@ def markdown_report(p: Any) -> str:
         "## Memory",
         "",
         render(memory_table(p.measurement.memory), "md"),
-        "Figures: `roofline.png`, `layer_time.png`; all numbers: `layers.csv`, `profile.json`.",
+        (f"Figures: {figs}; all numbers: " if figures else "All numbers: ") + "`layers.csv`, `profile.json`.",
         "",
     ]
     return "\n".join(parts)

@@ -1,0 +1,427 @@
+"""``hwprof.join`` (this module: ``hwprof.joining``, so that the package attribute stays the function):
+counts + a measurement + ceilings, joined per layer into a :class:`Profile`.
+
+    count (CountResult)        ->  per-layer FLOPs, bytes (self: the layer's own ops), op class, variant
+    measurement (Measurement)  ->  per-layer self times, whole-model phase times, per-op times,
+                                   the math modes (TF32 switches) the run ran under
+    ceilings (Ceilings)        ->  compute roofs per dtype/math mode, memory bandwidth
+    join + derive              ->  achieved FLOP/s, bytes/s, intensity, attainable, efficiency, bound
+
+:func:`join` is a pure function of those three records: no model, no live torch state (the
+compute roof of an op follows the math modes the measurement recorded, not the switches in force
+now), so :func:`load_profile` rebuilds a :class:`Profile` from the folder :meth:`Profile.save`
+wrote. In ``mode="train"`` a layer's headline numbers are forward + backward (FLOPs, bytes,
+time); the per-phase columns stay beside them. The optimizer step is timed as a phase but not
+split per layer. Whole-model achieved FLOP/s divides all counted FLOPs by the whole-model time
+(sum of the timed phases' medians, step excluded), never by the sum of layer times.
+
+Roofs that measured rates contradict: a layer whose achieved FLOP/s exceeds its compute roof by
+more than :data:`LAYER_ROOF_MARGIN` (10%: per-layer times come from a hooked pass and move by a
+few percent), or a whole model above its peak at all, is named in a warning (logged and in the
+profile's notes) with the roof, the rate and the command that re-measures the roof; the summary
+keeps them under ``roof_violations`` and ``roofs_trusted``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import json
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from hwprof.counting.counter import CountResult
+from hwprof.errors import HwprofError
+from hwprof.files import atomic_dir, write_atomic, write_json_atomic
+from hwprof.hardware.ceilings import Ceilings, refresh_command
+from hwprof.measuring.records import Measurement
+from hwprof.roofline import CONV_CLASSES, MATMUL_CLASSES, TENSOR_CLASSES, MathModes, derive, roof_key
+
+__all__ = ["join", "load_profile", "Profile", "RoofViolation", "roof_violations", "layer_variant", "CONV_OPS",
+           "MATMUL_OPS", "LAYER_ROOF_MARGIN", "join_layers", "join_ops", "summarize", "whole_model_time_s"]
+
+log = logging.getLogger(__name__)
+
+LAYER_ROOF_MARGIN = 0.10
+"""A layer is reported above its compute roof when its achieved FLOP/s exceeds (1 + margin) x the roof."""
+
+COUNT_FILE, MEASUREMENT_FILE, CEILINGS_FILE, PROFILE_FILE = "count.json", "measurement.json", "ceilings.json", "profile.json"
+
+CONV_OPS = frozenset({"aten.convolution", "aten._convolution", "aten.cudnn_convolution", "aten.convolution_backward",
+                      "aten.mkldnn_convolution", "aten._conv_depthwise2d", "aten.cudnn_convolution_transpose"})
+MATMUL_OPS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten._scaled_mm", "aten.mv",
+                        "aten.mkldnn_rnn_layer", "aten.mkldnn_rnn_layer_backward", "aten._cudnn_rnn",
+                        "aten._cudnn_rnn_backward", "aten._native_multi_head_attention",
+                        "aten._transformer_encoder_layer_fwd",
+                        *(f"aten._scaled_dot_product_{k}{b}" for k in ("flash_attention", "flash_attention_for_cpu",
+                                                                      "efficient_attention", "cudnn_attention")
+                          for b in ("", "_backward"))})
+
+
+def layer_variant(module: nn.Module) -> str:
+    """'depthwise' (groups = C_in > 1), 'grouped', 'pointwise' (1x1), 'dense' for convs; else ''."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return ""
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise"
+    if module.groups > 1:
+        return "grouped"
+    if all(k == 1 for k in module.kernel_size):
+        return "pointwise"
+    return "dense"
+
+
+def _classified(count: CountResult, model: nn.Module | None = None) -> CountResult:
+    # shim: remove when CountResult carries op_class/variant
+    """The count with ``op_class`` on its ops and ``op_class`` + ``variant`` on its layers: the
+    counter's columns when it has them; else op classes from :data:`CONV_OPS` / :data:`MATMUL_OPS`
+    ("conv", "matmul", "other"), a layer's class from its top-ranked op (:func:`_top_ops`) and its
+    variant from :func:`layer_variant` of ``model``'s module ("" without a model, with a note)."""
+    ops, layers, notes = count.ops, count.layers, list(count.notes)
+    if "op_class" not in ops:
+        ops = ops.assign(op_class=[("conv" if o in CONV_OPS else "matmul" if o in MATMUL_OPS else "other")
+                                   for o in ops["op"]])
+    if "op_class" not in layers:
+        layers = layers.assign(op_class=_top_ops(ops)["op_class"].reindex(layers.index).fillna("other"))
+    if "variant" not in layers:
+        modules = dict(model.named_modules()) if model is not None else {}
+        layers = layers.assign(variant=[layer_variant(modules[p]) if p in modules else "" for p in layers.index])
+        if model is None:
+            notes.append("layer variants (depthwise, pointwise, ...) unknown: the count has no 'variant' column")
+    return dataclasses.replace(count, layers=layers, ops=ops, notes=notes)
+
+
+@dataclass(frozen=True)
+class RoofViolation:
+    """A measured rate above its roof: ``what`` is ``"layer <path>"`` or ``"whole model"``."""
+
+    what: str
+    roof_key: str
+    roof_flop_per_s: float
+    achieved_flop_per_s: float
+
+
+@dataclass
+class Profile:
+    """Per-layer roofline records of one model on one device (:func:`join`'s result)."""
+
+    layers: pd.DataFrame
+    summary: dict[str, Any]
+    counts: CountResult
+    measurement: Measurement
+    ceilings: Ceilings
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    ops: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """One row per counted aten op: the counts, ``time_s`` from the profiler pass where the op
+    could be matched (NaN otherwise) and the same derived roofline columns as ``layers``."""
+    warnings: list[str] = field(default_factory=list)
+    """The roof warnings among ``notes`` (rates above their roofs)."""
+
+    def save(self, directory: str | Path, command: str | None = None) -> list[Path]:
+        """Write the folder complete or not at all (:func:`hwprof.files.atomic_dir`): layers/ops CSV,
+        ``profile.json``, the Markdown report, roofline + time plots (PNG/SVG), a manifest, and the
+        three records :func:`load_profile` rebuilds the profile from (``count.json``,
+        ``measurement.json``, ``ceilings.json``). Returns the paths written."""
+        target = Path(directory)
+        with atomic_dir(target) as tmp:
+            names = _write_folder(self, tmp, command)
+        return [target / n for n in names]
+
+
+# ----------------------------------------------------------------------------- the join
+def join(count: CountResult, measurement: Measurement, ceilings: Ceilings, *, name: str | None = None) -> Profile:
+    """Place every layer and op of ``count`` on the roofline of ``ceilings`` with the times of
+    ``measurement``: a pure function of the three records (see the module docstring). Rates above
+    their roofs are logged as warnings and kept in the profile's notes and summary."""
+    p = _join(count, measurement, ceilings, name=name)
+    for w in p.warnings:
+        log.warning(w)
+    return p
+
+
+def _join(count: CountResult, m: Measurement, k: Ceilings, *, name: str | None) -> Profile:
+    c = _classified(count)
+    train = m.config.mode == "train"
+    bw = k.bytes_per_s if k.bytes_per_s is not None else math.nan
+    layers = derive(join_layers(c, m.layers, train, m.math_modes), k.flop_per_s, bw)
+    ops = derive(join_ops(c.ops, m.ops, m.math_modes), k.flop_per_s, bw)
+    summary = summarize(layers, c, whole_model_time_s(m.phases, train), k, train, ops)
+    violations = roof_violations(layers, summary)
+    summary["roof_violations"] = [dataclasses.asdict(v) for v in violations]
+    summary["ceilings_flagged"] = list(k.flagged)
+    summary["roofs_trusted"] = not violations and not k.flagged
+    warnings = roof_warnings(violations, k, m.run.device)
+    notes = [*m.notes, *c.notes, *k.notes, *warnings]
+    return Profile(layers, summary, c, m, k, _config(m, name), notes, ops, warnings)
+
+
+def _config(m: Measurement, name: str | None) -> dict[str, Any]:
+    cfg, modes = m.config, m.math_modes
+    return {"model": name or m.run.model, "device": m.run.device.split(":")[0], "mode": cfg.mode,
+            "dtype": m.run.dtype, "optimizer": cfg.optimizer_name, "channels_last": cfg.channels_last,
+            "batch": m.run.batch, "budget_s": cfg.budget_s,
+            "math_modes": {"cudnn_tf32": modes.cudnn_tf32, "matmul_tf32": modes.matmul_tf32}}
+
+
+def _class_rank(op_class: str) -> int:
+    """conv 2 > matmul, attention, rnn 1 > every other class 0: which op sets a layer's roof."""
+    return 2 if op_class in CONV_CLASSES else 1 if op_class in MATMUL_CLASSES else 0
+
+
+def _top_ops(ops: pd.DataFrame) -> pd.DataFrame:
+    """Per module, its top-ranked op (:func:`_class_rank`, then most FLOPs): ``op_class`` and ``dtype``."""
+    if ops.empty:
+        return pd.DataFrame(columns=["op_class", "dtype"])
+    frame = ops.assign(rank=ops["op_class"].map(_class_rank))
+    best = frame.sort_values(["rank", "flops"], ascending=False).groupby("module").head(1).set_index("module")
+    return best[["op_class", "dtype"]]
+
+
+def join_ops(counted: pd.DataFrame, measured: pd.DataFrame, modes: MathModes) -> pd.DataFrame:
+    """Counted ops (with ``op_class``) with their measured ``time_s``, matched per phase in dispatch order.
+
+    The measured pass may run a few ops the count does not (the loss ``sum`` and its seed
+    gradient, for instance), so the two op-name sequences are aligned with
+    ``difflib.SequenceMatcher``; counted ops left unmatched keep NaN time. Adds ``roof_key``."""
+    out = counted.copy()
+    out["time_s"] = float("nan")
+    for phase in ("fwd", "bwd"):
+        c_idx = out.index[out["phase"] == phase]
+        m_sel = measured[measured["phase"] == phase] if len(measured) else measured
+        if not len(c_idx) or not len(m_sel):
+            continue
+        a, b = list(out.loc[c_idx, "op"]), list(m_sel["op"])
+        times = list(m_sel["time_s"])
+        for block in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks():
+            for i in range(block.size):
+                out.loc[c_idx[block.a + i], "time_s"] = times[block.b + i]
+    out["roof_key"] = [roof_key(d or "float32", o, modes) for d, o in zip(out["dtype"], out["op_class"], strict=True)]
+    return out
+
+
+def join_layers(c: CountResult, times: pd.DataFrame, train: bool, modes: MathModes) -> pd.DataFrame:
+    """One row per module that ran and does work of its own: counts (self) + measured self times.
+
+    Headline ``flops``/``bytes``/``time_s`` are forward (inference) or forward + backward (train).
+    ``roof_key`` names the compute roof of the layer's class and dtype under ``modes``
+    (:func:`hwprof.roofline.roof_key`); ``c`` carries ``op_class`` and ``variant`` columns.
+    """
+    lay = c.layers
+    own = (lay["flops_fwd"] + lay["bytes_fwd"] + lay["flops_bwd"] + lay["bytes_bwd"]) > 0
+    rows = lay[(lay["calls"] > 0) & (lay["is_leaf"] | own)].copy()
+    t = times.reindex(rows.index) if len(times) else pd.DataFrame(index=rows.index, columns=["fwd_s", "bwd_s"])
+    rows["fwd_s"] = t["fwd_s"].astype(float)
+    rows["bwd_s"] = t["bwd_s"].astype(float) if train else 0.0
+    rows["flops"] = rows["flops_fwd"] + (rows["flops_bwd"] if train else 0)
+    rows["macs"] = rows["macs_fwd"] + (rows["macs_bwd"] if train else 0)
+    rows["bytes"] = rows["bytes_fwd"] + (rows["bytes_bwd"] if train else 0)
+    rows["time_s"] = rows["fwd_s"].fillna(0) + (rows["bwd_s"].fillna(0) if train else 0)
+    total_t = rows["time_s"].sum()
+    rows["time_share"] = rows["time_s"] / total_t if total_t > 0 else 0.0
+    total_f = rows["flops"].sum()
+    rows["flops_share"] = rows["flops"] / total_f if total_f > 0 else 0.0
+    rows["op_class"] = rows.pop("op_class").fillna("other")
+    rows["dtype"] = _top_ops(c.ops)["dtype"].reindex(rows.index).fillna("float32")
+    rows["roof_key"] = [roof_key(d, o, modes) for d, o in zip(rows["dtype"], rows["op_class"], strict=True)]
+    rows["variant"] = rows.pop("variant").fillna("")
+    rows["uncounted_calls"] = rows["uncounted_calls_fwd"] + (rows["uncounted_calls_bwd"] if train else 0)
+    return rows
+
+
+def whole_model_time_s(phases: pd.DataFrame, train: bool) -> float:
+    """Median time of the timed forward (+ backward) phases; the optimizer step is excluded."""
+    names = ["fwd", "bwd"] if train else ["fwd_nograd"]
+    return float(sum(phases.loc[n, "median_s"] for n in names if n in phases.index))
+
+
+def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Ceilings,
+              train: bool, ops: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Whole-model figures and the by-type breakdown, all computed from the records.
+
+    The whole model's peak is the roof most of its tensor-class layers (conv, matmul, attention,
+    rnn) use, else fp32. The share of time taken by ops without a formula comes from the per-op
+    times when they were measured, else (coarser) from the time of the layers that ran such ops."""
+    flops = float(c.totals["flops_fwd"] + (c.totals["flops_bwd"] if train else 0))
+    main_key = layers.loc[layers["op_class"].isin(list(TENSOR_CLASSES)), "roof_key"].mode()
+    peak_key = str(main_key.iloc[0]) if len(main_key) else "fp32"
+    peak = float(k.flop_per_s.get(peak_key, float("nan")))
+    by = layers.assign(kind=[v or t for v, t in zip(layers["variant"], layers["type"], strict=True)])
+    by_type = by.groupby("kind").agg(time_s=("time_s", "sum"), flops=("flops", "sum"), layers=("type", "size"))
+    by_type["time_share"] = by_type["time_s"] / by_type["time_s"].sum()
+    by_type["flops_share"] = by_type["flops"] / by_type["flops"].sum()
+    by_type["achieved_flop_per_s"] = by_type["flops"] / by_type["time_s"].where(by_type["time_s"] > 0)
+    by_type = by_type.sort_values("time_s", ascending=False)
+    unc = layers["uncounted_calls"] > 0
+    layer_sum = float(layers["time_s"].sum())
+    return {
+        "whole_model_time_s": whole_s,
+        "sum_of_layer_times_s": layer_sum,
+        "layer_sum_over_whole": layer_sum / whole_s if whole_s else float("nan"),
+        "flops": flops,
+        "achieved_flop_per_s": flops / whole_s if whole_s else float("nan"),
+        "peak_key": peak_key,
+        "peak_flop_per_s": peak,
+        "fraction_of_peak": (flops / whole_s) / peak if whole_s and peak == peak else float("nan"),
+        "bytes_per_s_roof": float(k.bytes_per_s) if k.bytes_per_s is not None else float("nan"),
+        "memory_bound_time_share": float(layers.loc[layers["bound"] == "memory", "time_share"].sum()),
+        "above_roof_layers": list(layers.index[layers["above_roof"]]),
+        "uncounted": dict(c.uncounted),
+        "uncounted_time_share": _uncounted_share(layers, unc, ops),
+        "ops_matched_share": float(ops["time_s"].notna().mean()) if ops is not None and len(ops) else float("nan"),
+        "by_type": by_type,
+    }
+
+
+def _uncounted_share(layers: pd.DataFrame, unc: pd.Series, ops: pd.DataFrame | None) -> float:
+    if ops is not None and len(ops) and ops["time_s"].notna().any():
+        t = ops["time_s"].fillna(0.0)
+        return float(t[~ops["counted"]].sum() / t.sum()) if t.sum() > 0 else 0.0
+    return float(layers.loc[unc, "time_share"].sum())
+
+
+# ----------------------------------------------------------------------------- rates above roofs
+def roof_violations(layers: pd.DataFrame, summary: Mapping[str, Any],
+                    margin: float = LAYER_ROOF_MARGIN) -> list[RoofViolation]:
+    """Layers whose achieved FLOP/s exceeds ``(1 + margin)`` x their compute roof, largest excess
+    first, then the whole model when its achieved FLOP/s exceeds its peak at all."""
+    ratio = layers["achieved_flop_per_s"] / layers["compute_roof_flop_per_s"]
+    over = layers.assign(_ratio=ratio)[ratio > 1 + margin].sort_values("_ratio", ascending=False)
+    out = [RoofViolation(f"layer {path or '(root)'}", str(r["roof_key"]), float(r["compute_roof_flop_per_s"]),
+                         float(r["achieved_flop_per_s"])) for path, r in over.iterrows()]
+    rate, peak = float(summary["achieved_flop_per_s"]), float(summary["peak_flop_per_s"])
+    if rate > peak:   # NaN compares False
+        out.append(RoofViolation("whole model", str(summary["peak_key"]), peak, rate))
+    return out
+
+
+def _rate(x: float) -> str:
+    """FLOP/s with an SI prefix (base 1000): 1.634e11 -> '163.4 GFLOP/s'."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= factor:
+            return f"{x / factor:.1f} {prefix}FLOP/s"
+    return f"{x:.1f} FLOP/s"
+
+
+def roof_warnings(violations: Sequence[RoofViolation], k: Ceilings, device: str) -> list[str]:
+    """One warning per roof the layers exceed, and one for the whole model: the roof, the rate,
+    where the ceilings came from and the command that re-measures them."""
+    if not violations:
+        return []
+    origin = f"ceilings: {k.source}, {k.date}"
+    fix = (f"re-measure the ceilings with `{refresh_command(device)}` on a quiet machine (a roof measured under "
+           "load is too low; a kernel that does fewer operations than counted, e.g. Winograd, also runs above it)")
+    out = []
+    layers = [v for v in violations if v.what != "whole model"]
+    for key in dict.fromkeys(v.roof_key for v in layers):
+        sel = [v for v in layers if v.roof_key == key]
+        top = sel[0]
+        out.append(f"{len(sel)} layer(s) ran above {1 + LAYER_ROOF_MARGIN:.2f}x the {key} roof of "
+                   f"{_rate(top.roof_flop_per_s)} ({origin}), up to {_rate(top.achieved_flop_per_s)} in "
+                   f"{top.what.removeprefix('layer ')} ({top.achieved_flop_per_s / top.roof_flop_per_s:.2f}x); {fix}")
+    for v in violations:
+        if v.what == "whole model":
+            out.append(f"the whole model ran at {_rate(v.achieved_flop_per_s)}, above the {v.roof_key} roof of "
+                       f"{_rate(v.roof_flop_per_s)} ({origin}); {fix}")
+    return out
+
+
+# ----------------------------------------------------------------------------- the saved folder
+def _frame_to_dict(df: pd.DataFrame) -> dict[str, Any]:
+    """A DataFrame as JSON-ready data that :func:`_frame_from_dict` rebuilds with its dtypes
+    (floats through Python's shortest repr, so they come back bit for bit)."""
+    return {"index_name": df.index.name, "index": list(df.index), "columns": [str(c) for c in df.columns],
+            "dtypes": [str(t) for t in df.dtypes], "data": df.to_numpy(dtype=object).tolist()}
+
+
+def _frame_from_dict(d: Mapping[str, Any]) -> pd.DataFrame:
+    df = pd.DataFrame(d["data"], columns=d["columns"], index=pd.Index(d["index"], name=d["index_name"]))
+    return df.astype(dict(zip(d["columns"], d["dtypes"], strict=True))) if len(d["columns"]) else df
+
+
+def count_to_dict(c: CountResult) -> dict[str, Any]:
+    """What :func:`load_profile` needs of a count: layers, ops, totals, uncounted ops and notes."""
+    return {"layers": _frame_to_dict(c.layers), "ops": _frame_to_dict(c.ops), "totals": c.totals,
+            "uncounted": c.uncounted, "notes": c.notes}
+
+
+def count_from_dict(d: Mapping[str, Any]) -> CountResult:
+    return CountResult(_frame_from_dict(d["layers"]), _frame_from_dict(d["ops"]), dict(d["totals"]),
+                       {str(k): int(v) for k, v in d["uncounted"].items()}, list(d.get("notes") or []))
+
+
+def load_profile(directory: str | Path) -> Profile:
+    """Rebuild the :class:`Profile` saved in ``directory`` by :meth:`Profile.save`: :func:`join` of
+    its saved count, measurement and ceilings, with no model and no live torch state."""
+    d = Path(directory)
+    missing = [n for n in (COUNT_FILE, MEASUREMENT_FILE, CEILINGS_FILE, PROFILE_FILE) if not (d / n).is_file()]
+    if missing:
+        raise HwprofError(f"{d} is not a saved profile: {', '.join(missing)} missing")
+    try:
+        saved = {n: json.loads((d / n).read_text()) for n in (COUNT_FILE, MEASUREMENT_FILE, CEILINGS_FILE, PROFILE_FILE)}
+        count, m = count_from_dict(saved[COUNT_FILE]), Measurement.from_dict(saved[MEASUREMENT_FILE])
+        k = Ceilings.from_dict(saved[CEILINGS_FILE])
+    except (ValueError, KeyError, TypeError) as e:
+        raise HwprofError(f"{d}: unreadable saved profile ({type(e).__name__}: {e})") from None
+    return join(count, m, k, name=(saved[PROFILE_FILE].get("config") or {}).get("model"))
+
+
+def manifest(p: Profile, command: str | None) -> dict[str, Any]:
+    """Command, date, versions, device, ceilings and configuration of a saved profile."""
+    from hwprof.report.manifest import versions
+
+    v = versions()
+    return {
+        "command": command or " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **{k: v[k] for k in ("hwprof", "torch", "cuda", "python", "platform")}, "versions": v,
+        "device": p.measurement.device, "ceilings": p.ceilings.to_dict(), "config": p.config,
+    }
+
+
+def _plots(p: Profile, d: Path) -> tuple[list[Path], list[str]]:
+    """The roofline and layer-time plots; without matplotlib none, and a note saying so."""
+    from hwprof.report import plots
+
+    pts = p.layers.reset_index().rename(columns={"path": "name"})
+    pts["layer_type"] = [v or t for v, t in zip(pts["variant"], pts["type"], strict=True)]
+    cfg = p.config
+    title = f"{cfg['model']} ({cfg['dtype']}, {cfg['mode']}, batch {cfg['batch']})"
+    try:
+        out = plots.roofline_plot(pts[pts["time_s"] > 0], p.ceilings, d / "roofline.png", title=title)
+        out += plots.time_bar_plot(pts, d / "layer_time.png", title=title)
+    except plots.PlotUnavailable as e:
+        return [], [f"plots skipped: {e}"]
+    return out, []
+
+
+def _write_folder(p: Profile, d: Path, command: str | None) -> list[str]:
+    """Every file of a saved profile into the (temporary) folder ``d``; returns their names."""
+    from hwprof.report.profile_report import markdown_report
+
+    figures, notes = _plots(p, d)
+    written = [
+        write_atomic(d / "layers.csv", p.layers.to_csv()),
+        write_atomic(d / "ops.csv", p.ops.to_csv(index=False)),
+        write_json_atomic(d / PROFILE_FILE, {
+            "summary": p.summary, "config": p.config, "notes": p.notes + notes,
+            "phases": p.measurement.phases, "memory": p.measurement.memory,
+            "ceilings": p.ceilings.to_dict(), "layers": p.layers}),
+        write_json_atomic(d / COUNT_FILE, count_to_dict(p.counts)),
+        write_json_atomic(d / MEASUREMENT_FILE, p.measurement.to_dict()),
+        write_json_atomic(d / CEILINGS_FILE, p.ceilings.to_dict()),
+        write_atomic(d / "report.md", markdown_report(p, figures=[f.name for f in figures if f.suffix == ".png"],
+                                                      extra_notes=notes)),
+        *figures,
+        write_json_atomic(d / "manifest.json", manifest(p, command)),
+    ]
+    return [f.name for f in written]
