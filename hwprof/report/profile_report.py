@@ -4,7 +4,7 @@ the records, the Markdown report, and the MobileNetV1-vs-dense-twin comparison o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -14,7 +14,8 @@ from hwprof.report.tables import human, render
 if TYPE_CHECKING:
     from hwprof.joining import Profile
 
-__all__ = ["terminal_table", "op_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines"]
+__all__ = ["terminal_table", "op_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines",
+           "phase_table", "memory_table", "memory_line", "memory_lines"]
 
 MIB = 2**20
 
@@ -190,23 +191,44 @@ def memory_lines(mem: dict[str, Any]) -> list[str]:
     return out
 
 
-def memory_table(memory: dict[str, Any]) -> pd.DataFrame:
-    """The measured memory fields that are set: bytes (with MiB beside them) and the other
-    values (counts, the op at the allocator trace's peak) as they are."""
-    rows = []
-    for k, v in memory.items():
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v == "":
-            continue
-        is_bytes = k.endswith("_bytes") and isinstance(v, (int, float))
-        rows.append({"quantity": k, "value": int(v) if is_bytes else v,
-                     "MiB": f"{v / 2**20:,.1f}" if is_bytes else ""})
-    return pd.DataFrame(rows, columns=["quantity", "value", "MiB"]).set_index("quantity")
+def _value(key: str, v: Any) -> str:
+    """A probe's value as shown: bytes in MiB (``*_bytes``), other numbers with thousands separators."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if key.endswith("_bytes"):
+        return f"{v / MIB:,.1f} MiB"
+    return f"{v:,}" if float(v).is_integer() else f"{v:,.3g}"
+
+
+def memory_table(memory: Mapping[str, Any]) -> pd.DataFrame:
+    """The measured memory fields that are set, formatted: bytes as MiB, counts and the op at the
+    allocator trace's peak as they are."""
+    rows = [{"quantity": k, "value": _value(k, v)} for k, v in memory.items()
+            if not (v is None or (isinstance(v, float) and math.isnan(v)) or v == "")]
+    return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
+
+
+def _ms(x: float) -> str:
+    return "-" if x != x else f"{x * 1e3:.3f} ms"
+
+
+def phase_table(phases: pd.DataFrame) -> pd.DataFrame:
+    """The timed phases formatted: times in ms, repetitions as integers, IQR / median in percent."""
+    out = pd.DataFrame(index=phases.index)
+    for col in ("median_s", "iqr_s", "min_s", "mean_s"):
+        if col in phases:
+            out[col.removesuffix("_s")] = phases[col].map(_ms)
+    if "reps" in phases:
+        out["reps"] = phases["reps"].map(lambda r: "-" if r != r else f"{int(r)}")
+    if "iqr_over_median" in phases:
+        out["iqr/median"] = phases["iqr_over_median"].map(_pct)
+    return out
 
 
 def markdown_report(p: Profile, figures: Sequence[str] = ("roofline.png", "layer_time.png"),
                     extra_notes: Sequence[str] = ()) -> str:
     """The report.md of a saved profile; ``figures`` the plot files written beside it, ``extra_notes``
-    what saving added (a plot skipped)."""
+    what saving added (a plot skipped). Every number formatted with its unit."""
     cfg = p.config
     figs = ", ".join(f"`{f}`" for f in figures)
     parts = [
@@ -228,7 +250,7 @@ def markdown_report(p: Profile, figures: Sequence[str] = ("roofline.png", "layer
         render(op_table(p, top=25), "md"),
         "## Phases (whole model)",
         "",
-        render(p.measurement.phases, "md"),
+        render(phase_table(p.measurement.phases), "md"),
         "## Memory",
         "",
         render(memory_table(p.measurement.memory), "md"),
