@@ -15,11 +15,12 @@ time); the per-phase columns stay beside them. The optimizer step is timed as a 
 split per layer. Whole-model achieved FLOP/s divides all counted FLOPs by the whole-model time
 (sum of the timed phases' medians, step excluded), never by the sum of layer times.
 
-Roofs that measured rates contradict: a layer whose achieved FLOP/s exceeds its compute roof by
-more than :data:`LAYER_ROOF_MARGIN` (10%: per-layer times come from a hooked pass and move by a
-few percent), or a whole model above its peak at all, is named in a warning (logged and in the
-profile's notes) with the roof, the rate and the command that re-measures the roof; the summary
-keeps them under ``roof_violations`` and ``roofs_trusted``.
+Roofs that measured rates contradict: a layer whose achieved FLOP/s exceeds its compute roof, or
+whose achieved bytes/s exceeds the memory roof, by more than :data:`LAYER_ROOF_MARGIN` (10%:
+per-layer times come from a hooked pass and move by a few percent), or a whole model above its
+peak at all, is named in a warning (logged and in the profile's notes) with the roof, the rate and
+the command that re-measures the roof; the summary keeps them under ``roof_violations`` and
+``roofs_trusted``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from torch import nn
@@ -52,7 +53,7 @@ __all__ = ["join", "load_profile", "Profile", "RoofViolation", "roof_violations"
 log = logging.getLogger(__name__)
 
 LAYER_ROOF_MARGIN = 0.10
-"""A layer is reported above its compute roof when its achieved FLOP/s exceeds (1 + margin) x the roof."""
+"""A layer is reported above a roof when its achieved rate exceeds (1 + margin) x the roof."""
 
 COUNT_FILE, MEASUREMENT_FILE, CEILINGS_FILE, PROFILE_FILE = "count.json", "measurement.json", "ceilings.json", "profile.json"
 
@@ -102,12 +103,19 @@ def _classified(count: CountResult, model: nn.Module | None = None) -> CountResu
 
 @dataclass(frozen=True)
 class RoofViolation:
-    """A measured rate above its roof: ``what`` is ``"layer <path>"`` or ``"whole model"``."""
+    """A measured rate above its roof. ``what``: ``"layer <path>"`` or ``"whole model"``; ``roof_key``:
+    a compute roof ("fp32", "tf32", ...; rates in FLOP/s) or ``"memory"`` (the bandwidth roof; rates
+    in bytes/s), as ``unit`` says."""
 
     what: str
     roof_key: str
-    roof_flop_per_s: float
-    achieved_flop_per_s: float
+    roof_per_s: float
+    achieved_per_s: float
+    unit: Literal["FLOP/s", "B/s"] = "FLOP/s"
+
+    @property
+    def compute(self) -> bool:
+        return self.unit == "FLOP/s"
 
 
 @dataclass
@@ -292,46 +300,57 @@ def _uncounted_share(layers: pd.DataFrame, unc: pd.Series, ops: pd.DataFrame | N
 # ----------------------------------------------------------------------------- rates above roofs
 def roof_violations(layers: pd.DataFrame, summary: Mapping[str, Any],
                     margin: float = LAYER_ROOF_MARGIN) -> list[RoofViolation]:
-    """Layers whose achieved FLOP/s exceeds ``(1 + margin)`` x their compute roof, largest excess
-    first, then the whole model when its achieved FLOP/s exceeds its peak at all."""
-    ratio = layers["achieved_flop_per_s"] / layers["compute_roof_flop_per_s"]
-    over = layers.assign(_ratio=ratio)[ratio > 1 + margin].sort_values("_ratio", ascending=False)
-    out = [RoofViolation(f"layer {path or '(root)'}", str(r["roof_key"]), float(r["compute_roof_flop_per_s"]),
-                         float(r["achieved_flop_per_s"])) for path, r in over.iterrows()]
+    """Rates above their roofs, largest excess first: layers whose achieved FLOP/s exceeds ``(1 +
+    margin)`` x their compute roof, layers whose achieved bytes/s exceeds ``(1 + margin)`` x the
+    memory roof (``summary["bytes_per_s_roof"]``), then the whole model when its achieved FLOP/s
+    exceeds its peak at all. NaN rates (no time, no bytes) are never above anything."""
+    bw = float(summary["bytes_per_s_roof"])
+    checks: tuple[tuple[str | None, str, Literal["FLOP/s", "B/s"]], ...] = (
+        ("compute_roof_flop_per_s", "achieved_flop_per_s", "FLOP/s"), (None, "achieved_bytes_per_s", "B/s"))
+    found = []
+    for roof_col, rate_col, unit in checks:
+        roof = layers[roof_col] if roof_col else pd.Series(bw, index=layers.index)
+        ratio = layers[rate_col] / roof
+        for path in ratio.index[ratio > 1 + margin]:
+            key = str(layers.loc[path, "roof_key"]) if roof_col else "memory"
+            found.append((float(ratio[path]), RoofViolation(f"layer {path or '(root)'}", key, float(roof[path]),
+                                                            float(layers.loc[path, rate_col]), unit)))
+    out = [v for _, v in sorted(found, key=lambda rv: -rv[0])]
     rate, peak = float(summary["achieved_flop_per_s"]), float(summary["peak_flop_per_s"])
     if rate > peak:   # NaN compares False
         out.append(RoofViolation("whole model", str(summary["peak_key"]), peak, rate))
     return out
 
 
-def _rate(x: float) -> str:
-    """FLOP/s with an SI prefix (base 1000): 1.634e11 -> '163.4 GFLOP/s'."""
+def _rate(x: float, unit: str = "FLOP/s") -> str:
+    """A rate with an SI prefix (base 1000): 1.634e11 -> '163.4 GFLOP/s'."""
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= factor:
-            return f"{x / factor:.1f} {prefix}FLOP/s"
-    return f"{x:.1f} FLOP/s"
+            return f"{x / factor:.1f} {prefix}{unit}"
+    return f"{x:.1f} {unit}"
 
 
 def roof_warnings(violations: Sequence[RoofViolation], k: Ceilings, device: str) -> list[str]:
     """One warning per roof the layers exceed, and one for the whole model: the roof, the rate,
     where the ceilings came from and the command that re-measures them."""
-    if not violations:
-        return []
     origin = f"ceilings: {k.source}, {k.date}"
-    fix = (f"re-measure the ceilings with `{refresh_command(device)}` on a quiet machine (a roof measured under "
-           "load is too low; a kernel that does fewer operations than counted, e.g. Winograd, also runs above it)")
+    fix = f"re-measure the ceilings with `{refresh_command(device)}` on a quiet machine"
+    why = {"FLOP/s": "a roof measured under load is too low; a kernel that does fewer operations than counted, "
+                     "e.g. Winograd, also runs above it",
+           "B/s": "data served from cache runs above the DRAM bandwidth; a bandwidth measured under load is too low"}
     out = []
     layers = [v for v in violations if v.what != "whole model"]
     for key in dict.fromkeys(v.roof_key for v in layers):
-        sel = [v for v in layers if v.roof_key == key]
-        top = sel[0]
-        out.append(f"{len(sel)} layer(s) ran above {1 + LAYER_ROOF_MARGIN:.2f}x the {key} roof of "
-                   f"{_rate(top.roof_flop_per_s)} ({origin}), up to {_rate(top.achieved_flop_per_s)} in "
-                   f"{top.what.removeprefix('layer ')} ({top.achieved_flop_per_s / top.roof_flop_per_s:.2f}x); {fix}")
+        top = [v for v in layers if v.roof_key == key]
+        verb = "ran above" if top[0].compute else "moved data faster than"
+        out.append(f"{len(top)} layer(s) {verb} {1 + LAYER_ROOF_MARGIN:.2f}x the {key} roof of "
+                   f"{_rate(top[0].roof_per_s, top[0].unit)} ({origin}), up to {_rate(top[0].achieved_per_s, top[0].unit)}"
+                   f" in {top[0].what.removeprefix('layer ')} ({top[0].achieved_per_s / top[0].roof_per_s:.2f}x): "
+                   f"{why[top[0].unit]}; {fix}")
     for v in violations:
         if v.what == "whole model":
-            out.append(f"the whole model ran at {_rate(v.achieved_flop_per_s)}, above the {v.roof_key} roof of "
-                       f"{_rate(v.roof_flop_per_s)} ({origin}); {fix}")
+            out.append(f"the whole model ran at {_rate(v.achieved_per_s)}, above the {v.roof_key} roof of "
+                       f"{_rate(v.roof_per_s)} ({origin}): {why['FLOP/s']}; {fix}")
     return out
 
 

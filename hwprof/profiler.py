@@ -99,12 +99,17 @@ def _remeasure(k: Ceilings, device: str) -> Ceilings:
 
 def trusted_join(count: CountResult, measurement: Measurement, ceilings: Ceilings, *, name: str | None = None,
                  remeasure: Remeasure = _remeasure) -> Profile:
-    """:func:`hwprof.join`; when it finds a rate above a roof of ceilings read from the cache, the
-    ceilings are re-measured once (``remeasure``) and the records joined again. Whatever the last
-    join still finds is logged and kept in the profile (notes, ``summary["roof_violations"]``)."""
+    """:func:`hwprof.join`; when it finds a FLOP rate above a compute roof of ceilings read from the
+    cache, the ceilings are re-measured once (``remeasure``) and the records joined again. Whatever
+    the last join still finds is logged and kept in the profile (notes, ``summary["roof_violations"]``).
+
+    Layers above the memory roof are warned about but do not trigger a re-measure: on CPUs small
+    tensors served from cache run above the DRAM bandwidth in every run, and re-measuring the
+    bandwidth each time would undo the cache."""
     p = _join(count, measurement, ceilings, name=name)
-    if p.summary["roof_violations"] and ceilings.source == "cache":
-        what = ", ".join(v["what"] for v in p.summary["roof_violations"][:3])
+    compute = [v for v in p.summary["roof_violations"] if v["unit"] == "FLOP/s"]
+    if compute and ceilings.source == "cache":
+        what = ", ".join(v["what"] for v in compute[:3])
         log.warning("measured rates contradict the cached ceilings of %s (%s, measured %s): %s; re-measuring them "
                     "once", ceilings.device_name, ceilings.cache_file or "cache", ceilings.date, what)
         fresh = remeasure(ceilings, measurement.run.device)

@@ -132,17 +132,23 @@ def test_load_profile_needs_every_record(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- rates above roofs
-def _layers(achieved: list[float], roof: float = 100e9) -> pd.DataFrame:
-    return pd.DataFrame({"achieved_flop_per_s": achieved, "compute_roof_flop_per_s": roof, "roof_key": "fp32"},
-                        index=[f"l{i}" for i in range(len(achieved))])
+def _layers(flop_per_s: list[float], bytes_per_s: list[float] | None = None, roof: float = 100e9) -> pd.DataFrame:
+    return pd.DataFrame({"achieved_flop_per_s": flop_per_s, "compute_roof_flop_per_s": roof, "roof_key": "fp32",
+                         "achieved_bytes_per_s": bytes_per_s or [0.0] * len(flop_per_s)},
+                        index=[f"l{i}" for i in range(len(flop_per_s))])
 
 
 def test_roof_violations_margin_for_layers_none_for_the_whole_model() -> None:
-    summary = {"achieved_flop_per_s": 100.1e9, "peak_flop_per_s": 100e9, "peak_key": "fp32"}
-    # roof 100 GFLOP/s, margin 10%: 105 (1.05x) and 110 (exactly 1.10x) pass, 120 and 163 do not
-    found = roof_violations(_layers([105e9, 110e9, 120e9, 163e9, float("nan")]), summary)
-    assert [v.what for v in found] == ["layer l3", "layer l2", "whole model"]   # largest excess first
-    assert found[-1].achieved_flop_per_s == 100.1e9   # the whole model: above its peak at all
+    summary = {"achieved_flop_per_s": 100.1e9, "peak_flop_per_s": 100e9, "peak_key": "fp32", "bytes_per_s_roof": 20e9}
+    # compute roof 100 GFLOP/s, margin 10%: 105 (1.05x) and 110 (exactly 1.10x) pass, 120 and 163 do not;
+    # memory roof 20 GB/s: 21 GB/s (1.05x) passes, 30 GB/s (1.5x) does not
+    layers = _layers([105e9, 110e9, 120e9, 163e9, float("nan")], [21e9, 0.0, 0.0, 0.0, 30e9])
+    found = roof_violations(layers, summary)
+    assert [(v.what, v.roof_key, v.unit) for v in found] == [
+        ("layer l3", "fp32", "FLOP/s"), ("layer l4", "memory", "B/s"), ("layer l2", "fp32", "FLOP/s"),
+        ("whole model", "fp32", "FLOP/s")]                  # largest excess first: 1.63x, 1.5x, 1.2x
+    assert found[1].roof_per_s == 20e9 and found[1].achieved_per_s == 30e9
+    assert found[-1].achieved_per_s == 100.1e9             # the whole model: above its peak at all
     assert roof_violations(_layers([99e9]), {**summary, "achieved_flop_per_s": 99e9}) == []
 
 
@@ -162,6 +168,16 @@ def test_rates_above_roofs_warn_and_flag(saved: hwprof.Profile, caplog: pytest.L
     assert caplog.text.count("hwprof ceilings --refresh --device cpu") == 2
     ok = hwprof.join(saved.counts, saved.measurement, FAKE_CEILINGS)
     assert ok.summary["roofs_trusted"] and ok.summary["roof_violations"] == [] and ok.warnings == []
+
+
+def test_layers_above_the_memory_roof_warn_without_a_remeasure(saved: hwprof.Profile) -> None:
+    slow_memory = dataclasses.replace(FAKE_CEILINGS, bytes_per_s=1e3, source="cache")   # 1 kB/s: every layer is above
+    calls: list[str] = []
+    p = trusted_join(saved.counts, saved.measurement, slow_memory, remeasure=lambda k, d: calls.append(d) or k)
+    assert calls == [] and not p.summary["roofs_trusted"]   # cache residency is no reason to re-measure each run
+    assert {v["unit"] for v in p.summary["roof_violations"]} == {"B/s"}
+    assert len(p.warnings) == 1 and "moved data faster than 1.10x the memory roof of 1.0 kB/s" in p.warnings[0]
+    assert "data served from cache" in p.warnings[0] and "hwprof ceilings --refresh --device cpu" in p.warnings[0]
 
 
 def test_flagged_ceilings_are_not_trusted(saved: hwprof.Profile) -> None:
