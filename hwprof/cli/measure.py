@@ -103,7 +103,8 @@ def _text(name: str, spec: str, m: Any) -> str:
 
 
 def layer_sum_lines(s: dict[str, Any]) -> list[str]:
-    """Per phase: the whole-model median beside the sum of per-layer self times."""
+    """Per phase: the whole-model median beside the sum of per-layer self times, and the paired ratio
+    sum(per-layer self) / whole with its spread (median, q25-q75 over the pairs of repetitions)."""
     lines = []
     for ph in ("fwd", "bwd"):
         if s.get(f"{ph}_whole_s") is None:
@@ -112,5 +113,10 @@ def layer_sum_lines(s: dict[str, Any]) -> list[str]:
         line = (f"{ph}: whole model {_ms(s[f'{ph}_whole_s'])}, sum of per-layer self {_ms(s[f'{ph}_layer_sum_s'])}"
                 + (f" ({100 * ratio:.0f}%)" if ratio is not None else "")
                 + f", hooked root {_ms(s[f'{ph}_hooked_root_s'])}")
+        paired = s.get(f"{ph}_paired_ratio")
+        if paired is not None:
+            line += (f"; per-layer sum / whole measured in pairs: {100 * paired:.0f}% "
+                     f"(q25-q75 {100 * s[f'{ph}_paired_ratio_q25']:.0f}-{100 * s[f'{ph}_paired_ratio_q75']:.0f}%, "
+                     f"{s[f'{ph}_pairs']} pairs)")
         lines.append(line)
     return lines

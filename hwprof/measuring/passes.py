@@ -4,12 +4,25 @@
 
     timed_phases(work, ctx)     -> PhaseTimes  fwd_nograd | fwd, bwd, step: time_fn, allocator peaks per phase
     alloc_trace_pass(work, ctx) -> TracePass   two iterations under torch.profiler(profile_memory=True)
-    per_layer_pass(work, ctx)   -> LayerPass   hooked repetitions (LayerTimer), median per module
+    per_layer_pass(work, ctx)   -> LayerPass   hooked repetitions, each paired with an unhooked one
     per_op_pass(work, ctx)      -> OpPass      per-aten-op times from torch.profiler
 
 (:func:`hwprof.measuring.runner.measure` runs the first forward before them and combines their
 records into the :class:`~hwprof.measuring.records.Measurement`.) Each record carries the notes
 its pass has for the user; progress goes to this module's logger (debug level).
+
+**Per-layer and whole-model times at the same moments.** Under a load that drifts (other
+processes on the machine), a whole-model median taken in one pass and per-layer times taken in a
+later one are ratios of two different machines. So the per-layer pass runs *pairs*: an unhooked
+whole-model repetition of the same phases (``fwd``, and in training ``bwd``), then the hooked
+repetition right after it; per pair and phase::
+
+    ratio = sum over modules of the hooked repetition's self times / the unhooked repetition's time
+
+and :func:`layer_sum` reports the median, q25 and q75 of the ratios beside the unpaired ratio
+(per-layer medians over the headline phase's median). On CUDA both repetitions of a pair record
+events and nothing synchronises the host inside them: ``LayerTimer.collect`` synchronises once,
+after the pair, and then the unhooked repetition's events are read.
 
 **Out of memory.** An out-of-memory error inside a pass leaves it as :class:`PhaseOutOfMemory`,
 which names the phase (:func:`oom_phase`), so ``measure()`` can drop the run's tensors before it
@@ -26,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -35,11 +49,11 @@ from hwprof.measuring.alloc_trace import AllocTrace, alloc_trace_peak, storage_b
 from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import PhasePeak, allocator_peaks, cuda_current
 from hwprof.measuring.records import LAYER_COLUMNS, MeasureConfig
-from hwprof.measuring.timers import Clock, LayerTimer, TimingStats, l2_flush_bytes, time_fn
+from hwprof.measuring.timers import Clock, LayerTimer, Stopwatch, TimingStats, l2_flush_bytes, time_fn
 from hwprof.training import make_optimizer
 
 __all__ = ["RunContext", "Work", "OutOfMemory", "PhaseOutOfMemory", "oom_phase", "PhaseTimes", "TracePass",
-           "LayerPass", "OpPass", "timed_phases", "alloc_trace_pass", "per_layer_pass", "per_op_pass",
+           "LayerPair", "LayerPass", "OpPass", "timed_phases", "alloc_trace_pass", "per_layer_pass", "per_op_pass",
            "layer_sum"]
 
 log = logging.getLogger(__name__)
@@ -237,36 +251,88 @@ def alloc_trace_pass(work: Work, ctx: RunContext) -> TracePass:
 
 # --------------------------------------------------------------------------- per layer
 @dataclass(frozen=True)
+class LayerPair:
+    """One pair of repetitions: the hooked one's per-module times (``LayerTimer.collect()``) and the unhooked
+    one's whole-model seconds per phase (``fwd``, and ``bwd`` in training), measured right before it."""
+
+    layers: LayerRecord
+    whole_s: dict[str, float]
+
+    def self_sum_s(self, phase: str) -> float | None:
+        """Sum over modules of the self times in ``phase`` ("fwd" | "bwd"); None when no module was timed."""
+        times = [r[f"{phase}_s"] for r in self.layers.values() if not math.isnan(r[f"{phase}_s"])]
+        return sum(times) if times else None
+
+    def ratio(self, phase: str) -> float | None:
+        """:meth:`self_sum_s` / the unhooked whole-model time of the same phase; None when either is missing."""
+        total, whole = self.self_sum_s(phase), self.whole_s.get(phase)
+        return total / whole if total is not None and whole else None
+
+
+@dataclass(frozen=True)
 class LayerPass:
-    """Per-module medians over the hooked repetitions (``LAYER_COLUMNS``), notes."""
+    """Per-module medians over the pairs' hooked repetitions (``LAYER_COLUMNS``), the pairs, notes."""
 
     layers: pd.DataFrame
+    pairs: tuple[LayerPair, ...]
     notes: tuple[str, ...] = ()
 
 
 def per_layer_pass(work: Work, ctx: RunContext) -> LayerPass:
-    """Hooked repetitions (:class:`LayerTimer`) after one warm-up: ``layer_reps`` of them, or by budget (at
-    least 3 and ``budget_s`` spent, at most 100)."""
+    """Pairs of repetitions (:func:`_pair`) after one warm-up pair: ``layer_reps`` pairs, or by budget (at
+    least 3 pairs and ``budget_s`` spent, at most 100 pairs)."""
     cfg = ctx.config
     timer = LayerTimer(work.model, device=ctx.device, clock=ctx.clock, depth=cfg.depth, backward=work.train)
+    watch = Stopwatch(ctx.device, ctx.clock, marks=4 if work.train else 2)
     with oom_phase("per_layer", ctx.device):
         start = ctx.clock.now_ns()
-        _hooked(work, timer)   # warm-up
-        reps = [_hooked(work, timer)]
-        while not _enough_reps(len(reps), ctx, start):
-            reps.append(_hooked(work, timer))
+        _pair(work, timer, watch)   # warm-up
+        pairs = [_pair(work, timer, watch)]
+        while not _enough_pairs(len(pairs), ctx, start):
+            pairs.append(_pair(work, timer, watch))
         work.zero_grads()
-    layers, notes = _layer_table(work.model, reps)
-    notes.append(f"per-layer times come from a separate hooked pass ({len(reps)} reps, median per module); "
-                 "compare m.layer_sum's hooked root time with the whole-model median for the hook overhead")
-    return LayerPass(layers, tuple(notes))
+    layers, notes = _layer_table(work.model, [p.layers for p in pairs])
+    notes.append(f"per-layer times come from a hooked pass ({len(pairs)} reps, median per module), each rep "
+                 "paired with an unhooked whole-model rep right before it; m.layer_sum's *_paired_ratio is "
+                 "sum(per-layer self) / whole per pair (median, q25, q75), which load drifting between passes "
+                 "does not move")
+    return LayerPass(layers, tuple(pairs), tuple(notes))
 
 
-def _enough_reps(n: int, ctx: RunContext, start_ns: int) -> bool:
+def _enough_pairs(n: int, ctx: RunContext, start_ns: int) -> bool:
     cfg = ctx.config
     if cfg.layer_reps is not None:
         return n >= cfg.layer_reps
     return n >= 100 or (n >= 3 and ctx.clock.now_ns() - start_ns >= cfg.budget_s * 1e9)
+
+
+def _pair(work: Work, timer: LayerTimer, watch: Stopwatch) -> LayerPair:
+    """An unhooked repetition, then a hooked one right after it; on CUDA the hooked repetition's
+    ``collect()`` is the pair's one host synchronisation, and the unhooked events are read after it."""
+    _unhooked(work, watch)
+    layers = _hooked(work, timer)
+    whole_s = {"fwd": watch.elapsed_s(0, 1)}
+    if work.train:
+        whole_s["bwd"] = watch.elapsed_s(2, 3)
+    return LayerPair(layers, whole_s)
+
+
+def _unhooked(work: Work, watch: Stopwatch) -> None:
+    """Marks around the forward (0, 1) and, in training, around ``loss.backward()`` (2, 3); the loss between
+    them is not timed, as in the headline ``fwd`` and ``bwd`` phases."""
+    watch.reset()
+    work.zero_grads()
+    with torch.set_grad_enabled(work.train):
+        watch.mark()
+        out = work.forward()
+        watch.mark()
+        if not work.train:
+            return
+        loss = work.loss_fn(out)
+    del out
+    watch.mark()
+    loss.backward()
+    watch.mark()
 
 
 def _hooked(work: Work, timer: LayerTimer) -> LayerRecord:
@@ -313,7 +379,10 @@ def _median(values: list[float]) -> float:
 def layer_sum(lp: LayerPass, timings: dict[str, TimingStats], train: bool) -> dict[str, float | None]:
     """Per phase ("fwd", "bwd"): the headline phase's median (``*_whole_s``), the sum of the per-module self
     medians (``*_layer_sum_s``), the hooked root's inclusive median (``*_hooked_root_s``), their unpaired
-    ratio (``*_ratio`` = layer sum / whole)."""
+    ratio (``*_ratio`` = layer sum / whole), and from the pairs (:meth:`LayerPair.ratio`) the median, q25
+    and q75 of the paired ratios (``*_paired_ratio``, ``*_paired_ratio_q25``, ``*_paired_ratio_q75``;
+    quantiles interpolated linearly, as numpy's default), the median unhooked time (``*_paired_whole_s``)
+    and the number of pairs with a ratio (``*_pairs``)."""
     out: dict[str, float | None] = {}
     whole = {"fwd": timings["fwd" if train else "fwd_nograd"].median_s,
              "bwd": timings["bwd"].median_s if "bwd" in timings else None}
@@ -326,7 +395,16 @@ def layer_sum(lp: LayerPass, timings: dict[str, TimingStats], train: bool) -> di
         out[f"{ph}_layer_sum_s"] = total
         out[f"{ph}_hooked_root_s"] = None if root is None or math.isnan(root) else root
         out[f"{ph}_ratio"] = total / w if total is not None and w else None
+        out.update(_paired(lp.pairs, ph))
     return out
+
+
+def _paired(pairs: tuple[LayerPair, ...], ph: str) -> dict[str, float | None]:
+    ratios = [r for r in (p.ratio(ph) for p in pairs) if r is not None]
+    wholes = [p.whole_s[ph] for p in pairs if ph in p.whole_s]
+    q25, q50, q75 = (float(q) for q in np.quantile(ratios, [0.25, 0.5, 0.75])) if ratios else (None, None, None)
+    return {f"{ph}_paired_ratio": q50, f"{ph}_paired_ratio_q25": q25, f"{ph}_paired_ratio_q75": q75,
+            f"{ph}_paired_whole_s": statistics.median(wholes) if wholes else None, f"{ph}_pairs": len(ratios)}
 
 
 # --------------------------------------------------------------------------- per op

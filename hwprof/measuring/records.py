@@ -192,7 +192,9 @@ class Measurement:
 
     ``phases``: one row per timed phase (``PHASE_COLUMNS``); ``timings``: the raw repetition times;
     ``layers``: per-module self and inclusive times (``per_layer=True``); ``layer_sum``: whole-model
-    medians beside the per-layer sums; ``memory_record``: the memory probes (:class:`MemoryRecord`),
+    medians beside the per-layer sums, and per phase the ratio sum(per-layer self) / whole of each
+    pair of repetitions (a hooked one next to an unhooked one: ``*_paired_ratio`` median,
+    ``*_paired_ratio_q25`` / ``_q75``); ``memory_record``: the memory probes (:class:`MemoryRecord`),
     ``memory`` the same as a flat dict of bytes (None where not measurable); ``device``: what torch
     and NVML report about the device; ``math_modes``: the TF32 switches in force during the run;
     ``ops``: per dispatched aten op (``per_op=True``)."""

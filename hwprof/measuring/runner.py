@@ -8,7 +8,7 @@ Order of a run (each pass a function returning its record, :mod:`hwprof.measurin
     untimed first forward            -> a failure names the innermost module (InputShapeError)
     timed phases                     -> fwd_nograd (inference) | fwd, bwd, step (train)
     allocator-trace pass             -> alloc_trace=True
-    per-layer pass                   -> per_layer=True: global hooks, after the whole-model timing
+    per-layer pass                   -> per_layer=True: hooked reps, each paired with an unhooked one
     per-op pass                      -> per_op=True
     stop the probes, restore the model's state, the thread count and the RNG
     combine the records              -> Measurement
@@ -96,8 +96,10 @@ def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, 
     default 1). ``mode="inference"`` times ``fwd_nograd`` in eval mode; ``mode="train"`` times
     ``fwd`` (grad enabled), ``bwd`` (``loss_fn(output).backward()``) and, with an ``optimizer``,
     ``step``, in train mode. ``per_layer=True`` adds a hooked pass giving every module's self and
-    inclusive times (``depth`` limits it). ``threads`` sets torch's intra-op threads for the
-    run. ``layer_reps`` fixes the number of per-layer repetitions (default: by budget, 3 to 100). ``per_op=True`` adds a ``torch.profiler`` pass giving each dispatched aten op's
+    inclusive times (``depth`` limits it), each hooked repetition paired with an unhooked
+    whole-model one (``layer_sum``'s ``*_paired_ratio``). ``threads`` sets torch's intra-op
+    threads for the run. ``layer_reps`` fixes the number of per-layer pairs (default: by budget,
+    3 to 100). ``per_op=True`` adds a ``torch.profiler`` pass giving each dispatched aten op's
     time (:mod:`hwprof.measuring.op_times`). ``alloc_trace=True`` adds one untimed pass (two
     iterations, a fresh optimizer) under ``torch.profiler(profile_memory=True)`` whose allocator
     events give ``memory["alloc_trace_peak_bytes"]`` (peak bytes of live tensors, parameters and

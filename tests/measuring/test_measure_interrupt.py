@@ -46,8 +46,9 @@ class TrapNet(TinyNet):
 
 
 # train + adam, W warm-up and R timed reps per phase: forwards 1 (first), 2-4 (fwd), 5-7 (bwd setups),
-# 8-10 (step setups), 11-12 (allocator trace), then the hooked per-layer repetitions: 13 (warm-up), 14, 15
-WHERE = {3: "a timed fwd repetition", 9: "the step phase's setup", 14: "a hooked per-layer repetition"}
+# 8-10 (step setups), 11-12 (allocator trace), then per pair an unhooked and a hooked one: 13-14 (warm-up pair), ...
+WHERE = {3: "a timed fwd repetition", 9: "the step phase's setup", 14: "a hooked per-layer repetition",
+         15: "an unhooked per-layer repetition"}
 
 
 @pytest.mark.parametrize("at", sorted(WHERE))
