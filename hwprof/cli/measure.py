@@ -10,6 +10,7 @@ from typing import Any
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
 from hwprof.files import to_jsonable
+from hwprof.measuring.records import MeasureConfig
 from hwprof.report.profile_report import memory_lines
 from hwprof.report.tables import render
 
@@ -33,14 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_options(p)
 
 
+def config_of(args: argparse.Namespace) -> MeasureConfig:
+    """The :class:`MeasureConfig` the command line asks for."""
+    return MeasureConfig(device=args.device, mode=args.mode, optimizer=args.optimizer, per_layer=args.per_layer,
+                         depth=args.depth, per_op=args.per_op, batch=args.batch, dtype=args.dtype,
+                         channels_last=args.channels_last, budget_s=args.budget, warmup=args.warmup,
+                         l2_flush=args.l2_flush, threads=args.threads)
+
+
 def run(args: argparse.Namespace) -> int:
     from hwprof.measuring.runner import measure
     model, default_spec = zoo.build(args.model)
     spec = args.input or default_spec
-    m = measure(model, spec, device=args.device, mode=args.mode, optimizer=args.optimizer,
-                per_layer=args.per_layer, depth=args.depth, batch=args.batch, dtype=args.dtype,
-                channels_last=args.channels_last, budget_s=args.budget, warmup=args.warmup,
-                threads=args.threads, l2_flush=args.l2_flush, per_op=args.per_op)
+    m = measure(model, spec, config_of(args))
     df = m.layers if args.per_layer else m.phases
     if args.format == "json":
         emit(json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1), args.out)
@@ -86,15 +92,7 @@ def _text(name: str, spec: str, m: Any) -> str:
         ly.index = [p or "<root>" for p in ly.index]
         ly = ly.rename(columns=_unit_free).rename(columns={"fwd": "fwd_self", "bwd": "bwd_self"})
         lines += ["", "per layer (self = inclusive - children; times in ms):", render(ly, "table"), ""]
-        s = m.layer_sum
-        for ph_name in ("fwd", "bwd"):
-            if s.get(f"{ph_name}_whole_s") is None:
-                continue
-            ratio = s.get(f"{ph_name}_ratio")
-            lines.append(f"{ph_name}: whole model {_ms(s[f'{ph_name}_whole_s'])}, sum of per-layer self "
-                         f"{_ms(s[f'{ph_name}_layer_sum_s'])}"
-                         + (f" ({100 * ratio:.0f}%)" if ratio is not None else "")
-                         + f", hooked root {_ms(s[f'{ph_name}_hooked_root_s'])}")
+        lines += layer_sum_lines(m.layer_sum)
     if len(m.ops):
         top = m.ops.assign(time=m.ops["time_s"].map(_ms)).sort_values("time_s", ascending=False).head(15)
         lines += ["", f"slowest aten ops of {len(m.ops)} (torch.profiler pass):",
@@ -102,3 +100,23 @@ def _text(name: str, spec: str, m: Any) -> str:
     lines += [""] + [f"note: {n}" for n in m.notes]
     return "\n".join(lines).rstrip()
 
+
+
+def layer_sum_lines(s: dict[str, Any]) -> list[str]:
+    """Per phase: the whole-model median beside the sum of per-layer self times, and the paired ratio
+    sum(per-layer self) / whole with its spread (median, q25-q75 over the pairs of repetitions)."""
+    lines = []
+    for ph in ("fwd", "bwd"):
+        if s.get(f"{ph}_whole_s") is None:
+            continue
+        ratio = s.get(f"{ph}_ratio")
+        line = (f"{ph}: whole model {_ms(s[f'{ph}_whole_s'])}, sum of per-layer self {_ms(s[f'{ph}_layer_sum_s'])}"
+                + (f" ({100 * ratio:.0f}%)" if ratio is not None else "")
+                + f", hooked root {_ms(s[f'{ph}_hooked_root_s'])}")
+        paired = s.get(f"{ph}_paired_ratio")
+        if paired is not None:
+            line += (f"; per-layer sum / whole measured in pairs: {100 * paired:.0f}% "
+                     f"(q25-q75 {100 * s[f'{ph}_paired_ratio_q25']:.0f}-{100 * s[f'{ph}_paired_ratio_q75']:.0f}%, "
+                     f"{s[f'{ph}_pairs']} pairs)")
+        lines.append(line)
+    return lines

@@ -36,7 +36,7 @@ is what a replay of op outputs on fake tensors can predict.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -73,6 +73,11 @@ class AllocTrace:
 
     def to_dict(self) -> dict[str, int | str]:
         return {**asdict(self), "peak_bytes": self.peak_bytes}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AllocTrace:
+        """Inverse of :meth:`to_dict` (``peak_bytes`` is derived, so it is not read)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def _replay(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int, int | None]:

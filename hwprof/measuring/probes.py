@@ -13,6 +13,10 @@ On the host: ``psutil`` RSS sampled in a thread against a baseline, and
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux, bytes on macOS) as a cross-check:
 it is the lifetime peak of the process, not of this run.
 
+The results are records: :class:`RunPeaks` (the whole run: NVML, RSS) and :class:`PhasePeak`
+(the allocator during one timed phase); :class:`hwprof.measuring.records.MemoryRecord` joins
+them with the allocator trace (:mod:`hwprof.measuring.alloc_trace`).
+
 Reading a probe never creates a CUDA context: CUDA functions run only for a CUDA device that
 is already initialised. NVML is optional: when ``pynvml`` is missing, the driver does not
 match or access is denied, NVML fields are None and :attr:`MemoryProbes.notes` says why.
@@ -21,19 +25,23 @@ match or access is denied, NVML fields are None and :attr:`MemoryProbes.notes` s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["PeakSampler", "Nvml", "MemoryProbes", "cuda_peaks", "cuda_current", "cuda_reset_peaks",
-           "rss_bytes", "ru_maxrss_bytes"]
+__all__ = ["PeakSampler", "Nvml", "MemoryProbes", "PhasePeak", "RunPeaks", "allocator_peaks", "cuda_peaks",
+           "cuda_current", "cuda_reset_peaks", "rss_bytes", "ru_maxrss_bytes"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- torch allocator
@@ -231,18 +239,59 @@ class Nvml:
             self.handle = None
 
 
+# --------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class PhasePeak:
+    """The CUDA caching allocator's peaks during one timed phase, bytes (None off CUDA):
+    ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` after a reset at the phase's start."""
+
+    phase: str
+    alloc_bytes: int | None = None
+    reserved_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class RunPeaks:
+    """The probes that watch the whole run, bytes (None where a probe does not apply or failed):
+    NVML's device-wide used memory (sampled peak, baseline before the run, this process's share at
+    the end) and the process's RSS (sampled peak, baseline, ``getrusage`` lifetime peak)."""
+
+    nvml_used_peak_bytes: int | None = None
+    nvml_baseline_bytes: int | None = None
+    nvml_process_bytes: int | None = None
+    rss_peak_bytes: int | None = None
+    rss_baseline_bytes: int | None = None
+    ru_maxrss_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, int | None]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunPeaks:
+        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+
+
+def allocator_peaks(device: torch.device, phase: str, fn: Callable[[], _T]) -> tuple[_T, PhasePeak]:
+    """Run ``fn`` between a reset and a read of the CUDA allocator's peak counters: (its result, the phase's peaks)."""
+    cuda_reset_peaks(device)
+    out = fn()
+    alloc, reserved = cuda_peaks(device)
+    return out, PhasePeak(phase, alloc, reserved)
+
+
 # --------------------------------------------------------------------------- all probes of a run
 class MemoryProbes:
-    """The memory probes of one measurement: baselines, sampling threads, per-phase allocator peaks.
+    """The probes that watch a whole measurement: baselines and sampling threads (RSS, NVML).
 
     Usage::
 
-        probes = MemoryProbes(device)
-        with probes:                       # baselines + samplers start; samplers stop on exit
-            with probes.phase("fwd"): ...  # allocator peak reset before, read after
-        probes.result()                    # dict of bytes (None where not measurable)
+        with MemoryProbes(device) as probes:   # baselines + samplers start; samplers stop on exit
+            ...
+        probes.result()                        # RunPeaks (bytes; None where not measurable)
+        probes.notes, probes.nvml_info         # why a probe is missing; NVML's device facts
 
-    ``use_nvml`` defaults to ``device.type == "cuda"``.
+    ``use_nvml`` defaults to ``device.type == "cuda"``. The allocator's per-phase peaks come from
+    :func:`allocator_peaks`.
     """
 
     def __init__(self, device: torch.device, interval_s: float = 0.005, use_nvml: bool | None = None) -> None:
@@ -254,59 +303,41 @@ class MemoryProbes:
         self.nvml_info: dict[str, Any] = {}
         self._rss: PeakSampler | None = None
         self._nvml_sampler: PeakSampler | None = None
-        self._out: dict[str, Any] = {
-            "alloc_peak_bytes": None, "reserved_peak_bytes": None,
-            "nvml_used_peak_bytes": None, "nvml_baseline_bytes": None, "nvml_process_bytes": None,
-            "rss_peak_bytes": None, "rss_baseline_bytes": None, "ru_maxrss_bytes": None,
-        }
+        self._rss_baseline: int | None = None
+        self._nvml_baseline: int | None = None
+        self._peaks = RunPeaks()
 
     def __enter__(self) -> MemoryProbes:
-        self._out["rss_baseline_bytes"] = rss_bytes()
+        self._rss_baseline = rss_bytes()
         self._rss = PeakSampler(rss_bytes, self.interval_s, "rss").start()
         if self.use_nvml:
             self.nvml = Nvml(self.device)
             if self.nvml.ok:
                 self.nvml_info = self.nvml.info()
-                self._out["nvml_baseline_bytes"] = self.nvml.used_bytes()
+                self._nvml_baseline = self.nvml.used_bytes()
                 self._nvml_sampler = PeakSampler(self.nvml.used_bytes, self.interval_s, "nvml").start()
             elif self.nvml.reason:
                 self.notes.append(self.nvml.reason)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        process = None
         if self.nvml is not None and self.nvml.ok:
-            proc, why = self.nvml.process_bytes()
-            self._out["nvml_process_bytes"] = proc
+            process, why = self.nvml.process_bytes()
             if why:
                 self.notes.append(why)
+        nvml_peak = None
         if self._nvml_sampler is not None:
-            self._out["nvml_used_peak_bytes"] = self._nvml_sampler.stop()
+            nvml_peak = self._nvml_sampler.stop()
             if self._nvml_sampler.error:
                 self.notes.append(f"NVML sampling failed: {self._nvml_sampler.error}")
-        if self._rss is not None:
-            self._out["rss_peak_bytes"] = self._rss.stop()
-        self._out["ru_maxrss_bytes"] = ru_maxrss_bytes()
+        rss_peak = self._rss.stop() if self._rss is not None else None
         if self.nvml is not None:
             self.nvml.close()
+        self._peaks = RunPeaks(nvml_used_peak_bytes=nvml_peak, nvml_baseline_bytes=self._nvml_baseline,
+                               nvml_process_bytes=process, rss_peak_bytes=rss_peak,
+                               rss_baseline_bytes=self._rss_baseline, ru_maxrss_bytes=ru_maxrss_bytes())
 
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Reset the allocator peaks, run the body, record ``alloc_peak_bytes_<name>`` / ``reserved_peak_bytes_<name>``."""
-        cuda_reset_peaks(self.device)
-        try:
-            yield
-        finally:
-            alloc, reserved = cuda_peaks(self.device)
-            self._out[f"alloc_peak_bytes_{name}"] = alloc
-            self._out[f"reserved_peak_bytes_{name}"] = reserved
-            for key, v in (("alloc_peak_bytes", alloc), ("reserved_peak_bytes", reserved)):
-                if v is not None:
-                    self._out[key] = v if self._out[key] is None else max(self._out[key], v)
-
-    def record(self, values: dict[str, Any]) -> None:
-        """Add fields measured outside the probes (e.g. ``alloc_trace_*`` from the CPU allocator pass)."""
-        self._out.update(values)
-
-    def result(self) -> dict[str, Any]:
-        """All fields in bytes; None where the probe does not apply or failed."""
-        return dict(self._out)
+    def result(self) -> RunPeaks:
+        """The whole-run peaks (after the block; all None before it ended)."""
+        return self._peaks

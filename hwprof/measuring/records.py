@@ -9,6 +9,7 @@ files with no model and no live torch state. Times are seconds (``*_s``), memory
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,10 +17,12 @@ import pandas as pd
 
 from hwprof.device import MathModes
 from hwprof.files import to_jsonable
+from hwprof.measuring.alloc_trace import AllocTrace
+from hwprof.measuring.probes import PhasePeak, RunPeaks
 from hwprof.measuring.timers import TimingStats
 
-__all__ = ["MeasureConfig", "RunInfo", "Measurement", "Mode", "PHASES", "PHASE_COLUMNS", "LAYER_COLUMNS",
-           "OP_COLUMNS"]
+__all__ = ["MeasureConfig", "RunInfo", "MemoryRecord", "Measurement", "Mode", "PHASES", "PHASE_COLUMNS",
+           "LAYER_COLUMNS", "OP_COLUMNS"]
 
 Mode = Literal["inference", "train"]
 PHASES = ("fwd_nograd", "fwd", "bwd", "step")
@@ -57,6 +60,11 @@ class MeasureConfig:
     alloc_trace: bool = True
 
     def __post_init__(self) -> None:
+        # a torch.device / torch.dtype is stored by name ("cuda:0", "float64"); strings are kept as given
+        if not isinstance(self.device, str):
+            object.__setattr__(self, "device", str(self.device))
+        if self.dtype is not None and not isinstance(self.dtype, str):
+            object.__setattr__(self, "dtype", str(self.dtype).removeprefix("torch."))
         if self.mode not in ("inference", "train"):
             raise ValueError(f"mode must be 'inference' or 'train', got {self.mode!r}")
         if self.optimizer is not None and self.mode != "train":
@@ -109,6 +117,71 @@ class RunInfo:
         return cls(**kw)
 
 
+@dataclass(frozen=True)
+class MemoryRecord:
+    """The memory probes of one run (bytes; None where a probe does not apply or failed).
+
+    ``run``: the probes that watch the whole run (NVML, RSS); ``phases``: the CUDA allocator's
+    peaks in each timed phase, in the order timed; ``l2_flush_buffer_bytes``: the L2 flush buffer
+    live during every CUDA phase (``l2_flush=True``), else None; ``alloc_trace``: the allocator
+    trace pass (``alloc_trace=True``), else None; ``extra``: fields of a loaded dict this record
+    does not know, kept as they were. :meth:`to_dict` is the flat dict ``Measurement.memory``
+    documents; :meth:`from_dict` its inverse."""
+
+    run: RunPeaks = field(default_factory=RunPeaks)
+    phases: tuple[PhasePeak, ...] = ()
+    l2_flush_buffer_bytes: int | None = None
+    alloc_trace: AllocTrace | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alloc_peak_bytes(self) -> int | None:
+        """Largest ``max_memory_allocated`` over the timed phases."""
+        return _max_or_none(p.alloc_bytes for p in self.phases)
+
+    @property
+    def reserved_peak_bytes(self) -> int | None:
+        """Largest ``max_memory_reserved`` over the timed phases."""
+        return _max_or_none(p.reserved_bytes for p in self.phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``alloc_peak_bytes``, ``reserved_peak_bytes``, the whole-run fields, ``l2_flush_buffer_bytes``
+        (when set), ``alloc_peak_bytes_<phase>`` / ``reserved_peak_bytes_<phase>`` per phase, and
+        ``alloc_trace_<field>`` per :class:`AllocTrace` field (when traced)."""
+        out: dict[str, Any] = {"alloc_peak_bytes": self.alloc_peak_bytes,
+                               "reserved_peak_bytes": self.reserved_peak_bytes, **self.run.to_dict()}
+        if self.l2_flush_buffer_bytes is not None:
+            out["l2_flush_buffer_bytes"] = self.l2_flush_buffer_bytes
+        for p in self.phases:
+            out[_ALLOC_PHASE + p.phase] = p.alloc_bytes
+            out[_RESERVED_PHASE + p.phase] = p.reserved_bytes
+        if self.alloc_trace is not None:
+            out.update({_TRACE + k: v for k, v in self.alloc_trace.to_dict().items()})
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MemoryRecord:
+        """Inverse of :meth:`to_dict`; the whole-run peaks are derived from the phases, not read."""
+        names = list(dict.fromkeys(k.removeprefix(_ALLOC_PHASE).removeprefix(_RESERVED_PHASE) for k in d
+                                   if k.startswith((_ALLOC_PHASE, _RESERVED_PHASE))))
+        phases = tuple(PhasePeak(n, d.get(_ALLOC_PHASE + n), d.get(_RESERVED_PHASE + n)) for n in names)
+        trace = {k.removeprefix(_TRACE): v for k, v in d.items() if k.startswith(_TRACE)}
+        try:
+            alloc_trace = AllocTrace.from_dict(trace) if trace else None
+        except TypeError:   # an incomplete trace: its fields stay in ``extra``
+            alloc_trace = None
+        record = cls(RunPeaks.from_dict(d), phases, d.get("l2_flush_buffer_bytes"), alloc_trace)
+        known = record.to_dict()
+        return dataclasses.replace(record, extra={k: v for k, v in d.items() if k not in known})
+
+
+_ALLOC_PHASE, _RESERVED_PHASE, _TRACE = "alloc_peak_bytes_", "reserved_peak_bytes_", "alloc_trace_"
+
+
+def _max_or_none(values: Iterable[int | None]) -> int | None:
+    return max((v for v in values if v is not None), default=None)
+
+
 def _empty_layers() -> pd.DataFrame:
     return pd.DataFrame(columns=list(LAYER_COLUMNS)).rename_axis("module")
 
@@ -119,21 +192,31 @@ class Measurement:
 
     ``phases``: one row per timed phase (``PHASE_COLUMNS``); ``timings``: the raw repetition times;
     ``layers``: per-module self and inclusive times (``per_layer=True``); ``layer_sum``: whole-model
-    medians beside the per-layer sums; ``memory``: the probes' peaks (bytes; None where not
-    measurable); ``device``: what torch and NVML report about the device; ``math_modes``: the TF32
-    switches in force during the run; ``ops``: per dispatched aten op (``per_op=True``)."""
+    medians beside the per-layer sums, and per phase the ratio sum(per-layer self) / whole of each
+    pair of repetitions (a hooked one next to an unhooked one: ``*_paired_ratio`` median,
+    ``*_paired_ratio_q25`` / ``_q75``); ``memory_record``: the memory probes (:class:`MemoryRecord`),
+    ``memory`` the same as a flat dict of bytes (None where not measurable); ``device``: what torch
+    and NVML report about the device; ``math_modes``: the TF32 switches in force during the run;
+    ``ops``: per dispatched aten op (``per_op=True``)."""
 
     config: MeasureConfig
     run: RunInfo
     phases: pd.DataFrame
     timings: dict[str, TimingStats]
-    memory: dict[str, Any]
+    memory_record: MemoryRecord
     device: dict[str, Any]
     math_modes: MathModes
     layers: pd.DataFrame = field(default_factory=_empty_layers)
     layer_sum: dict[str, float | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     ops: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(OP_COLUMNS)))
+
+    @property
+    def memory(self) -> dict[str, Any]:
+        """The memory probes as one flat dict of bytes (:meth:`MemoryRecord.to_dict`): ``alloc_peak_bytes``,
+        ``reserved_peak_bytes``, ``nvml_used_peak_bytes``, ``nvml_baseline_bytes``, ``nvml_process_bytes``,
+        ``rss_peak_bytes``, ``rss_baseline_bytes``, ``ru_maxrss_bytes``, per-phase and ``alloc_trace_*`` fields."""
+        return self.memory_record.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (raw repetition times included under ``timings``); inverse of :meth:`from_dict`."""
@@ -160,7 +243,7 @@ class Measurement:
         ops["time_s"] = ops["time_s"].astype(float)
         return cls(config=MeasureConfig.from_dict(d.get("config") or {}), run=RunInfo.from_dict(d["run"]),
                    phases=phases.astype({c: float for c in PHASE_COLUMNS}), timings=timings,
-                   memory=dict(d.get("memory") or {}), device=dict(d.get("device") or {}),
+                   memory_record=MemoryRecord.from_dict(d.get("memory") or {}), device=dict(d.get("device") or {}),
                    math_modes=MathModes(str(mm.get("device_type", "cpu")), bool(mm.get("cudnn_tf32", True)),
                                         bool(mm.get("matmul_tf32", False))),
                    layers=layers, layer_sum=dict(d.get("layer_sum") or {}), notes=list(d.get("notes") or []),

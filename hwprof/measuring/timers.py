@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import torch
 
 __all__ = ["Clock", "PerfCounterClock", "TimingStats", "time_fn", "make_l2_flusher", "l2_flush_bytes",
-           "NOISY_IQR_OVER_MEDIAN"]
+           "Stopwatch", "NOISY_IQR_OVER_MEDIAN"]
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,41 @@ def make_l2_flusher(device: str | torch.device) -> Callable[[], None]:
         buf.zero_()
 
     return flush
+
+
+class Stopwatch:
+    """Marks on a device's timeline, read after the work they bracket.
+
+    CPU: ``clock.now_ns()``. CUDA: a ``torch.cuda.Event`` recorded on the current stream; the
+    events are made once per stopwatch and reused, and nothing synchronises the host until
+    :meth:`elapsed_s` (one ``Event.synchronize`` on the later mark, free when the caller has
+    already synchronised). Usage: ``reset()``, then ``mark()`` at most ``marks`` times, then
+    ``elapsed_s(i, j)`` = seconds from mark ``i`` to mark ``j``.
+    """
+
+    def __init__(self, device: str | torch.device, clock: Clock | None = None, marks: int = 2) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.clock = clock or PerfCounterClock()
+        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(marks)] if self.cuda else []
+        self._marks: list[Any] = []
+
+    def reset(self) -> None:
+        self._marks = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            ev = self._events[len(self._marks)]
+            ev.record()
+            self._marks.append(ev)
+        else:
+            self._marks.append(self.clock.now_ns())
+
+    def elapsed_s(self, i: int, j: int) -> float:
+        a, b = self._marks[i], self._marks[j]
+        if self.cuda:
+            b.synchronize()
+            return float(a.elapsed_time(b)) * 1e-3
+        return (b - a) * 1e-9
 
 
 # --------------------------------------------------------------------------- per-layer timing

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hwprof.measuring.state import hook_counts
+
 
 class FakeClock:
     """``now_ns()`` returns the current time, then advances it by ``step_ns``; ``advance`` moves it by hand."""
@@ -76,3 +78,46 @@ class BranchNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.layer2(self.layer1(x)).mean(dim=(2, 3)))
+
+
+# --------------------------------------------------------------------------- the model left as found
+def snapshot(model: nn.Module) -> dict:
+    """Everything of ``model`` a measurement could change, and torch's CPU RNG state."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grad_ids": {n: id(p.grad) if p.grad is not None else None for n, p in model.named_parameters()},
+        "hooks": hook_counts(model),
+        "attrs": {n: sorted(vars(m)) for n, m in model.named_modules()},
+        "param_ids": {n: id(p) for n, p in model.named_parameters()},
+        "buffer_ids": {n: id(b) for n, b in model.named_buffers()},
+        "rng": torch.get_rng_state().clone(),
+    }
+
+
+def assert_same(model: nn.Module, before: dict) -> None:
+    """``model`` (and the RNG) is as :func:`snapshot` found it: values, flags, grad objects, hooks, attributes."""
+    after = snapshot(model)
+    assert after["state"].keys() == before["state"].keys()
+    for k, v in before["state"].items():
+        assert torch.equal(after["state"][k], v), k
+    for key in ("training", "requires_grad", "grad_ids", "hooks", "attrs", "param_ids", "buffer_ids"):
+        assert after[key] == before[key], key
+    assert torch.equal(after["rng"], before["rng"])
+
+
+def prepared_model(model: TinyNet | None = None) -> tuple[TinyNet, dict[str, torch.Tensor]]:
+    """``model`` (default a new TinyNet) with state to lose: mixed training flags, a frozen parameter, a user
+    forward hook, and gradients set to 7 (returned by name: the objects that must come back)."""
+    model = model if model is not None else TinyNet()
+    model.train()
+    model.blocks[1].bn.eval()                      # mixed training flags
+    model.stem[0].weight.requires_grad_(False)     # a frozen parameter
+    sentinels = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            p.grad = torch.full_like(p, 7.0)
+            sentinels[name] = p.grad
+    model.fc.register_forward_hook(lambda mod, inp, out: None)   # a user hook stays, and only it
+    return model, sentinels

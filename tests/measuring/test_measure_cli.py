@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ def test_measure_train_per_layer_prints_tables(capsys: pytest.CaptureFixture[str
     for phase in ("fwd", "bwd", "step"):
         assert f"\n{phase} " in out
     assert "conv1" in out and "sum of per-layer self" in out
+    # the per-layer sum / whole ratio measured in pairs, with its spread, for both phases
+    for phase in ("fwd", "bwd"):
+        assert re.search(rf"\n{phase}: whole model .* measured in pairs: \d+% \(q25-q75 \d+-\d+%, \d+ pairs\)", out)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without CUDA")

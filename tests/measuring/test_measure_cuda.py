@@ -31,8 +31,14 @@ def test_cuda_train_measure_with_memory_and_layers() -> None:
         assert mem["reserved_peak_bytes"] < mem["nvml_used_peak_bytes"]
         assert m.device.get("driver")
     assert mem["alloc_peak_bytes_step"] is not None
+    assert mem["alloc_peak_bytes"] == max(p.alloc_bytes for p in m.memory_record.phases)
     assert (m.layers["bwd_s"] >= 0).all() and (m.layers["fwd_s"] >= 0).all()
     assert m.layers["fwd_s"].sum() == pytest.approx(m.layers.loc["", "fwd_incl_s"], rel=1e-6)
+    # one pair: its unhooked whole-model times come from CUDA events read after the pair's sync
+    s = m.layer_sum
+    for ph in ("fwd", "bwd"):
+        assert s[f"{ph}_pairs"] == 1 and 0 < s[f"{ph}_paired_whole_s"] < 1
+        assert s[f"{ph}_paired_ratio"] == pytest.approx(s[f"{ph}_layer_sum_s"] / s[f"{ph}_paired_whole_s"])
 
 
 def test_cpu_model_is_copied_to_cuda_untouched() -> None:
@@ -48,9 +54,9 @@ def test_nvml_sampling() -> None:
         torch.cuda.synchronize()
         del x
     out = p.result()
-    if out["nvml_baseline_bytes"] is None:
+    if out.nvml_baseline_bytes is None:
         pytest.skip(f"NVML unusable here: {p.notes}")
-    assert out["nvml_used_peak_bytes"] >= out["nvml_baseline_bytes"]
+    assert out.nvml_used_peak_bytes is not None and out.nvml_used_peak_bytes >= out.nvml_baseline_bytes
 
 
 def test_cuda_ceilings_quick(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -106,8 +106,8 @@ def test_nvml_missing_gives_none_fields_and_one_note(monkeypatch: pytest.MonkeyP
     with probes.MemoryProbes(torch.device("cpu"), use_nvml=True) as p:
         pass
     out = p.result()
-    assert out["nvml_used_peak_bytes"] is None and out["nvml_baseline_bytes"] is None
-    assert out["nvml_process_bytes"] is None
+    assert out.nvml_used_peak_bytes is None and out.nvml_baseline_bytes is None
+    assert out.nvml_process_bytes is None
     assert len(p.notes) == 1 and "NVML unavailable" in p.notes[0]
     # the same through measure(): the run goes on, the note reaches m.notes
     monkeypatch.setattr(runner, "_use_nvml", lambda dev: True)

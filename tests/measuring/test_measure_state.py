@@ -4,49 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from measure_helpers import FakeClock, TinyNet
+from measure_helpers import FakeClock, TinyNet, assert_same, prepared_model, snapshot
 from torch import nn
 
 from hwprof.measuring.runner import measure
-from hwprof.measuring.state import hook_counts, preserved_state
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grad_ids": {n: id(p.grad) if p.grad is not None else None for n, p in model.named_parameters()},
-        "hooks": hook_counts(model),
-        "attrs": {n: sorted(vars(m)) for n, m in model.named_modules()},
-        "param_ids": {n: id(p) for n, p in model.named_parameters()},
-        "buffer_ids": {n: id(b) for n, b in model.named_buffers()},
-        "rng": torch.get_rng_state().clone(),
-    }
-
-
-def assert_same(model: nn.Module, before: dict) -> None:
-    after = snapshot(model)
-    assert after["state"].keys() == before["state"].keys()
-    for k, v in before["state"].items():
-        assert torch.equal(after["state"][k], v), k
-    for key in ("training", "requires_grad", "grad_ids", "hooks", "attrs", "param_ids", "buffer_ids"):
-        assert after[key] == before[key], key
-    assert torch.equal(after["rng"], before["rng"])
-
-
-def prepared_model() -> tuple[TinyNet, dict[str, torch.Tensor]]:
-    model = TinyNet()
-    model.train()
-    model.blocks[1].bn.eval()                      # mixed training flags
-    model.stem[0].weight.requires_grad_(False)     # a frozen parameter
-    sentinels = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            p.grad = torch.full_like(p, 7.0)
-            sentinels[name] = p.grad
-    model.fc.register_forward_hook(lambda mod, inp, out: None)   # a user hook stays, and only it
-    return model, sentinels
+from hwprof.measuring.state import preserved_state
 
 
 def test_train_adam_per_layer_leaves_model_untouched() -> None:
