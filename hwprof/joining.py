@@ -164,6 +164,7 @@ def _join(count: CountResult, m: Measurement, k: Ceilings, *, name: str | None) 
     layers = derive(join_layers(c, m.layers, train, m.math_modes), k.flop_per_s, bw)
     ops = derive(join_ops(c.ops, m.ops, m.math_modes), k.flop_per_s, bw)
     summary = summarize(layers, c, whole_model_time_s(m.phases, train), k, train, ops)
+    summary["layer_sum_paired"] = paired_layer_ratios(m.layer_sum, train)
     violations = roof_violations(layers, summary)
     summary["roof_violations"] = [dataclasses.asdict(v) for v in violations]
     summary["ceilings_flagged"] = list(k.flagged)
@@ -288,6 +289,19 @@ def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Ceilings,
         "ops_matched_share": float(ops["time_s"].notna().mean()) if ops is not None and len(ops) else float("nan"),
         "by_type": by_type,
     }
+
+
+def paired_layer_ratios(layer_sum: Mapping[str, Any], train: bool) -> dict[str, dict[str, float | None]]:
+    """Per timed phase ("fwd", and "bwd" in training): sum of per-layer self times / whole-model time
+    from the measurement's paired repetitions (each hooked repetition beside an unhooked one, so the
+    ratio holds while the machine's load drifts): ``ratio`` (median over pairs), ``q25``, ``q75`` and
+    ``pairs``. Phases the measurement has no pairs for are left out (measurements saved before pairing)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for ph in ("fwd", "bwd") if train else ("fwd",):
+        if layer_sum.get(f"{ph}_paired_ratio") is not None:
+            out[ph] = {"ratio": layer_sum[f"{ph}_paired_ratio"], "q25": layer_sum.get(f"{ph}_paired_ratio_q25"),
+                       "q75": layer_sum.get(f"{ph}_paired_ratio_q75"), "pairs": layer_sum.get(f"{ph}_pairs")}
+    return out
 
 
 def _uncounted_share(layers: pd.DataFrame, unc: pd.Series, ops: pd.DataFrame | None) -> float:

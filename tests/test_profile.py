@@ -287,3 +287,15 @@ def test_profile_ops_have_measured_times() -> None:
     p = hwprof.profile(model, "3x8x8", device="cpu", batch=2, budget_s=0.05, ceilings=FAKE_CEILINGS)
     assert p.summary["ops_matched_share"] == 1.0
     assert (p.ops["time_s"] > 0).all() and "achieved_flop_per_s" in p.ops.columns
+
+
+def test_paired_layer_ratios_come_from_the_measurement_pairs() -> None:
+    """The profile's per-layer/whole ratio is the paired one (each hooked rep beside an unhooked one)."""
+    from hwprof.joining import paired_layer_ratios
+
+    ls = {"fwd_ratio": 8.4, "fwd_paired_ratio": 0.97, "fwd_paired_ratio_q25": 0.95, "fwd_paired_ratio_q75": 0.99,
+          "fwd_pairs": 10, "bwd_paired_ratio": 1.02, "bwd_paired_ratio_q25": 1.0, "bwd_paired_ratio_q75": 1.05,
+          "bwd_pairs": 10}
+    assert paired_layer_ratios(ls, train=False) == {"fwd": {"ratio": 0.97, "q25": 0.95, "q75": 0.99, "pairs": 10}}
+    assert set(paired_layer_ratios(ls, train=True)) == {"fwd", "bwd"}
+    assert paired_layer_ratios({"fwd_ratio": 0.9}, train=False) == {}   # saved before pairing: nothing made up

@@ -20,6 +20,13 @@ __all__ = ["terminal_table", "op_table", "summary_lines", "markdown_report", "va
 MIB = 2**20
 
 
+def _paired_text(paired: dict[str, Any]) -> str:
+    """'; paired with unhooked reps: fwd 96% (q25-q75 93-99%, 10 pairs)' or '' without pairs."""
+    parts = [f"{ph} {_pct(r['ratio'])} (q25-q75 {_pct(r['q25'])}-{_pct(r['q75'])}, {r['pairs']} pairs)"
+             for ph, r in paired.items()]
+    return "; each hooked rep beside an unhooked one: " + ", ".join(parts) if parts else ""
+
+
 def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -57,7 +64,7 @@ def summary_lines(p: Profile) -> list[str]:
         f"{human(s['achieved_flop_per_s'])}FLOP/s, {_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak",
         f"sum of per-layer times {s['sum_of_layer_times_s'] * 1e3:.3f} ms = {_pct(s['layer_sum_over_whole'])} of the "
         "whole-model time (from the hooked pass: below 100%, time between layers that no layer owns; "
-        "above, the hooks' own overhead)",
+        "above, the hooks' own overhead)" + _paired_text(s.get("layer_sum_paired") or {}),
     ]
     by = s["by_type"]
     top = by.head(4)
