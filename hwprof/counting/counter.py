@@ -12,7 +12,9 @@ left out of the op table. An op without a formula is listed in ``uncounted`` wit
 count and has NaN FLOPs in the op table: never a silent zero.
 
 Per-layer columns without suffix are the layer's *own* ops (self); ``*_incl`` columns add
-its descendants. Summing a self column over all rows gives the model total.
+its descendants. Summing a self column over all rows gives the model total. Each op carries
+its class from the formula registry (``op_class``); each layer the class of its FLOP-heaviest
+own op (:func:`layer_op_classes`) and, for convolutions, its variant (:func:`layer_variant`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
 from hwprof.spec import parse_dtype
 
-__all__ = ["count", "CountResult"]
+__all__ = ["count", "CountResult", "layer_variant", "layer_op_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,11 @@ class _Counter(TorchDispatchMode):
         self.rows: list[tuple[Any, ...]] = []
         self.uncounted: Counter[str] = Counter()
         self.formula_errors: dict[str, str] = {}
-        self.paused = False
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         packet = func._overloadpacket
-        if self.paused or F.is_view(packet):
+        if F.is_view(func):
             return func(*args, **kwargs)
         formula = F.lookup(packet)
         if formula is None:
@@ -109,8 +110,8 @@ class _Counter(TorchDispatchMode):
         bwd = torch._C._current_graph_task_id() != -1
         module = backward_module() if bwd else self.modules.current
         dtype = str(ins[0].dtype).removeprefix("torch.") if ins else (str(outs[0].dtype).removeprefix("torch.") if outs else "")
-        self.rows.append((module, "bwd" if bwd else "fwd", name, shapes_str(ins), shapes_str(outs), dtype,
-                          flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
+        self.rows.append((module, "bwd" if bwd else "fwd", name, F.op_class(packet), shapes_str(ins), shapes_str(outs),
+                          dtype, flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
 
 
 def _meta(x: Any) -> Any:
@@ -210,15 +211,13 @@ def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
     if not outs:
         notes.append("backward skipped: no output requires grad (all parameters frozen and inputs without grad)")
         return
-    counter.paused = True
     grads = [torch.ones_like(t) for t in outs]
-    counter.paused = False
     with counter:
         torch.autograd.backward(outs, grads)
 
 
 # ----------------------------------------------------------------------------- tables
-_OP_COLUMNS = ["module", "phase", "op", "input_shapes", "output_shapes", "dtype", "flops", "macs",
+_OP_COLUMNS = ["module", "phase", "op", "op_class", "input_shapes", "output_shapes", "dtype", "flops", "macs",
                "bytes_read", "bytes_written", "counted"]
 
 
@@ -254,17 +253,19 @@ def _own_params(fmodel: nn.Module) -> dict[str, tuple[int, int]]:
 
 def _layer_table(fmodel: nn.Module, stack: ModuleStack, ops: pd.DataFrame) -> pd.DataFrame:
     params = _own_params(fmodel)
-    children = {path: [n for n, _ in mod.named_children()] for path, mod in fmodel.named_modules()}
+    modules = dict(fmodel.named_modules())
+    children = {path: [n for n, _ in mod.named_children()] for path, mod in modules.items()}
     rows = []
     for path, rec in stack.records.items():
         rows.append({
-            "path": path, "type": rec.type, "depth": 0 if path == "" else path.count(".") + 1,
-            "is_leaf": not children.get(path), "calls": rec.calls,
+            "path": path, "type": rec.type, "variant": layer_variant(modules.get(path)),
+            "depth": 0 if path == "" else path.count(".") + 1, "is_leaf": not children.get(path), "calls": rec.calls,
             "input_shapes": rec.input_shapes, "output_shapes": rec.output_shapes,
             "params": params.get(path, (0, 0))[0], "trainable_params": params.get(path, (0, 0))[1],
             "output_bytes": rec.output_bytes, "output_is_alias": rec.output_is_alias,
         })
     layers = pd.DataFrame(rows).set_index("path")
+    layers.insert(1, "op_class", layer_op_classes(ops).reindex(layers.index).fillna("other"))
     for phase in ("fwd", "bwd"):
         sel = ops[ops["phase"] == phase]
         grouped = sel.groupby("module")[list(_SUM_COLUMNS)].sum(min_count=1) if len(sel) else None
@@ -279,6 +280,35 @@ def _layer_table(fmodel: nn.Module, stack: ModuleStack, ops: pd.DataFrame) -> pd
     layers["intensity_fwd"] = layers["flops_fwd"] / layers["bytes_fwd"].where(layers["bytes_fwd"] > 0)
     layers["intensity_bwd"] = layers["flops_bwd"] / layers["bytes_bwd"].where(layers["bytes_bwd"] > 0)
     return layers
+
+
+def layer_variant(module: nn.Module | None) -> str:
+    """'depthwise' (groups = C_in > 1), 'grouped', 'pointwise' (1x1), 'dense' for convs; else ''."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return ""
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise"
+    if module.groups > 1:
+        return "grouped"
+    if all(k == 1 for k in module.kernel_size):
+        return "pointwise"
+    return "dense"
+
+
+#: a layer's class is its FLOP-heaviest op's among the ops of its highest rank: conv first, then
+#: the matmul-rule classes, then the rest (the roofline's TF32 switches follow the class)
+_CLASS_RANK = {"conv": 2, "matmul": 1, "attention": 1, "rnn": 1}
+
+
+def layer_op_classes(ops: pd.DataFrame) -> pd.Series:
+    """Per module (index): the class of its own op ranked first by class (conv > matmul,
+    attention, rnn > every other class), then by FLOPs; over both phases. A module without ops
+    of its own is absent (its class is "other")."""
+    if ops.empty:
+        return pd.Series(dtype=object)
+    rank = ops["op_class"].map(_CLASS_RANK).fillna(0)
+    best = ops.assign(rank=rank).sort_values(["rank", "flops"], ascending=False).groupby("module").head(1)
+    return best.set_index("module")["op_class"]
 
 
 def _inclusive(col: pd.Series, children: dict[str, list[str]]) -> pd.Series:
