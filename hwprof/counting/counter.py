@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
@@ -39,11 +40,14 @@ from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
 from hwprof.spec import parse_dtype
 
-__all__ = ["count", "CountResult", "layer_variant", "layer_op_classes"]
+__all__ = ["count", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes"]
 
 log = logging.getLogger(__name__)
 
 _SUM_COLUMNS = ("flops", "macs", "bytes_read", "bytes_written")
+
+Mode = Literal["inference", "train"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass
@@ -51,7 +55,8 @@ class CountResult:
     """Counts of one model on one input (see DESIGN.md's API contract).
 
     layers: one row per module (index = path, "" = root); ops: one row per aten op call;
-    totals: model-wide sums; uncounted: aten op -> calls with no formula; notes: caveats.
+    totals: model-wide sums; uncounted: aten op -> calls with no formula; notes: caveats;
+    config: what was counted (mode, backward, batch, dtype, device, inputs).
     """
 
     layers: pd.DataFrame
@@ -59,6 +64,7 @@ class CountResult:
     totals: dict[str, Any]
     uncounted: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def leaf_layers(self) -> pd.DataFrame:
         return self.layers[self.layers["is_leaf"]]
@@ -136,20 +142,27 @@ def _op_call(func: Any, name: str, args: tuple, kwargs: dict, out: Any) -> F.OpC
 def count(
     model: nn.Module,
     inputs: Any,
-    backward: bool = True,
+    backward: bool = False,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     training: bool | None = None,
+    *,
+    mode: Mode | None = None,
 ) -> CountResult:
     """Count ``model`` on ``inputs`` (a tensor, a tuple of tensors, or a spec like ``"3x224x224"``).
 
     Runs on a fake copy of the model (no memory, no compute; models on ``torch.device("meta")``
     work, counted with the CPU's kernels unless ``device`` says otherwise). ``backward=True``
-    also counts the ops autograd runs for ``outputs.backward(ones)``; ``backward=False`` runs under ``torch.no_grad()`` (so eval-mode fused fast paths run, as they
-    would in inference). ``dtype`` converts the copy and floating inputs (e.g. ``"bf16"``).
-    ``training`` sets the copy's mode (None: the model's own flag; the model itself is untouched).
+    also counts the ops autograd runs for ``outputs.backward(ones)``; ``backward=False`` (the
+    default, as in ``hwprof count``) runs under ``torch.no_grad()`` (so eval-mode fused fast
+    paths run, as they would in inference). ``mode`` sets the copy's mode independently of
+    ``backward``: "inference" (default: eval, batch norm on running statistics, dropout off) or
+    "train" (batch statistics, dropout active); the model itself is untouched. ``dtype``
+    converts the copy and floating inputs (e.g. ``"bf16"``). ``training=`` is the deprecated
+    spelling of ``mode`` (True = "train", False = "inference").
     """
+    mode = _resolve_mode(mode, training)
     dt = parse_dtype(dtype) if dtype is not None else None
     notes: list[str] = []
     target = count_device(model_device(model), device, notes)
@@ -158,8 +171,7 @@ def count(
     with fake_mode:
         if dt is not None or target != model_device(model):
             convert_tensors(fmodel, dt, target)
-        if training is not None:
-            fmodel.train(training)
+        fmodel.train(mode == "train")
         args = fake_inputs(inputs, batch=batch, spec_dtype=dt or model_float_dtype(model), device=target,
                            fake_mode=fake_mode, cast_tensors=dt is not None)
         stack = ModuleStack(fmodel)
@@ -173,7 +185,26 @@ def count(
                 raise _input_error(stack, e) from e
             if backward:
                 _run_backward(output, counter, notes)
-    return _build_result(fmodel, args, stack, counter, notes)
+    config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and isinstance(inputs, str) else batch,
+              "dtype": str(dt or model_float_dtype(model)).removeprefix("torch."), "device": target.type,
+              "inputs": inputs if isinstance(inputs, str) else shapes_str([a for a in args if isinstance(a, torch.Tensor)])}
+    return _build_result(fmodel, args, stack, counter, notes, config)
+
+
+def _resolve_mode(mode: str | None, training: bool | None) -> Mode:
+    """``mode``, or the deprecated ``training`` flag translated; default "inference"."""
+    if training is not None:
+        warnings.warn("count(training=...) is deprecated: pass mode='train' or mode='inference'",
+                      DeprecationWarning, stacklevel=3)
+        legacy: Mode = "train" if training else "inference"
+        if mode is not None and mode != legacy:
+            raise ValueError(f"count(): mode={mode!r} contradicts training={training}")
+        return legacy
+    if mode is None:
+        return "inference"
+    if mode not in MODES:
+        raise ValueError(f"count(): unknown mode {mode!r}; expected one of {MODES}")
+    return mode  # type: ignore[return-value]
 
 
 def count_device(model_dev: torch.device, requested: torch.device | str | None, notes: list[str]) -> torch.device:
@@ -222,7 +253,7 @@ _OP_COLUMNS = ["module", "phase", "op", "op_class", "input_shapes", "output_shap
 
 
 def _build_result(fmodel: nn.Module, args: tuple, stack: ModuleStack, counter: _Counter,
-                  notes: list[str]) -> CountResult:
+                  notes: list[str], config: dict[str, Any]) -> CountResult:
     ops = pd.DataFrame(counter.rows, columns=_OP_COLUMNS)
     ops["bytes"] = ops["bytes_read"] + ops["bytes_written"]
     layers = _layer_table(fmodel, stack, ops)
@@ -232,7 +263,7 @@ def _build_result(fmodel: nn.Module, args: tuple, stack: ModuleStack, counter: _
         notes.append(f"formula for {op} could not read a call ({err}); listed as uncounted")
     if counter.uncounted:
         log.warning("ops without a formula (listed in .uncounted, not counted as zero): %s", dict(counter.uncounted))
-    return CountResult(layers, ops, totals, dict(counter.uncounted), notes)
+    return CountResult(layers, ops, totals, dict(counter.uncounted), notes, config)
 
 
 def _own_params(fmodel: nn.Module) -> dict[str, tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,11 @@ import sys
 import pandas as pd
 
 from hwprof.cli import main
+
+
+def _run(capsys, *argv: str) -> str:  # type: ignore[no-untyped-def]
+    assert main(["count", *argv]) == 0
+    return str(capsys.readouterr().out)
 
 
 def test_count_table_and_totals(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -28,6 +34,22 @@ def test_count_csv_json_md_to_files(tmp_path) -> None:  # type: ignore[no-untype
     rows = json.loads((tmp_path / "lenet.json").read_text())
     assert {r["layer"] for r in rows} >= {"conv1", "conv2", "fc1", "fc2"}
     assert (tmp_path / "lenet.md").read_text().startswith("| layer |")
+
+
+def test_backward_does_not_change_the_forward_count(capsys) -> None:  # type: ignore[no-untyped-def]
+    """`--backward` used to switch to train mode (BN batch statistics: 8 FLOPs per element instead
+    of 4), changing the forward count. Mode is its own option now, stated in the header."""
+    def bn_flops(*extra: str) -> int:
+        csv = _run(capsys, "mobilenet_v1", "--input", "3x64x64", "--format", "csv", *extra)
+        return int(pd.read_csv(io.StringIO(csv), index_col=0).loc["features.0.1", "flops"])
+
+    # first BatchNorm2d on 1x32x32x32 = 32,768 elements; inference: normalise 2 + affine 2 = 4 per
+    # element = 131,072 FLOPs, with or without --backward; train: + mean 1 + variance 3 per element
+    # = 262,144, + 1 for the num_batches_tracked increment = 262,145
+    assert bn_flops() == bn_flops("--backward") == 131_072
+    assert bn_flops("--mode", "train") == bn_flops("--mode", "train", "--backward") == 262_145
+    assert "train mode, forward + backward" in _run(capsys, "lenet5", "--mode", "train", "--backward")
+    assert "inference mode, forward + backward" in _run(capsys, "lenet5", "--backward")
 
 
 def test_bad_model_and_bad_input_exit_2() -> None:

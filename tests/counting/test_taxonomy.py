@@ -201,7 +201,7 @@ def test_new_cublas_matmuls_have_formulas() -> None:
 def test_count_records_op_and_layer_classes_and_variants() -> None:
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.Conv2d(4, 8, 1), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-    c = hwprof.count(model.eval(), "4x8x8", backward=True)
+    c = hwprof.count(model, "4x8x8", backward=True)
     assert list(c.ops.loc[c.ops["phase"] == "fwd", "op_class"]) == [
         "conv", "norm", "elementwise", "conv", "matmul"]
     lay = c.layers
@@ -238,7 +238,7 @@ def test_layer_classes_map_to_the_roofs_the_profiler_chose(name: str, spec: str)
     old = getattr(profiler, "_op_class_and_dtype", None)
     if old is None:
         pytest.skip("the join reads the count's classes now")
-    c = hwprof.count(zoo.build(name)[0], spec, backward=True)
+    c = hwprof.count(zoo.build(name)[0], spec, backward=True, mode="train")
     theirs = old(c.ops)["op_class"]
     ours = c.layers.loc[theirs.index, "op_class"].map(lambda k: ROOF_RULE.get(k, "other"))
     assert ours.to_dict() == theirs.to_dict()
