@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from hwprof.cli import main
 
@@ -50,6 +51,18 @@ def test_backward_does_not_change_the_forward_count(capsys) -> None:  # type: ig
     assert bn_flops("--mode", "train") == bn_flops("--mode", "train", "--backward") == 262_145
     assert "train mode, forward + backward" in _run(capsys, "lenet5", "--mode", "train", "--backward")
     assert "inference mode, forward + backward" in _run(capsys, "lenet5", "--backward")
+
+
+@pytest.mark.parametrize("argv", [
+    ["count", "lenet5", "--dtype", "long"], ["count", "lenet5", "--dtype", "bool"],
+    ["memory", "lenet5", "--dtype", "int"], ["measure", "lenet5", "--device", "cpu", "--dtype", "long"],
+])
+def test_integer_dtype_is_a_one_line_error(argv: list[str], capsys) -> None:  # type: ignore[no-untyped-def]
+    """Every command parses --dtype with spec.parse_dtype, which takes floating dtypes only (this
+    was a RuntimeError traceback, exit 1)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a floating dtype" in err[0] and "--input long:" in err[0]
 
 
 def test_bad_model_and_bad_input_exit_2() -> None:
