@@ -1,5 +1,5 @@
 """`hwprof count MODEL --input 3x224x224 --batch 1 [--mode inference|train] [--backward]`: the
-analytical per-layer table.
+analytical per-layer table and totals (what each --format holds: :mod:`hwprof.report.count_table`).
 
 ``--mode`` sets the model's mode (inference: batch norm on running statistics, dropout off;
 train: batch statistics, dropout active) and ``--backward`` adds the backward pass; the two are
@@ -17,8 +17,7 @@ from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
-from hwprof.report.count_table import layer_table, totals_lines
-from hwprof.report.tables import render
+from hwprof.report.count_table import count_outputs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,16 +40,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model, default_spec = _build_without_memory(args.model)
     device = resolve_device(args.device)
-    c = count(model, args.input or default_spec, backward=args.backward, mode=args.mode, batch=args.batch,
-              dtype=args.dtype, device=device)
-    table = layer_table(c, args.backward, all_modules=args.all)
-    if args.format == "table":
-        mode = f"{args.mode} mode, " + ("forward + backward" if args.backward else "forward")
-        text = f"{args.model} (input {args.input or default_spec}, batch {args.batch}, {mode})\n"
-        text += render(table, "table") + "\n\n" + "\n".join(totals_lines(c, args.backward))
-    else:
-        text = render(table, args.format)
-    emit(text, args.out, table, args.format)
+    spec = args.input or default_spec
+    c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
+    emit(count_outputs(c, args.model, spec, all_modules=args.all)[args.format], args.out)
     return 0
 
 
