@@ -46,12 +46,26 @@ class TensorSpec:
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    """'bf16' -> torch.bfloat16; a torch.dtype passes through."""
-    if isinstance(name, torch.dtype):
-        return name
+    """The floating dtype of a run's parameters and activations: 'bf16' -> torch.bfloat16; a
+    torch.dtype passes through. An integer or bool dtype is an :class:`InputSpecError` (a model
+    cannot be converted to it: integer inputs are given in the input spec, ``long:128``)."""
+    dtype = name if isinstance(name, torch.dtype) else _lookup_dtype(name)
+    if not dtype.is_floating_point:
+        shown = name if isinstance(name, str) else str(dtype).removeprefix("torch.")
+        raise InputSpecError(
+            f"dtype {shown!r} is not a floating dtype: parameters and activations take one of "
+            f"{', '.join(_FLOAT_NAMES)}; integer inputs go in the input spec, e.g. --input long:128")
+    return dtype
+
+
+_FLOAT_NAMES = ("fp32", "bf16", "fp16", "fp64")
+
+
+def _lookup_dtype(name: str) -> torch.dtype:
+    """Any dtype by name ('long', 'bf16'...): input specs may name integer dtypes."""
     try:
         return _DTYPES[name.strip().lower()]
-    except KeyError:
+    except (KeyError, AttributeError):
         raise InputSpecError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}") from None
 
 
@@ -65,7 +79,7 @@ def parse_spec(text: str) -> tuple[TensorSpec, ...]:
         dtype = None
         if ":" in part:
             dname, part = part.split(":", 1)
-            dtype = parse_dtype(dname)
+            dtype = _lookup_dtype(dname)
         dims = part.lower().replace("*", "x").split("x")
         try:
             shape = tuple(int(d) for d in dims)

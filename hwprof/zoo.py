@@ -15,14 +15,15 @@ The seed documents' models (see ../shared/seeds) are reproduced exactly:
 Plus models for the other studies: ``resnet18`` / ``resnet50`` (torchvision's layout, own code),
 ``transformer_encoder`` (token ids -> 2 encoder layers), ``gpt_tiny`` / ``gpt_7b`` (decoder-only,
 causal SDPA; 7B = 32 layers, d_model 4096, 32 heads, seq 2048) and ``lstm`` (2-layer LSTM).
-``torchvision:NAME`` and ``timm:NAME`` build those packages' models when installed, and
-``package.module:factory`` calls a user factory.
+``torchvision:NAME`` and ``timm:NAME`` build those packages' models when installed (a timm
+model's default input is its own pretrained input size), and ``package.module:factory`` calls a
+user factory.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -406,7 +407,8 @@ def build(name: str, device: torch.device | str | None = None) -> tuple[nn.Modul
             if prefix == "torchvision":
                 return _build_torchvision(attr), "3x224x224"
             if prefix == "timm":
-                return _build_timm(attr), "3x224x224"
+                model = _build_timm(attr)
+                return model, _timm_input_spec(model)
             return _build_user(prefix, attr), "3x224x224"
     raise UnknownModelError(
         f"unknown model {name!r}; zoo names: {', '.join(names())}; or torchvision:NAME, timm:NAME, package.module:factory")
@@ -441,6 +443,18 @@ def _build_timm(attr: str) -> nn.Module:
         return timm.create_model(attr, pretrained=False)
     except RuntimeError as e:
         raise UnknownModelError(f"timm has no model {attr!r} ({e})") from None
+
+
+def _timm_input_spec(model: nn.Module) -> str:
+    """A timm model's own default input size, from its pretrained config (``pretrained_cfg``,
+    ``default_cfg`` in older timm): ``{"input_size": (3, 256, 256)}`` -> "3x256x256" (mobilevit_xxs
+    is trained at 256, not 224). "3x224x224" when the model has no config."""
+    for attr in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(model, attr, None)
+        size = cfg.get("input_size") if isinstance(cfg, Mapping) else getattr(cfg, "input_size", None)
+        if size:
+            return "x".join(str(int(d)) for d in size)
+    return "3x224x224"
 
 
 def _build_user(module: str, attr: str) -> nn.Module:

@@ -35,3 +35,13 @@ def test_as_input_tuple_accepts_tensor_tuple_and_spec() -> None:
     assert as_input_tuple("4", batch=3)[0].shape == (3, 4)
     with pytest.raises(InputSpecError):
         as_input_tuple(42)
+
+
+@pytest.mark.parametrize("name", ["long", "int", "int32", "bool", torch.int64, torch.bool])
+def test_parse_dtype_takes_floating_dtypes_only(name: object) -> None:
+    """The run's dtype converts parameters: an integer or bool dtype is a one-line error that
+    says where integer inputs go (it was a RuntimeError deep in the model conversion)."""
+    with pytest.raises(InputSpecError, match=r"not a floating dtype.*long:128"):
+        parse_dtype(name)  # type: ignore[arg-type]
+    # integer inputs still parse in a spec
+    assert parse_spec("long:8, int32:2, bool:3")[0].dtype is torch.long

@@ -58,3 +58,20 @@ def test_user_factory_and_unknown_names() -> None:
 def test_torchvision_name_without_torchvision_is_a_clear_error() -> None:
     with pytest.raises(zoo.UnknownModelError, match="needs the 'torchvision.models' package"):
         zoo.build("torchvision:resnet50")
+
+
+def test_timm_models_default_to_their_own_input_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm:mobilevit_xxs is trained at 256x256 (its pretrained config says so); it was counted
+    at 224. timm is not a dependency: a fake module stands in for it."""
+    import sys
+    import types
+
+    def create_model(name: str, pretrained: bool = False) -> torch.nn.Module:
+        model = torch.nn.Conv2d(3, 8, 3)
+        if name == "mobilevit_xxs":
+            model.pretrained_cfg = {"input_size": (3, 256, 256), "crop_pct": 0.9}  # type: ignore[assignment]
+        return model
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    assert zoo.build("timm:mobilevit_xxs")[1] == "3x256x256"
+    assert zoo.build("timm:plain")[1] == "3x224x224"  # no config: the usual 224

@@ -1,4 +1,11 @@
-"""`hwprof count MODEL --input 3x224x224 --batch 1 [--backward]`: the analytical per-layer table."""
+"""`hwprof count MODEL --input 3x224x224 --batch 1 [--mode inference|train] [--backward]`: the
+analytical per-layer table and totals (what each --format holds: :mod:`hwprof.report.count_table`).
+
+``--mode`` sets the model's mode (inference: batch norm on running statistics, dropout off;
+train: batch statistics, dropout active) and ``--backward`` adds the backward pass; the two are
+independent, so ``--backward`` never changes the forward count. Defaults are the API's
+(:func:`hwprof.count`): inference, forward only.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,16 @@ from torch import nn
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
-from hwprof.counting.counter import count
+from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
-from hwprof.report.count_table import layer_table, totals_lines
-from hwprof.report.tables import render
+from hwprof.report.count_table import count_outputs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p, default_model="mobilenet_v1")
-    p.add_argument("--backward", action="store_true", help="also count the backward pass")
+    p.add_argument("--mode", choices=MODES, default="inference",
+                   help="inference (default: eval, BN running stats, no dropout) or train (BN batch stats, dropout)")
+    p.add_argument("--backward", action="store_true", help="also count the backward pass (in either mode)")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
     p.add_argument("--device", default="cpu", help="whose kernels to count: cpu (default) or cuda (needs CUDA)")
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")
@@ -31,18 +39,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:22s} {e.input_spec:14s} {e.description}")
         return 0
     model, default_spec = _build_without_memory(args.model)
-    model.train(args.backward)  # inference counts in eval mode (BN uses running stats, no dropout)
     device = resolve_device(args.device)
-    c = count(model, args.input or default_spec, backward=args.backward, batch=args.batch, dtype=args.dtype,
-              device=device)
-    table = layer_table(c, args.backward, all_modules=args.all)
-    if args.format == "table":
-        mode = "train mode, forward + backward" if args.backward else "eval mode, forward"
-        text = f"{args.model} (input {args.input or default_spec}, batch {args.batch}, {mode})\n"
-        text += render(table, "table") + "\n\n" + "\n".join(totals_lines(c, args.backward))
-    else:
-        text = render(table, args.format)
-    emit(text, args.out, table, args.format)
+    spec = args.input or default_spec
+    c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
+    emit(count_outputs(c, args.model, spec, all_modules=args.all)[args.format], args.out)
     return 0
 
 

@@ -6,7 +6,8 @@ allocated), so ``--device cuda`` predicts a GPU run on a machine without one.
 ``--fit SIZE|auto`` searches the largest batch predicted to fit (and, with ``--validate``,
 checks it and the next size up for real).
 
-Output: ``--format table`` prints MiB; csv/json/md give bytes. With ``--fit``, csv/json/md
+Output: ``--format table`` prints MiB (2**20 bytes, labelled; hwprof's unit convention,
+:mod:`hwprof.report.tables`); csv/json/md give bytes. With ``--fit``, csv/json/md
 hold the fit table (one row per evaluated batch, then the real checks); otherwise the
 predictors table (with measured values and errors when validated).
 """
@@ -23,7 +24,7 @@ import pandas as pd
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
 from hwprof.files import to_jsonable
-from hwprof.report.tables import human, render
+from hwprof.report.tables import human_bytes, mib, render
 
 OPTIMIZER_CHOICES = ("none", "sgd", "momentum", "adam", "adamw")
 
@@ -97,12 +98,6 @@ def _require_device(device: str) -> None:
         raise DeviceUnavailableError("--validate --device cuda needs a CUDA device")
 
 
-def _mib(v: Any) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{float(v) / 2**20:,.1f}"
-
-
 def _pct(v: Any) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -117,7 +112,7 @@ def _text(header: str, est: Any, val: Any) -> str:
             continue
         if df[col].isna().all():
             continue
-        shown[col.replace("_bytes", "")] = df[col].map(_mib)
+        shown[col.replace("_bytes", "")] = df[col].map(mib)
     lines = [header, "", "predicted memory (MiB):", render(shown, "table"), ""]
     lines += [f"{name}: {note}" for name, note in df["notes"].items() if note]
     if val is not None:
@@ -125,17 +120,17 @@ def _text(header: str, est: Any, val: Any) -> str:
         lines += ["", f"validation on {val.device}: compared with {val.compared.replace('_bytes', '')} (MiB)"]
         vt = pd.DataFrame(index=t.index)
         for col in t.columns:
-            vt[col.replace("_bytes", "")] = t[col].map(_pct if col.endswith("_pct") else _mib)
+            vt[col.replace("_bytes", "")] = t[col].map(_pct if col.endswith("_pct") else mib)
         lines += [render(vt, "table"), ""]
         m = val.measured
         lines.append("measured: " + ", ".join(
-            f"{k.replace('_bytes', '')} {_mib(m.get(k))} MiB" for k in (
+            f"{k.replace('_bytes', '')} {mib(m.get(k))} MiB" for k in (
                 "alloc_peak_bytes", "reserved_peak_bytes", "nvml_used_minus_baseline_bytes",
                 "cuda_context_bytes", "rss_peak_minus_baseline_bytes") if m.get(k) is not None))
         if m.get("alloc_trace_peak_op"):
             lines.append(f"measured peak reached in {m['alloc_trace_peak_op']}, "
-                         f"{_mib(m.get('alloc_trace_workspace_at_peak_bytes'))} MiB of it that op's own workspace; "
-                         f"largest in-op workspace {_mib(m.get('alloc_trace_max_op_transient_bytes'))} MiB "
+                         f"{mib(m.get('alloc_trace_workspace_at_peak_bytes'))} MiB of it that op's own workspace; "
+                         f"largest in-op workspace {mib(m.get('alloc_trace_max_op_transient_bytes'))} MiB "
                          f"({m.get('alloc_trace_max_op_transient_op') or '-'}); predictors see only the tensors ops "
                          "return (measured_tensor_peak)")
         lines += [f"note: {n}" for n in val.notes]
@@ -157,7 +152,7 @@ def _run_fit(args: argparse.Namespace, meta_model: Any, real_model: Any, spec: s
     if checks is not None:
         table = pd.concat([table.assign(kind="predicted"), checks.assign(kind="measured")], ignore_index=True)
     summary = (f"{args.model} (input {spec}, {args.mode}{', ' + optimizer if optimizer else ''}, {args.dtype}) on "
-               f"{device}: largest batch predicted to fit in {limit:,} B ({human(limit, 'B', 1024)}) = {fit.batch} "
+               f"{device}: largest batch predicted to fit in {limit:,} B ({human_bytes(limit)}) = {fit.batch} "
                f"(criterion: simulated {fit.criterion.replace('_bytes', '')})")
     if args.format == "json":
         emit(json.dumps(to_jsonable({"model": args.model, "input": spec, "limit_bytes": limit, "batch": fit.batch,
@@ -168,12 +163,12 @@ def _run_fit(args: argparse.Namespace, meta_model: Any, real_model: Any, spec: s
     else:
         ev = fit.evaluations.copy()
         for col in ("peak_predicted_bytes", "reserved_predicted_bytes"):
-            ev[col.replace("_bytes", "_mib")] = ev.pop(col).map(_mib)
+            ev[col.replace("_bytes", "_mib")] = ev.pop(col).map(mib)
         lines = [summary, "", render(ev, "table", index=False)]
         if checks is not None:
             ck = checks.copy()
             for col in ("alloc_peak_bytes", "reserved_peak_bytes", "alloc_trace_peak_bytes", "rss_peak_minus_baseline_bytes"):
-                ck[col.replace("_bytes", "_mib")] = ck.pop(col).map(_mib)
+                ck[col.replace("_bytes", "_mib")] = ck.pop(col).map(mib)
             lines += ["", "real check:", render(ck, "table", index=False)]
             if device != "cuda":
                 lines.append("note: on CPU measured_fit compares the peak of live tensor bytes from torch's allocator "

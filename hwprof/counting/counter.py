@@ -12,16 +12,19 @@ left out of the op table. An op without a formula is listed in ``uncounted`` wit
 count and has NaN FLOPs in the op table: never a silent zero.
 
 Per-layer columns without suffix are the layer's *own* ops (self); ``*_incl`` columns add
-its descendants. Summing a self column over all rows gives the model total.
+its descendants. Summing a self column over all rows gives the model total. Each op carries
+its class from the formula registry (``op_class``); each layer the class of its FLOP-heaviest
+own op (:func:`layer_op_classes`) and, for convolutions, its variant (:func:`layer_variant`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
 import torch
@@ -37,11 +40,14 @@ from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
 from hwprof.spec import parse_dtype
 
-__all__ = ["count", "CountResult"]
+__all__ = ["count", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes"]
 
 log = logging.getLogger(__name__)
 
 _SUM_COLUMNS = ("flops", "macs", "bytes_read", "bytes_written")
+
+Mode = Literal["inference", "train"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass
@@ -49,7 +55,8 @@ class CountResult:
     """Counts of one model on one input (see DESIGN.md's API contract).
 
     layers: one row per module (index = path, "" = root); ops: one row per aten op call;
-    totals: model-wide sums; uncounted: aten op -> calls with no formula; notes: caveats.
+    totals: model-wide sums; uncounted: aten op -> calls with no formula; notes: caveats;
+    config: what was counted (mode, backward, batch, dtype, device, inputs).
     """
 
     layers: pd.DataFrame
@@ -57,6 +64,7 @@ class CountResult:
     totals: dict[str, Any]
     uncounted: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def leaf_layers(self) -> pd.DataFrame:
         return self.layers[self.layers["is_leaf"]]
@@ -72,12 +80,11 @@ class _Counter(TorchDispatchMode):
         self.rows: list[tuple[Any, ...]] = []
         self.uncounted: Counter[str] = Counter()
         self.formula_errors: dict[str, str] = {}
-        self.paused = False
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         packet = func._overloadpacket
-        if self.paused or F.is_view(packet):
+        if F.is_view(func):
             return func(*args, **kwargs)
         formula = F.lookup(packet)
         if formula is None:
@@ -109,8 +116,8 @@ class _Counter(TorchDispatchMode):
         bwd = torch._C._current_graph_task_id() != -1
         module = backward_module() if bwd else self.modules.current
         dtype = str(ins[0].dtype).removeprefix("torch.") if ins else (str(outs[0].dtype).removeprefix("torch.") if outs else "")
-        self.rows.append((module, "bwd" if bwd else "fwd", name, shapes_str(ins), shapes_str(outs), dtype,
-                          flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
+        self.rows.append((module, "bwd" if bwd else "fwd", name, F.op_class(packet), shapes_str(ins), shapes_str(outs),
+                          dtype, flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
 
 
 def _meta(x: Any) -> Any:
@@ -135,20 +142,27 @@ def _op_call(func: Any, name: str, args: tuple, kwargs: dict, out: Any) -> F.OpC
 def count(
     model: nn.Module,
     inputs: Any,
-    backward: bool = True,
+    backward: bool = False,
     batch: int | None = None,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     training: bool | None = None,
+    *,
+    mode: Mode | None = None,
 ) -> CountResult:
     """Count ``model`` on ``inputs`` (a tensor, a tuple of tensors, or a spec like ``"3x224x224"``).
 
     Runs on a fake copy of the model (no memory, no compute; models on ``torch.device("meta")``
     work, counted with the CPU's kernels unless ``device`` says otherwise). ``backward=True``
-    also counts the ops autograd runs for ``outputs.backward(ones)``; ``backward=False`` runs under ``torch.no_grad()`` (so eval-mode fused fast paths run, as they
-    would in inference). ``dtype`` converts the copy and floating inputs (e.g. ``"bf16"``).
-    ``training`` sets the copy's mode (None: the model's own flag; the model itself is untouched).
+    also counts the ops autograd runs for ``outputs.backward(ones)``; ``backward=False`` (the
+    default, as in ``hwprof count``) runs under ``torch.no_grad()`` (so eval-mode fused fast
+    paths run, as they would in inference). ``mode`` sets the copy's mode independently of
+    ``backward``: "inference" (default: eval, batch norm on running statistics, dropout off) or
+    "train" (batch statistics, dropout active); the model itself is untouched. ``dtype``
+    converts the copy and floating inputs (e.g. ``"bf16"``). ``training=`` is the deprecated
+    spelling of ``mode`` (True = "train", False = "inference").
     """
+    mode = _resolve_mode(mode, training)
     dt = parse_dtype(dtype) if dtype is not None else None
     notes: list[str] = []
     target = count_device(model_device(model), device, notes)
@@ -157,8 +171,7 @@ def count(
     with fake_mode:
         if dt is not None or target != model_device(model):
             convert_tensors(fmodel, dt, target)
-        if training is not None:
-            fmodel.train(training)
+        fmodel.train(mode == "train")
         args = fake_inputs(inputs, batch=batch, spec_dtype=dt or model_float_dtype(model), device=target,
                            fake_mode=fake_mode, cast_tensors=dt is not None)
         stack = ModuleStack(fmodel)
@@ -172,7 +185,26 @@ def count(
                 raise _input_error(stack, e) from e
             if backward:
                 _run_backward(output, counter, notes)
-    return _build_result(fmodel, args, stack, counter, notes)
+    config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and isinstance(inputs, str) else batch,
+              "dtype": str(dt or model_float_dtype(model)).removeprefix("torch."), "device": target.type,
+              "inputs": inputs if isinstance(inputs, str) else shapes_str([a for a in args if isinstance(a, torch.Tensor)])}
+    return _build_result(fmodel, args, stack, counter, notes, config)
+
+
+def _resolve_mode(mode: str | None, training: bool | None) -> Mode:
+    """``mode``, or the deprecated ``training`` flag translated; default "inference"."""
+    if training is not None:
+        warnings.warn("count(training=...) is deprecated: pass mode='train' or mode='inference'",
+                      DeprecationWarning, stacklevel=3)
+        legacy: Mode = "train" if training else "inference"
+        if mode is not None and mode != legacy:
+            raise ValueError(f"count(): mode={mode!r} contradicts training={training}")
+        return legacy
+    if mode is None:
+        return "inference"
+    if mode not in MODES:
+        raise ValueError(f"count(): unknown mode {mode!r}; expected one of {MODES}")
+    return mode  # type: ignore[return-value]
 
 
 def count_device(model_dev: torch.device, requested: torch.device | str | None, notes: list[str]) -> torch.device:
@@ -210,20 +242,18 @@ def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
     if not outs:
         notes.append("backward skipped: no output requires grad (all parameters frozen and inputs without grad)")
         return
-    counter.paused = True
     grads = [torch.ones_like(t) for t in outs]
-    counter.paused = False
     with counter:
         torch.autograd.backward(outs, grads)
 
 
 # ----------------------------------------------------------------------------- tables
-_OP_COLUMNS = ["module", "phase", "op", "input_shapes", "output_shapes", "dtype", "flops", "macs",
+_OP_COLUMNS = ["module", "phase", "op", "op_class", "input_shapes", "output_shapes", "dtype", "flops", "macs",
                "bytes_read", "bytes_written", "counted"]
 
 
 def _build_result(fmodel: nn.Module, args: tuple, stack: ModuleStack, counter: _Counter,
-                  notes: list[str]) -> CountResult:
+                  notes: list[str], config: dict[str, Any]) -> CountResult:
     ops = pd.DataFrame(counter.rows, columns=_OP_COLUMNS)
     ops["bytes"] = ops["bytes_read"] + ops["bytes_written"]
     layers = _layer_table(fmodel, stack, ops)
@@ -233,7 +263,7 @@ def _build_result(fmodel: nn.Module, args: tuple, stack: ModuleStack, counter: _
         notes.append(f"formula for {op} could not read a call ({err}); listed as uncounted")
     if counter.uncounted:
         log.warning("ops without a formula (listed in .uncounted, not counted as zero): %s", dict(counter.uncounted))
-    return CountResult(layers, ops, totals, dict(counter.uncounted), notes)
+    return CountResult(layers, ops, totals, dict(counter.uncounted), notes, config)
 
 
 def _own_params(fmodel: nn.Module) -> dict[str, tuple[int, int]]:
@@ -254,17 +284,19 @@ def _own_params(fmodel: nn.Module) -> dict[str, tuple[int, int]]:
 
 def _layer_table(fmodel: nn.Module, stack: ModuleStack, ops: pd.DataFrame) -> pd.DataFrame:
     params = _own_params(fmodel)
-    children = {path: [n for n, _ in mod.named_children()] for path, mod in fmodel.named_modules()}
+    modules = dict(fmodel.named_modules())
+    children = {path: [n for n, _ in mod.named_children()] for path, mod in modules.items()}
     rows = []
     for path, rec in stack.records.items():
         rows.append({
-            "path": path, "type": rec.type, "depth": 0 if path == "" else path.count(".") + 1,
-            "is_leaf": not children.get(path), "calls": rec.calls,
+            "path": path, "type": rec.type, "variant": layer_variant(modules.get(path)),
+            "depth": 0 if path == "" else path.count(".") + 1, "is_leaf": not children.get(path), "calls": rec.calls,
             "input_shapes": rec.input_shapes, "output_shapes": rec.output_shapes,
             "params": params.get(path, (0, 0))[0], "trainable_params": params.get(path, (0, 0))[1],
             "output_bytes": rec.output_bytes, "output_is_alias": rec.output_is_alias,
         })
     layers = pd.DataFrame(rows).set_index("path")
+    layers.insert(1, "op_class", layer_op_classes(ops).reindex(layers.index).fillna("other"))
     for phase in ("fwd", "bwd"):
         sel = ops[ops["phase"] == phase]
         grouped = sel.groupby("module")[list(_SUM_COLUMNS)].sum(min_count=1) if len(sel) else None
@@ -279,6 +311,35 @@ def _layer_table(fmodel: nn.Module, stack: ModuleStack, ops: pd.DataFrame) -> pd
     layers["intensity_fwd"] = layers["flops_fwd"] / layers["bytes_fwd"].where(layers["bytes_fwd"] > 0)
     layers["intensity_bwd"] = layers["flops_bwd"] / layers["bytes_bwd"].where(layers["bytes_bwd"] > 0)
     return layers
+
+
+def layer_variant(module: nn.Module | None) -> str:
+    """'depthwise' (groups = C_in > 1), 'grouped', 'pointwise' (1x1), 'dense' for convs; else ''."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return ""
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise"
+    if module.groups > 1:
+        return "grouped"
+    if all(k == 1 for k in module.kernel_size):
+        return "pointwise"
+    return "dense"
+
+
+#: a layer's class is its FLOP-heaviest op's among the ops of its highest rank: conv first, then
+#: the matmul-rule classes, then the rest (the roofline's TF32 switches follow the class)
+_CLASS_RANK = {"conv": 2, "matmul": 1, "attention": 1, "rnn": 1}
+
+
+def layer_op_classes(ops: pd.DataFrame) -> pd.Series:
+    """Per module (index): the class of its own op ranked first by class (conv > matmul,
+    attention, rnn > every other class), then by FLOPs; over both phases. A module without ops
+    of its own is absent (its class is "other")."""
+    if ops.empty:
+        return pd.Series(dtype=object)
+    rank = ops["op_class"].map(_CLASS_RANK).fillna(0)
+    best = ops.assign(rank=rank).sort_values(["rank", "flops"], ascending=False).groupby("module").head(1)
+    return best.set_index("module")["op_class"]
 
 
 def _inclusive(col: pd.Series, children: dict[str, list[str]]) -> pd.Series:

@@ -30,6 +30,15 @@ Conventions (DESIGN.md "Conventions"):
 * Zero-cost ops: views and metadata (no kernel: 0 FLOPs, 0 bytes); data movement and
   creation (copy, cat, pad, gather, RNG...: 0 FLOPs, their bytes are counted).
 
+**Op classes.** Every op is registered with its formula *and* its class (:data:`OpClass`:
+matmul, conv, attention, rnn, norm, pool, elementwise, reduction, embedding, loss,
+data_movement, view, collective, other); this registry is the only op list in hwprof, and
+every other module asks it (:func:`op_class`, :func:`is_view`, :func:`uses_cublas_workspace`).
+View and metadata ops are not listed: they are recognised from the op's schema
+(:func:`schema_is_view`), so a view op no formula names (``as_strided_``, ``unsafe_split``)
+is still free, never "uncounted". A formula never branches on the op's name: ops that need
+different arithmetic get their own registered formula.
+
 Every formula takes an :class:`OpCall` (shapes and arguments, no tensors) and returns a
 :class:`Cost`; ops with no formula are reported by the counter as *uncounted*, never zero.
 Registering an op twice raises.
@@ -37,20 +46,33 @@ Registering an op twice raises.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.utils.flop_counter as tfc
 
 __all__ = [
-    "T", "OpCall", "Cost", "Formula", "REGISTRY", "VIEW_OPS", "register", "lookup", "is_view",
-    "ELEMENTWISE", "conv_macs", "causal_pairs", "rnn_gates",
+    "T", "OpCall", "Cost", "Formula", "OpClass", "OP_CLASSES", "REGISTRY", "register", "register_no_kernel",
+    "lookup", "op_class", "is_view", "schema_is_view", "uses_cublas_workspace", "ELEMENTWISE", "conv_macs",
+    "causal_pairs", "rnn_gates",
 ]
 
 aten = torch.ops.aten
+
+OpClass = Literal["matmul", "conv", "attention", "rnn", "norm", "pool", "elementwise", "reduction", "embedding",
+                  "loss", "data_movement", "view", "collective", "other"]
+"""What kind of work an op does. The roofline maps "conv" to cuDNN's TF32 switch, "matmul",
+"attention" and "rnn" to the matmul TF32 switch, and every other class to the fp32 CUDA-core roof.
+"view" = no kernel (views, metadata queries, uninitialised allocations); "collective" = ops of the
+c10d namespaces; "other" = an op the registry does not know (no formula: uncounted)."""
+
+OP_CLASSES: tuple[str, ...] = get_args(OpClass)
+
+_COLLECTIVE_NAMESPACES = frozenset({"c10d", "_c10d_functional", "_c10d_functional_autograd", "c10d_functional"})
 
 
 @dataclass(frozen=True)
@@ -102,21 +124,45 @@ class Cost:
 
 Formula = Callable[[OpCall], Cost]
 REGISTRY: dict[Any, Formula] = {}
+_CLASS: dict[Any, OpClass] = {}          # packet -> class, for every registered packet
+_CUBLAS_WORKSPACE: set[Any] = set()      # packets that run on cuBLAS on CUDA
 
 
-def register(*ops: Any) -> Callable[[Formula], Formula]:
-    """Register ``formula`` for each op packet (``aten.mm``); a second registration is an error."""
+def register(*ops: Any, op_class: OpClass, cublas_workspace: bool = False) -> Callable[[Formula], Formula]:
+    """Register ``formula`` and its class for each op packet (``aten.mm``); a second
+    registration is an error. ``cublas_workspace``: on CUDA the op runs on cuBLAS, which takes
+    its workspace on first use per thread (the memory replay charges it)."""
+    if op_class not in OP_CLASSES:
+        raise ValueError(f"unknown op class {op_class!r}; expected one of {OP_CLASSES}")
+    if op_class == "view":
+        raise ValueError("view ops have no formula: they are recognised from their schema (or register_no_kernel)")
 
     def deco(formula: Formula) -> Formula:
-        for op in ops:
-            if op is None:  # op absent from this torch build
-                continue
-            if op in REGISTRY:
-                raise RuntimeError(f"duplicate formula registration for {op}")
+        for op in _claim(ops, op_class):
             REGISTRY[op] = formula
+            if cublas_workspace:
+                _CUBLAS_WORKSPACE.add(op)
         return formula
 
     return deco
+
+
+def register_no_kernel(*ops: Any) -> None:
+    """Class "view" for ops that launch no kernel but whose schema cannot say so: metadata
+    queries returning numbers (``sym_size``, ``item``...), uninitialised allocations (``empty``...)."""
+    _claim(ops, "view")
+
+
+def _claim(ops: Sequence[Any], op_class: OpClass) -> list[Any]:
+    claimed = []
+    for op in ops:
+        if op is None:  # op absent from this torch build
+            continue
+        if op in _CLASS:
+            raise RuntimeError(f"duplicate formula registration for {op}")
+        _CLASS[op] = op_class
+        claimed.append(op)
+    return claimed
 
 
 def lookup(packet: Any) -> Formula | None:
@@ -128,23 +174,108 @@ def _ops(*names: str) -> list[Any]:
     return [getattr(aten, n) for n in names if hasattr(aten, n)]
 
 
-# ----------------------------------------------------------------------------- views / metadata
-VIEW_OPS: frozenset[Any] = frozenset(_ops(
-    "view", "_unsafe_view", "reshape", "_reshape_alias", "t", "transpose", "permute", "expand", "expand_as",
-    "squeeze", "unsqueeze", "detach", "alias", "slice", "select", "as_strided", "split", "split_with_sizes",
-    "chunk", "unbind", "narrow", "diagonal", "unfold", "view_as", "view_as_real", "view_as_complex",
-    "lift_fresh", "_conj", "conj", "resolve_conj", "resolve_neg", "_neg_view", "numpy_T", "mT", "mH",
-    "movedim", "swapaxes", "transpose_", "t_", "squeeze_", "unsqueeze_", "detach_", "set_",
+# ----------------------------------------------------------------------------- queries
+def _packet(op: Any) -> Any:
+    """The op packet of an OpOverload, a packet, or a name ("aten.mm", "aten::mm", "mm",
+    "prim.device", "aten.add.Tensor"); None for a name no torch op has."""
+    if isinstance(op, torch._ops.OpOverload):
+        return op.overloadpacket
+    if not isinstance(op, str):
+        return op
+    ns, sep, rest = op.partition("::")
+    if not sep:
+        ns, sep, rest = op.partition(".")
+    if not sep:
+        ns, rest = "aten", op
+    return getattr(getattr(torch.ops, ns), rest.split(".")[0], None)
+
+
+def op_class(op: Any) -> OpClass:
+    """The class of ``op`` (an OpOverload, a packet, or a name like "aten.convolution").
+
+    Registered ops: the class given at registration. Otherwise "view" when the schema says the
+    op only aliases its input (:func:`schema_is_view`), "collective" in the c10d namespaces,
+    else "other" (an op with no formula)."""
+    packet = _packet(op)
+    if packet is None:
+        return "other"
+    cls = _CLASS.get(packet)
+    if cls is not None:
+        return cls
+    if schema_is_view(op if isinstance(op, torch._ops.OpOverload) else packet):
+        return "view"
+    if str(packet).split(".")[0] in _COLLECTIVE_NAMESPACES:
+        return "collective"
+    return "other"
+
+
+def is_view(op: Any) -> bool:
+    """Views, metadata queries and uninitialised allocations: no kernel touches memory."""
+    return op_class(op) == "view"
+
+
+def uses_cublas_workspace(op: Any) -> bool:
+    """True for ops that run on cuBLAS on CUDA (and so take a cuBLAS workspace on first use)."""
+    return _packet(op) in _CUBLAS_WORKSPACE
+
+
+# ----------------------------------------------------------------------------- views from the schema
+@functools.cache
+def schema_is_view(op: Any) -> bool:
+    """Whether an OpOverload (or every tensor overload of a packet) is a view by its schema.
+
+    The rule is torchgen's ``NativeFunction.is_view_op`` (the one functionalization uses): a
+    return annotated as a non-mutating alias of an input (``Tensor(a)``, ``Tensor(a -> *)[]``),
+    an in-place view (tag ``inplace_view``: ``as_strided_``, ``transpose_``; ``resize_`` and
+    ``resize_as_`` excluded, they allocate), or an input aliased by a wildcard. ``out=`` variants
+    write into their buffers and are not views. The ``unsafe_*`` ops (``unsafe_split``,
+    ``unsafe_chunk``, ``_unsafe_view``) are the same views with autograd's view tracking off, and
+    their schemas drop the annotation for that reason: they are judged by their safe
+    counterpart's schema (``split``, ``chunk``, ``view``). Ops whose schema only *may* alias
+    (``contiguous``, ``reshape``, ``to``) are CompositeImplicitAutograd: they decompose above
+    the dispatcher, so the counter sees the view or copy they become (the ones that copy are
+    registered as data movement, and the registry wins over this rule in :func:`op_class`)."""
+    if isinstance(op, torch._ops.OpOverloadPacket):
+        overloads = [o for o in (getattr(op, n) for n in op.overloads()) if _takes_tensors(o) and not _is_out(o)]
+        return bool(overloads) and all(schema_is_view(o) for o in overloads)
+    if not isinstance(op, torch._ops.OpOverload) or _is_out(op):
+        return False
+    op = _safe_counterpart(op)
+    name = op._schema.name
+    if torch.Tag.inplace_view in op.tags:
+        return name not in ("aten::resize_", "aten::resize_as_")
+    if any(r.alias_info is not None and not r.alias_info.is_write for r in op._schema.returns):
+        return True
+    return any(a.alias_info is not None and "*" in a.alias_info.after_set for a in op._schema.arguments)
+
+
+def _takes_tensors(o: Any) -> bool:
+    s = o._schema
+    return any("Tensor" in str(x.type) for x in (*s.arguments, *s.returns))
+
+
+def _is_out(o: Any) -> bool:
+    return torch.Tag.out in o.tags or any(
+        a.kwarg_only and a.alias_info is not None and a.alias_info.is_write for a in o._schema.arguments)
+
+
+def _safe_counterpart(o: Any) -> Any:
+    """``aten.unsafe_split.Tensor`` -> ``aten.split.Tensor``; any other op -> itself."""
+    name = o.overloadpacket.__name__
+    for prefix in ("_unsafe_", "unsafe_"):
+        if name.startswith(prefix):
+            safe = getattr(aten, name.removeprefix(prefix), None)
+            if safe is not None and o._overloadname in safe.overloads():
+                return getattr(safe, o._overloadname)
+    return o
+
+
+register_no_kernel(*_ops(
     "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "size", "stride", "dim", "numel",
     "is_contiguous", "is_same_size", "_local_scalar_dense", "item", "is_nonzero",
     "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted",
     "_has_compatible_shallow_copy_type", "record_stream", "_nested_tensor_from_mask_left_aligned",
-)) | frozenset([torch.ops.prim.device, torch.ops.prim.layout]) if hasattr(torch.ops, "prim") else frozenset()
-
-
-def is_view(packet: Any) -> bool:
-    """Views, metadata queries and uninitialised allocations: no kernel touches memory."""
-    return packet in VIEW_OPS
+), *([torch.ops.prim.device, torch.ops.prim.layout] if hasattr(torch.ops, "prim") else []))
 
 
 # ----------------------------------------------------------------------------- data movement: 0 FLOPs
@@ -159,14 +290,18 @@ _DATA_MOVEMENT = _ops(
     "permute_copy", "view_copy", "transpose_copy", "lift", "bernoulli", "bernoulli_", "rand", "rand_like",
     "randn", "randn_like", "randint", "randint_like", "normal", "normal_", "uniform_", "randperm",
     "scalar_tensor", "tensor", "_to_dense", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-    "native_channel_shuffle", "im2col", "col2im", "one_hot", "nonzero", "sort", "topk", "argsort", "unique",
+    "native_channel_shuffle", "im2col", "col2im", "one_hot", "nonzero", "sort", "topk", "argsort", "_unique",
+    "_unique2", "unique_dim", "unique_consecutive",
     "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d", "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d", "_upsample_nearest_exact3d", "lift_fresh_copy", "alias_copy",
     "split_with_sizes_copy", "unbind_copy", "_pin_memory", "to_padded_tensor", "_nested_tensor_from_tensor_list",
+    # composites whose schema says "may alias" but which copy when they must; they decompose above
+    # the dispatcher (into _to_copy, _pin_memory), and are registered here so no query calls them views
+    "to", "pin_memory",
 )
 
 
-@register(*_DATA_MOVEMENT)
+@register(*_DATA_MOVEMENT, op_class="data_movement")
 def _data_movement(c: OpCall) -> Cost:
     """Copies, creation, gathers and RNG: 0 FLOPs (their bytes are counted by the caller)."""
     return Cost(0)
@@ -186,7 +321,7 @@ ELEMENTWISE: dict[str, int] = {
         "sin", "cos", "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "tanh_", "erf", "erf_",
         "erfc", "erfinv", "isnan", "isinf", "isfinite", "nan_to_num", "relu6", "heaviside", "hypot",
         "_masked_scale", "masked_scatter", "sgn", "signbit", "copysign", "xlogy", "logit",
-        "_conj_physical", "conj_physical", "positive", "true_divide", "lerp_scalar_placeholder",
+        "_conj_physical", "conj_physical", "positive", "true_divide",
     ], 1),
     "hardtanh": 2, "hardtanh_": 2, "hardtanh_backward": 2,          # 2 compares
     "leaky_relu": 2, "leaky_relu_": 2, "leaky_relu_backward": 2,    # compare, multiply
@@ -233,6 +368,20 @@ _PER_INPUT_ELEMENT = {
 }
 
 
+# Losses computed elementwise (class "loss"); every other ELEMENTWISE op is "elementwise" or,
+# when it sums its input into a smaller output (the per-input ops above: scatter-adds and the
+# upsampling backwards), "reduction". Softmax (row max and sum fused with its elementwise steps)
+# is classed elementwise.
+_LOSSES = {
+    "mse_loss", "mse_loss_backward", "l1_loss", "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss",
+    "huber_loss_backward", "binary_cross_entropy", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits",
+}
+
+
+def _elementwise_class(name: str) -> OpClass:
+    return "loss" if name in _LOSSES else ("reduction" if name in _PER_INPUT_ELEMENT else "elementwise")
+
+
 def _elementwise(cost_per_element: int, per_input: bool) -> Formula:
     def formula(c: OpCall) -> Cost:
         if per_input:
@@ -246,10 +395,10 @@ def _elementwise(cost_per_element: int, per_input: bool) -> Formula:
 for _name, _cost in ELEMENTWISE.items():
     if _name in ("gelu", "gelu_"):
         continue
-    register(*_ops(_name))(_elementwise(_cost, _name in _PER_INPUT_ELEMENT))
+    register(*_ops(_name), op_class=_elementwise_class(_name))(_elementwise(_cost, _name in _PER_INPUT_ELEMENT))
 
 
-@register(*_ops("gelu", "gelu_"))
+@register(*_ops("gelu", "gelu_"), op_class="elementwise")
 def _gelu(c: OpCall) -> Cost:
     """Exact GELU 0.5·x·(1+erf(x/√2)) = 5 FLOPs/element; tanh approximation
     0.5·x·(1+tanh(√(2/π)(x+0.044715x³))) = 9 FLOPs/element."""
@@ -263,14 +412,19 @@ def _first_tensor(c: OpCall) -> T:
 
 
 @register(*_ops("sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "prod", "cumsum", "cumprod",
-                "logsumexp", "any", "all", "nansum", "norm", "linalg_vector_norm", "aminmax", "count_nonzero"))
+                "logsumexp", "any", "all", "nansum", "aminmax", "count_nonzero"), op_class="reduction")
 def _reduction(c: OpCall) -> Cost:
-    """1 FLOP per input element (an add, compare or multiply each); vector norms 2 (square + add)."""
-    per = 2 if c.op in ("aten.norm", "aten.linalg_vector_norm") else 1
-    return Cost(per * _first_tensor(c).numel)
+    """1 FLOP per input element (an add, compare or multiply each)."""
+    return Cost(_first_tensor(c).numel)
 
 
-@register(*_ops("var", "std", "var_mean", "std_mean"))
+@register(*_ops("norm", "linalg_vector_norm"), op_class="reduction")
+def _vector_norm(c: OpCall) -> Cost:
+    """Vector norms: 2 FLOPs per input element (square + add)."""
+    return Cost(2 * _first_tensor(c).numel)
+
+
+@register(*_ops("var", "std", "var_mean", "std_mean"), op_class="reduction")
 def _variance(c: OpCall) -> Cost:
     """Mean (1 add/element) then sum of squared deviations (sub, mul, add): 4 per input element."""
     return Cost(4 * _first_tensor(c).numel)
@@ -293,25 +447,46 @@ def _torch_formula(packet: Any) -> Formula:
 
 
 for _p in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm):
-    register(_p)(_torch_formula(_p))
+    register(_p, op_class="matmul", cublas_workspace=True)(_torch_formula(_p))
 
 
-@register(*_ops("dot", "vdot"))
+@register(*_ops("addbmm"), op_class="matmul", cublas_workspace=True)
+def _addbmm(c: OpCall) -> Cost:
+    """Sum over the batch of b (n x m)·(m x p) products: b·n·m·p MACs, 2 x MACs FLOPs (the add of
+    ``self`` folded in, as for ``addmm``)."""
+    (b, n, m), p = c.args["batch1"].shape, c.args["batch2"].shape[-1]
+    macs = b * n * m * p
+    return Cost(2 * macs, macs)
+
+
+@register(*_ops("_addmm_activation"), op_class="matmul", cublas_workspace=True)
+def _addmm_activation(c: OpCall) -> Cost:
+    """``addmm`` fused with ReLU (1 FLOP per output element) or GELU (5: the exact GELU, which
+    the CPU kernel computes): 2·m·n·k + activation FLOPs, m·n·k MACs."""
+    (m, k), n = c.args["mat1"].shape, c.args["mat2"].shape[-1]
+    macs = m * n * k
+    return Cost(2 * macs + (5 if c.args.get("use_gelu") else 1) * m * n, macs)
+
+
+@register(*_ops("dot", "vdot"), op_class="matmul", cublas_workspace=True)
 def _dot(c: OpCall) -> Cost:
     n = _first_tensor(c).numel
     return Cost(2 * n, n)
 
 
-@register(*_ops("mv", "addmv"))
+@register(*_ops("mv", "addmv"), op_class="matmul", cublas_workspace=True)
 def _mv(c: OpCall) -> Cost:
     m, n = c.args["mat"].shape
     return Cost(2 * m * n, m * n)
 
 
-@register(*_ops("_int_mm", "_scaled_mm"))
-def _int_mm(c: OpCall) -> Cost:
+def _mm_2d(c: OpCall) -> Cost:
     (m, k), (_, n) = c.pos[0].shape, c.pos[1].shape
     return Cost(2 * m * n * k, m * n * k)
+
+
+register(*_ops("_int_mm"), op_class="matmul")(_mm_2d)
+register(*_ops("_scaled_mm"), op_class="matmul", cublas_workspace=True)(_mm_2d)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -328,20 +503,28 @@ def conv_macs(x: Sequence[int], w: Sequence[int], out: Sequence[int], transposed
     return x[0] * math.prod(spatial) * math.prod(w)
 
 
-@register(*_ops("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution",
-                "cudnn_convolution_transpose", "mkldnn_convolution", "_slow_conv2d_forward",
-                "slow_conv3d_forward", "slow_conv_dilated2d", "slow_conv_dilated3d", "slow_conv_transpose2d",
-                "slow_conv_transpose3d", "_conv_depthwise2d", "conv_depthwise3d", "miopen_convolution",
-                "_nnpack_spatial_convolution", "thnn_conv2d"))
-def _conv(c: OpCall) -> Cost:
-    """2 x MACs (see :func:`conv_macs`); bias add included in the seed's '+1' sense."""
-    x, w = c.pos[0], c.pos[1]
-    transposed = bool(c.args.get("transposed", False)) or "transpose" in c.op
-    macs = conv_macs(x.shape, w.shape, c.out().shape, transposed)
+def _conv_cost(c: OpCall, transposed: bool) -> Cost:
+    macs = conv_macs(c.pos[0].shape, c.pos[1].shape, c.out().shape, transposed)
     return Cost(2 * macs, macs)
 
 
-@register(*_ops("convolution_backward", "convolution_backward_overrideable"))
+@register(*_ops("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution",
+                "mkldnn_convolution", "_slow_conv2d_forward", "slow_conv3d_forward", "slow_conv_dilated2d",
+                "slow_conv_dilated3d", "_conv_depthwise2d", "conv_depthwise3d", "miopen_convolution",
+                "_nnpack_spatial_convolution", "thnn_conv2d"), op_class="conv")
+def _conv(c: OpCall) -> Cost:
+    """2 x MACs (see :func:`conv_macs`); bias add included in the seed's '+1' sense. Transposed
+    when the op's ``transposed`` argument says so (the generic convolution ops)."""
+    return _conv_cost(c, bool(c.args.get("transposed", False)))
+
+
+@register(*_ops("cudnn_convolution_transpose", "slow_conv_transpose2d", "slow_conv_transpose3d"), op_class="conv")
+def _conv_transpose(c: OpCall) -> Cost:
+    """Transposed convolution kernels: 2 x MACs of :func:`conv_macs` with ``transposed=True``."""
+    return _conv_cost(c, True)
+
+
+@register(*_ops("convolution_backward", "convolution_backward_overrideable"), op_class="conv")
 def _conv_backward(c: OpCall) -> Cost:
     """grad_input and grad_weight each cost the forward's MACs; grad_bias sums N·C_out·prod(out_sp).
 
@@ -366,26 +549,26 @@ def _norm_forward(c: OpCall, training: bool, affine: bool) -> Cost:
 
 
 @register(*_ops("native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm", "miopen_batch_norm",
-                "_batch_norm_with_update"))
+                "_batch_norm_with_update"), op_class="norm")
 def _batch_norm(c: OpCall) -> Cost:
     """Training: mean 1 + var 3 + normalise 2 + affine 2 FLOPs/element; eval: normalise 2 + affine 2."""
     training = bool(c.args.get("training", True))
     return _norm_forward(c, training, c.args.get("weight") is not None)
 
 
-@register(*_ops("_native_batch_norm_legit_no_training", "_batch_norm_no_update"))
+@register(*_ops("_native_batch_norm_legit_no_training", "_batch_norm_no_update"), op_class="norm")
 def _batch_norm_eval(c: OpCall) -> Cost:
     """Eval-mode batch norm: (x - mean)·invstd·w + b = 4 FLOPs/element (2 without affine)."""
     return _norm_forward(c, False, c.args.get("weight") is not None)
 
 
-@register(*_ops("native_layer_norm", "native_group_norm"))
+@register(*_ops("native_layer_norm", "native_group_norm"), op_class="norm")
 def _layer_norm(c: OpCall) -> Cost:
     """mean 1 + var 3 + normalise 2 + affine 2 FLOPs/element."""
     return _norm_forward(c, True, c.args.get("weight") is not None)
 
 
-@register(*_ops("_fused_rms_norm"))
+@register(*_ops("_fused_rms_norm"), op_class="norm")
 def _rms_norm(c: OpCall) -> Cost:
     """x·rsqrt(mean(x²)+eps)·w: square+add 2, normalise 1, weight 1 FLOPs/element."""
     return Cost((3 + (1 if c.args.get("weight") is not None else 0)) * _first_tensor(c).numel)
@@ -396,7 +579,7 @@ def _norm_backward(numel: int, grad_input: bool) -> Cost:
 
 
 @register(*_ops("native_batch_norm_backward", "native_layer_norm_backward", "native_group_norm_backward",
-                "batch_norm_backward"))
+                "batch_norm_backward"), op_class="norm")
 def _norm_bwd(c: OpCall) -> Cost:
     """sum(g) and sum(g·x̂) with x̂ = (x-mean)·invstd recomputed: 5 FLOPs/element;
     grad_input = k·(N·g - sum(g) - x̂·sum(g·x̂)): 5 more when requested (output_mask[0])."""
@@ -404,13 +587,13 @@ def _norm_bwd(c: OpCall) -> Cost:
     return _norm_backward(c.args["input"].numel, bool(mask[0]))
 
 
-@register(*_ops("cudnn_batch_norm_backward", "miopen_batch_norm_backward"))
+@register(*_ops("cudnn_batch_norm_backward", "miopen_batch_norm_backward"), op_class="norm")
 def _cudnn_bn_bwd(c: OpCall) -> Cost:
     """cuDNN always returns all three gradients: 10 FLOPs/element."""
     return _norm_backward(c.args["input"].numel, True)
 
 
-@register(*_ops("_fused_rms_norm_backward"))
+@register(*_ops("_fused_rms_norm_backward"), op_class="norm")
 def _rms_norm_bwd(c: OpCall) -> Cost:
     mask = c.args.get("output_mask", (True, True))
     return Cost((3 + (4 if mask[0] else 0)) * c.args["input"].numel)
@@ -423,50 +606,53 @@ def _window(c: OpCall, key: str = "kernel_size") -> int:
 
 
 @register(*_ops("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
-                "avg_pool1d", "avg_pool2d", "avg_pool3d", "mkldnn_max_pool2d", "quantized_max_pool2d"))
+                "avg_pool1d", "avg_pool2d", "avg_pool3d", "mkldnn_max_pool2d", "quantized_max_pool2d"), op_class="pool")
 def _pool(c: OpCall) -> Cost:
     """One compare (max) or add (avg) per window element per output: out_numel · prod(kernel)."""
     return Cost(c.out_numel * _window(c))
 
 
 @register(*_ops("max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward",
-                "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward"))
+                "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward"), op_class="pool")
 def _max_pool_bwd(c: OpCall) -> Cost:
     """Scatter-add of each output gradient to its argmax: 1 FLOP per grad_output element."""
     return Cost(c.args["grad_output"].numel)
 
 
-@register(*_ops("avg_pool2d_backward", "avg_pool3d_backward"))
+@register(*_ops("avg_pool2d_backward", "avg_pool3d_backward"), op_class="pool")
 def _avg_pool_bwd(c: OpCall) -> Cost:
     """Each output gradient spread over its window: grad_output numel · prod(kernel)."""
     return Cost(c.args["grad_output"].numel * _window(c))
 
 
 @register(*_ops("_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "adaptive_max_pool2d",
-                "adaptive_max_pool3d", "_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"))
+                "adaptive_max_pool3d"), op_class="pool")
 def _adaptive_pool(c: OpCall) -> Cost:
-    """Every input element is added (avg) or compared (max) once: 1 FLOP per input element
-    (for the backward, per grad_input element)."""
-    if "backward" in c.op:
-        return Cost(c.out_numel)
+    """Every input element is added (avg) or compared (max) once: 1 FLOP per input element."""
     return Cost(_first_tensor(c).numel)
 
 
+@register(*_ops("_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"), op_class="pool")
+def _adaptive_pool_bwd(c: OpCall) -> Cost:
+    """Each grad_input element receives its share of one output gradient: 1 FLOP per grad_input element."""
+    return Cost(c.out_numel)
+
+
 # ----------------------------------------------------------------------------- embedding, losses
-@register(*_ops("embedding"))
+@register(*_ops("embedding"), op_class="embedding")
 def _embedding(c: OpCall) -> Cost:
     """A gather: 0 FLOPs; reads the indices and only the rows it gathers (output-sized), not the table."""
     idx = c.args["indices"]
     return Cost(0, 0, bytes_read=idx.numel * idx.itemsize + c.out().numel * c.out().itemsize)
 
 
-@register(*_ops("embedding_dense_backward"))
+@register(*_ops("embedding_dense_backward"), op_class="embedding")
 def _embedding_bwd(c: OpCall) -> Cost:
     """Scatter-add of grad_output rows into the weight gradient: 1 FLOP per grad_output element."""
     return Cost(c.args["grad_output"].numel)
 
 
-@register(*_ops("nll_loss_forward", "nll_loss2d_forward", "nll_loss_backward", "nll_loss2d_backward"))
+@register(*_ops("nll_loss_forward", "nll_loss2d_forward", "nll_loss_backward", "nll_loss2d_backward"), op_class="loss")
 def _nll(c: OpCall) -> Cost:
     """Gather the target's log-probability and sum: 1 FLOP per target element."""
     return Cost(c.args["target"].numel)
@@ -524,8 +710,8 @@ def _sdpa_formula(backward: bool) -> Formula:
     return formula
 
 
-register(*_ops(*_SDPA_KERNELS))(_sdpa_formula(backward=False))
-register(*_ops(*(k + "_backward" for k in _SDPA_KERNELS)))(_sdpa_formula(backward=True))
+register(*_ops(*_SDPA_KERNELS), op_class="attention")(_sdpa_formula(backward=False))
+register(*_ops(*(k + "_backward" for k in _SDPA_KERNELS)), op_class="attention")(_sdpa_formula(backward=True))
 
 
 def _mha_macs(lq: int, lk: int, b: int, e: int) -> int:
@@ -533,7 +719,7 @@ def _mha_macs(lq: int, lk: int, b: int, e: int) -> int:
     return b * (2 * lq + 2 * lk) * e * e + 2 * b * lq * lk * e
 
 
-@register(*_ops("_native_multi_head_attention"))
+@register(*_ops("_native_multi_head_attention"), op_class="attention")
 def _native_mha(c: OpCall) -> Cost:
     """Fused MHA fast path (eval + no_grad): see :func:`_mha_macs`; softmax 5 FLOPs per score."""
     q, k = c.args["query"].shape, c.args["key"].shape
@@ -543,7 +729,7 @@ def _native_mha(c: OpCall) -> Cost:
     return Cost(2 * macs + 5 * b * int(c.args["num_head"]) * lq * lk, macs)
 
 
-@register(*_ops("_transformer_encoder_layer_fwd"))
+@register(*_ops("_transformer_encoder_layer_fwd"), op_class="attention")
 def _encoder_layer(c: OpCall) -> Cost:
     """Fused TransformerEncoderLayer (eval + no_grad): MHA + FFN (2·B·L·E·F MACs) + 2 layer norms
     (8 FLOPs/element) + activation (ReLU 1 / GELU 5 per B·L·F) + 2 residual adds."""
@@ -581,7 +767,7 @@ def _seq_batch(x: Sequence[int]) -> int:
     return math.prod(x[:-1])
 
 
-@register(*_ops("mkldnn_rnn_layer"))
+@register(*_ops("mkldnn_rnn_layer"), op_class="rnn")
 def _mkldnn_rnn_layer(c: OpCall) -> Cost:
     """One layer, one direction of a oneDNN RNN (CPU LSTM/GRU): see :func:`_rnn_layer_cost`."""
     x = c.args["input"].shape
@@ -589,7 +775,7 @@ def _mkldnn_rnn_layer(c: OpCall) -> Cost:
                            c.args["weight1"].shape, c.args["mode"], int(c.args["hidden_size"]))
 
 
-@register(*_ops("mkldnn_rnn_layer_backward"))
+@register(*_ops("mkldnn_rnn_layer_backward"), op_class="rnn")
 def _mkldnn_rnn_layer_bwd(c: OpCall) -> Cost:
     """Backward = 2 x forward: grads w.r.t. input/hidden and w.r.t. weights, each a forward's MACs."""
     x = c.args["input"].shape
@@ -605,7 +791,7 @@ def _cudnn_weights(c: OpCall) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return [(ws[i].shape, ws[i + 1].shape) for i in range(0, len(ws), stride)]
 
 
-@register(*_ops("_cudnn_rnn"))
+@register(*_ops("_cudnn_rnn"), op_class="rnn")
 def _cudnn_rnn(c: OpCall) -> Cost:
     """cuDNN RNN over all layers and directions: sum of :func:`_rnn_layer_cost` per (layer, dir)."""
     t_b = _seq_batch(c.args["input"].shape)
@@ -616,7 +802,7 @@ def _cudnn_rnn(c: OpCall) -> Cost:
     return total
 
 
-@register(*_ops("_cudnn_rnn_backward"))
+@register(*_ops("_cudnn_rnn_backward"), op_class="rnn")
 def _cudnn_rnn_bwd(c: OpCall) -> Cost:
     """2 x forward when weight gradients are requested (output_mask[3]), else 1 x."""
     f = _cudnn_rnn(c)
@@ -624,22 +810,45 @@ def _cudnn_rnn_bwd(c: OpCall) -> Cost:
     return Cost(k * f.flops, k * f.macs)
 
 
-@register(*_ops("_thnn_fused_lstm_cell"))
+# The fused cells run only the gates' elementwise work (their matmuls are separate ``mm`` ops),
+# so they are classed "elementwise" and take the CUDA-core roof.
+@register(*_ops("_thnn_fused_lstm_cell"), op_class="elementwise")
 def _fused_lstm_cell(c: OpCall) -> Cost:
     """Gate nonlinearity and cell update of one LSTM step (the matmuls are separate mm ops): 26H/row."""
     b, four_h = c.args["input_gates"].shape
     return Cost(b * _rnn_elementwise_per_step(2, four_h // 4))
 
 
-@register(*_ops("_thnn_fused_gru_cell"))
+@register(*_ops("_thnn_fused_gru_cell"), op_class="elementwise")
 def _fused_gru_cell(c: OpCall) -> Cost:
     b, three_h = c.args["input_gates"].shape
     return Cost(b * _rnn_elementwise_per_step(3, three_h // 3))
 
 
-@register(*_ops("_thnn_fused_lstm_cell_backward_impl", "_thnn_fused_lstm_cell_backward",
-                "_thnn_fused_gru_cell_backward"))
-def _fused_cell_bwd(c: OpCall) -> Cost:
-    """Backward of the fused cells: ~1x their forward elementwise work (derivatives of the gates)."""
+@register(*_ops("_thnn_fused_lstm_cell_backward_impl", "_thnn_fused_lstm_cell_backward"), op_class="elementwise")
+def _fused_lstm_cell_bwd(c: OpCall) -> Cost:
+    """Backward of the fused LSTM cell: ~1x its forward elementwise work (26H per row)."""
     first = _first_tensor(c)
     return Cost(first.shape[0] * _rnn_elementwise_per_step(2, first.shape[-1]))
+
+
+#: FLOPs per hidden unit and batch row of the fused GRU cell's backward kernel (CUDA
+#: ``gru_cell_backward``), with r, z (``ig``), n the saved gates, h the previous hidden state,
+#: hn = W_hn·h + b_hn, g the incoming gradient, every operation as written in the kernel:
+#:     dz  = g·(h - n)·(1 - z)·z      2 subtractions + 3 multiplies = 5
+#:     dh  = g·z                                          1 multiply  = 1
+#:     dn  = g·(1 - z)·(1 - n·n)      2 subtractions + 3 multiplies = 5
+#:     dhn = dn·r                                         1 multiply  = 1
+#:     dr  = dn·hn·(1 - r)·r          1 subtraction  + 3 multiplies = 4
+#: = 16. With biases the op also sums both gate gradients (B x 3H each) over the batch:
+#: 2·3H = 6 FLOPs per hidden unit and row, so 22 with bias (LSTM's 26 was used before).
+GRU_CELL_BACKWARD_FLOPS_PER_H = 16
+
+
+@register(*_ops("_thnn_fused_gru_cell_backward"), op_class="elementwise")
+def _fused_gru_cell_bwd(c: OpCall) -> Cost:
+    """Backward of the fused GRU cell: B·H·16 gate FLOPs (:data:`GRU_CELL_BACKWARD_FLOPS_PER_H`),
+    plus 2·B·3H for the two bias-gradient sums when ``has_bias``."""
+    b, h = c.args["grad_hy"].shape
+    bias = 2 * 3 * h if c.args.get("has_bias", False) else 0
+    return Cost(b * (GRU_CELL_BACKWARD_FLOPS_PER_H * h + bias))

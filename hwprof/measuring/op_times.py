@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from hwprof.counting.formulas import is_view
+from hwprof.counting import is_view
 
 __all__ = ["dispatched_ops", "profile_ops", "is_composite_implicit"]
 
@@ -54,11 +54,6 @@ def _has_kernel(op: Any, key: Any) -> bool:
         return False
 
 
-def _is_view_op(name: str) -> bool:
-    packet = getattr(torch.ops.aten, name.removeprefix("aten::"), None)
-    return packet is not None and is_view(packet)
-
-
 def dispatched_ops(roots: Iterable[Any], use_device_time: bool) -> list[tuple[str, str, float]]:
     """(phase, "aten.op", time_s) for every op the counter would see, in start order.
 
@@ -75,7 +70,7 @@ def dispatched_ops(roots: Iterable[Any], use_device_time: bool) -> list[tuple[st
         if name.startswith(_BACKWARD_MARK):
             phase = "bwd"
         if name.startswith("aten::") and not is_composite_implicit(name):
-            if not _is_view_op(name):
+            if not is_view(name):
                 out.append((phase, "aten." + name.removeprefix("aten::"), time_s(e)))
             return
         for child in sorted(e.cpu_children, key=lambda c: c.time_range.start):

@@ -28,7 +28,7 @@ def test_backward_attribution_deep_transformer() -> None:
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, batch_first=True), 6,
                                 enable_nested_tensor=False)
     x = torch.randn(2, 12, 32, requires_grad=True)
-    c = hwprof.count(enc, x, backward=True)
+    c = hwprof.count(enc, x, backward=True, mode="train")  # train mode: dropout runs
     lay = c.layers
     linears = lay[lay["type"] == "Linear"]
     assert len(linears) == 12

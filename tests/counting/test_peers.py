@@ -62,12 +62,12 @@ def test_transformer_encoder_layer_fast_path_in_eval_no_grad() -> None:
     # MHA: B*(2L + 2L)*E² + 2*B*L*L*E = 2*40*4096 + 2*2*100*64 = 353,280; FFN 2*B*L*E*F = 327,680
     assert fused.totals["macs_fwd"] == 353_280 + 327_680
     # the unfused training path does the same matmul work
-    unfused = hwprof.count(layer.train(), x, backward=False)
+    unfused = hwprof.count(layer, x, backward=False, mode="train")
     assert "aten._transformer_encoder_layer_fwd" not in set(unfused.ops["op"])
     assert unfused.totals["macs_fwd"] == fused.totals["macs_fwd"]
     fcm = FlopCounterMode(display=False)
     with fcm, torch.no_grad():
-        layer.eval()(x)
+        layer(x)
     assert fcm.get_total_flops() == 0  # the peer misses the fused kernel entirely
 
 
@@ -183,7 +183,7 @@ def test_macs_equal_flop_counter_mode_per_op(name: str) -> None:
     forward and backward, except its known grouped-conv backward bug (checked separately)."""
     model, spec = zoo.build(name)
     xs = hwprof.spec.as_input_tuple(spec, batch=1)
-    c = hwprof.count(model, xs, backward=True)
+    c = hwprof.count(model, xs, backward=True, mode="train")  # the peer runs the model in its own (train) mode
     fcm = FlopCounterMode(display=False)
     with fcm:
         out = model(*xs)
