@@ -38,17 +38,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from torch import nn
 
-from hwprof.counting.counter import CountResult
+from hwprof.counting.counter import CountResult, layer_top_ops
+from hwprof.counting.formulas import TENSOR_CLASSES, op_class
 from hwprof.errors import HwprofError
 from hwprof.files import atomic_dir, write_atomic, write_json_atomic
 from hwprof.hardware.ceilings import Ceilings, refresh_command
 from hwprof.measuring.records import Measurement
-from hwprof.roofline import CONV_CLASSES, MATMUL_CLASSES, TENSOR_CLASSES, MathModes, derive, roof_key
+from hwprof.roofline import MathModes, derive, roof_key
 
-__all__ = ["join", "load_profile", "Profile", "RoofViolation", "roof_violations", "layer_variant", "CONV_OPS",
-           "MATMUL_OPS", "LAYER_ROOF_MARGIN", "join_layers", "join_ops", "summarize", "whole_model_time_s"]
+__all__ = ["join", "load_profile", "Profile", "RoofViolation", "roof_violations", "LAYER_ROOF_MARGIN", "join_layers", "join_ops", "summarize", "whole_model_time_s"]
 
 log = logging.getLogger(__name__)
 
@@ -57,47 +56,21 @@ LAYER_ROOF_MARGIN = 0.10
 
 COUNT_FILE, MEASUREMENT_FILE, CEILINGS_FILE, PROFILE_FILE = "count.json", "measurement.json", "ceilings.json", "profile.json"
 
-CONV_OPS = frozenset({"aten.convolution", "aten._convolution", "aten.cudnn_convolution", "aten.convolution_backward",
-                      "aten.mkldnn_convolution", "aten._conv_depthwise2d", "aten.cudnn_convolution_transpose"})
-MATMUL_OPS = frozenset({"aten.mm", "aten.addmm", "aten.bmm", "aten.baddbmm", "aten._scaled_mm", "aten.mv",
-                        "aten.mkldnn_rnn_layer", "aten.mkldnn_rnn_layer_backward", "aten._cudnn_rnn",
-                        "aten._cudnn_rnn_backward", "aten._native_multi_head_attention",
-                        "aten._transformer_encoder_layer_fwd",
-                        *(f"aten._scaled_dot_product_{k}{b}" for k in ("flash_attention", "flash_attention_for_cpu",
-                                                                      "efficient_attention", "cudnn_attention")
-                          for b in ("", "_backward"))})
-
-
-def layer_variant(module: nn.Module) -> str:
-    """'depthwise' (groups = C_in > 1), 'grouped', 'pointwise' (1x1), 'dense' for convs; else ''."""
-    if not isinstance(module, nn.modules.conv._ConvNd):
-        return ""
-    if module.groups > 1 and module.groups == module.in_channels:
-        return "depthwise"
-    if module.groups > 1:
-        return "grouped"
-    if all(k == 1 for k in module.kernel_size):
-        return "pointwise"
-    return "dense"
-
-
-def _classified(count: CountResult, model: nn.Module | None = None) -> CountResult:
-    # shim: remove when CountResult carries op_class/variant
-    """The count with ``op_class`` on its ops and ``op_class`` + ``variant`` on its layers: the
-    counter's columns when it has them; else op classes from :data:`CONV_OPS` / :data:`MATMUL_OPS`
-    ("conv", "matmul", "other"), a layer's class from its top-ranked op (:func:`_top_ops`) and its
-    variant from :func:`layer_variant` of ``model``'s module ("" without a model, with a note)."""
+def _with_classes(count: CountResult) -> CountResult:
+    """The count with ``op_class`` on its ops and ``op_class`` + ``variant`` on its layers. Counts
+    made by this version carry them; for a count saved without them, the op classes come from the
+    formula registry (:func:`hwprof.counting.formulas.op_class`, by op name) and the layer variants
+    (depthwise, pointwise, ...), which need the module, are left empty with a note."""
     ops, layers, notes = count.ops, count.layers, list(count.notes)
+    if "op_class" in ops and "op_class" in layers and "variant" in layers:
+        return count
     if "op_class" not in ops:
-        ops = ops.assign(op_class=[("conv" if o in CONV_OPS else "matmul" if o in MATMUL_OPS else "other")
-                                   for o in ops["op"]])
+        ops = ops.assign(op_class=[op_class(o) for o in ops["op"]])
     if "op_class" not in layers:
-        layers = layers.assign(op_class=_top_ops(ops)["op_class"].reindex(layers.index).fillna("other"))
+        layers = layers.assign(op_class=layer_top_ops(ops)["op_class"].reindex(layers.index).fillna("other"))
     if "variant" not in layers:
-        modules = dict(model.named_modules()) if model is not None else {}
-        layers = layers.assign(variant=[layer_variant(modules[p]) if p in modules else "" for p in layers.index])
-        if model is None:
-            notes.append("layer variants (depthwise, pointwise, ...) unknown: the count has no 'variant' column")
+        layers = layers.assign(variant="")
+        notes.append("layer variants (depthwise, pointwise, ...) unknown: the saved count has no 'variant' column")
     return dataclasses.replace(count, layers=layers, ops=ops, notes=notes)
 
 
@@ -158,7 +131,7 @@ def join(count: CountResult, measurement: Measurement, ceilings: Ceilings, *, na
 
 
 def _join(count: CountResult, m: Measurement, k: Ceilings, *, name: str | None) -> Profile:
-    c = _classified(count)
+    c = _with_classes(count)
     train = m.config.mode == "train"
     bw = k.bytes_per_s if k.bytes_per_s is not None else math.nan
     layers = derive(join_layers(c, m.layers, train, m.math_modes), k.flop_per_s, bw)
@@ -180,20 +153,6 @@ def _config(m: Measurement, name: str | None) -> dict[str, Any]:
             "dtype": m.run.dtype, "optimizer": cfg.optimizer_name, "channels_last": cfg.channels_last,
             "batch": m.run.batch, "budget_s": cfg.budget_s,
             "math_modes": {"cudnn_tf32": modes.cudnn_tf32, "matmul_tf32": modes.matmul_tf32}}
-
-
-def _class_rank(op_class: str) -> int:
-    """conv 2 > matmul, attention, rnn 1 > every other class 0: which op sets a layer's roof."""
-    return 2 if op_class in CONV_CLASSES else 1 if op_class in MATMUL_CLASSES else 0
-
-
-def _top_ops(ops: pd.DataFrame) -> pd.DataFrame:
-    """Per module, its top-ranked op (:func:`_class_rank`, then most FLOPs): ``op_class`` and ``dtype``."""
-    if ops.empty:
-        return pd.DataFrame(columns=["op_class", "dtype"])
-    frame = ops.assign(rank=ops["op_class"].map(_class_rank))
-    best = frame.sort_values(["rank", "flops"], ascending=False).groupby("module").head(1).set_index("module")
-    return best[["op_class", "dtype"]]
 
 
 def join_ops(counted: pd.DataFrame, measured: pd.DataFrame, modes: MathModes) -> pd.DataFrame:
@@ -240,7 +199,7 @@ def join_layers(c: CountResult, times: pd.DataFrame, train: bool, modes: MathMod
     total_f = rows["flops"].sum()
     rows["flops_share"] = rows["flops"] / total_f if total_f > 0 else 0.0
     rows["op_class"] = rows.pop("op_class").fillna("other")
-    rows["dtype"] = _top_ops(c.ops)["dtype"].reindex(rows.index).fillna("float32")
+    rows["dtype"] = layer_top_ops(c.ops)["dtype"].reindex(rows.index).fillna("float32")
     rows["roof_key"] = [roof_key(d, o, modes) for d, o in zip(rows["dtype"], rows["op_class"], strict=True)]
     rows["variant"] = rows.pop("variant").fillna("")
     rows["uncounted_calls"] = rows["uncounted_calls_fwd"] + (rows["uncounted_calls_bwd"] if train else 0)

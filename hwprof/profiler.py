@@ -23,19 +23,11 @@ from torch import nn
 
 from hwprof.counting.counter import CountResult, count
 from hwprof.hardware.ceilings import Ceilings
-from hwprof.joining import (
-    CONV_OPS,
-    MATMUL_OPS,
-    Profile,
-    _classified,
-    _join,
-    join,
-    layer_variant,
-    load_profile,
-)
+from hwprof.joining import Profile, _join, join, load_profile
 from hwprof.measuring.records import Measurement
+from hwprof.spec import Mode
 
-__all__ = ["profile", "trusted_join", "Profile", "join", "load_profile", "layer_variant", "CONV_OPS", "MATMUL_OPS"]
+__all__ = ["profile", "trusted_join", "Profile", "join", "load_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +40,7 @@ def profile(
     inputs: Any,
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
-    mode: str = "inference",
+    mode: Mode = "inference",
     optimizer: Any = None,
     channels_last: bool = False,
     batch: int | None = None,
@@ -75,8 +67,7 @@ def profile(
         bar.set_description(f"{label}: count")
         train = mode == "train"
         c = count(model, inputs, backward=train, batch=batch, dtype=dtype,
-                  device=torch.device("cuda" if m.math_modes.device_type == "cuda" else "cpu"), training=train)
-        c = _classified(c, model)
+                  device=torch.device("cuda" if m.math_modes.device_type == "cuda" else "cpu"), mode=mode)
         bar.update()
         bar.set_description(f"{label}: ceilings")
         if ceilings is None:

@@ -27,18 +27,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from hwprof.counting.formulas import CONV_CLASSES, MATMUL_CLASSES, TENSOR_CLASSES
 from hwprof.device import MathModes
 
 __all__ = ["MathModes", "roof_key", "derive", "ridge_intensity", "CONV_CLASSES", "MATMUL_CLASSES", "TENSOR_CLASSES"]
 
 _DTYPE_ROOF = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
 
-CONV_CLASSES = frozenset({"conv"})
-"""Op classes that follow cuDNN's TF32 switch for fp32 (``torch.backends.cudnn.allow_tf32``)."""
-MATMUL_CLASSES = frozenset({"matmul", "attention", "rnn"})
-"""Op classes that follow cuBLAS's TF32 switch for fp32 (``torch.backends.cuda.matmul.allow_tf32``)."""
-TENSOR_CLASSES = CONV_CLASSES | MATMUL_CLASSES
-"""Op classes that may run on tensor cores / matrix units; every other class is held to the fp32 roof."""
 
 
 def roof_key(dtype: str, op_class: str, modes: MathModes) -> str:

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
-__all__ = ["InputSpecError", "TensorSpec", "parse_spec", "parse_dtype", "make_inputs", "as_input_tuple"]
+__all__ = ["Mode", "MODES", "InputSpecError", "TensorSpec", "parse_spec", "parse_dtype", "make_inputs", "as_input_tuple"]
+
+Mode = Literal["inference", "train"]
+"""How a model runs: ``inference`` (eval mode: BatchNorm running statistics, no dropout) or ``train``
+(train mode: batch statistics, dropout active)."""
+MODES: tuple[str, ...] = get_args(Mode)
 
 _DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,

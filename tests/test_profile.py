@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 import hwprof
+from hwprof.counting.counter import layer_variant
 from hwprof.errors import HwprofError
 from hwprof.hardware.ceilings import Ceilings
 from hwprof.joining import (
-    _classified,
+    _with_classes,
     join_layers,
     join_ops,
-    layer_variant,
     roof_violations,
     whole_model_time_s,
 )
@@ -53,27 +53,27 @@ def test_layer_variant() -> None:
 
 def test_join_uses_self_counts_and_self_times() -> None:
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU())
-    c = _classified(hwprof.count(model, "4x8x8", backward=False), model)
+    c = hwprof.count(model, "4x8x8", backward=False)
     times = pd.DataFrame({"fwd_s": [1e-3, 2e-3, 0.0], "bwd_s": [0.0, 0.0, 0.0]}, index=["0", "1", ""])
     rows = join_layers(c, times, train=False, modes=MathModes("cpu"))
     assert list(rows.index) == ["0", "1"]  # the root does no work of its own here
     # depthwise 3x3 on 1x4x8x8: MACs = 8*8*4*9 = 2304 -> 4608 FLOPs in 1 ms
     assert rows.loc["0", "flops"] == 4608 and rows.loc["0", "time_s"] == 1e-3
     assert rows.loc["0", "time_share"] == pytest.approx(1 / 3)
-    assert rows.loc["0", "op_class"] == "conv" and rows.loc["1", "op_class"] == "other"
+    assert rows.loc["0", "op_class"] == "conv" and rows.loc["1", "op_class"] == "elementwise"
     assert rows.loc["0", "roof_key"] == "fp32" and rows.loc["0", "variant"] == "depthwise"
 
 
-def test_count_without_class_columns_falls_back_to_the_op_lists() -> None:
+def test_count_saved_without_class_columns_gets_them_from_the_registry() -> None:
     model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
     c = hwprof.count(model, "4x8x8", backward=False)
     c = dataclasses.replace(c, layers=c.layers.drop(columns=["op_class", "variant"], errors="ignore"),
                             ops=c.ops.drop(columns=["op_class"], errors="ignore"))
-    no_model = _classified(c)
+    no_model = _with_classes(c)
     assert list(no_model.ops["op_class"]) == ["conv", "matmul"]           # aten.convolution, aten.addmm
     assert no_model.layers.loc["0", "op_class"] == "conv" and no_model.layers.loc["2", "op_class"] == "matmul"
     assert (no_model.layers["variant"] == "").all() and any("variants" in n for n in no_model.notes)
-    assert _classified(c, model).layers.loc["0", "variant"] == "depthwise"
+    assert _with_classes(hwprof.count(model, "4x8x8")).layers.loc["0", "variant"] == "depthwise"
 
 
 def test_whole_model_time_excludes_step() -> None:

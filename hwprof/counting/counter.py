@@ -24,7 +24,7 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 import pandas as pd
 import torch
@@ -38,16 +38,14 @@ from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, s
 from hwprof.errors import HwprofError, InputShapeError
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
-from hwprof.spec import parse_dtype
+from hwprof.spec import MODES, Mode, parse_dtype
 
-__all__ = ["count", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes"]
+__all__ = ["count", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes", "layer_top_ops"]
 
 log = logging.getLogger(__name__)
 
 _SUM_COLUMNS = ("flops", "macs", "bytes_read", "bytes_written")
 
-Mode = Literal["inference", "train"]
-MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass
@@ -326,20 +324,22 @@ def layer_variant(module: nn.Module | None) -> str:
     return "dense"
 
 
-#: a layer's class is its FLOP-heaviest op's among the ops of its highest rank: conv first, then
-#: the matmul-rule classes, then the rest (the roofline's TF32 switches follow the class)
-_CLASS_RANK = {"conv": 2, "matmul": 1, "attention": 1, "rnn": 1}
+def layer_top_ops(ops: pd.DataFrame) -> pd.DataFrame:
+    """Per module (index), the op that sets its roof: ranked first by class (conv, then the
+    matmul-rule classes matmul/attention/rnn, then every other class: the roofline's TF32 switches
+    follow the class), then by FLOPs, over both phases; columns ``op_class`` and ``dtype``. A module
+    without ops of its own is absent (its class is "other")."""
+    cols = [c for c in ("op_class", "dtype") if c in ops.columns or ops.empty]
+    if ops.empty:
+        return pd.DataFrame(columns=cols)
+    rank = [2 if k in F.CONV_CLASSES else 1 if k in F.MATMUL_CLASSES else 0 for k in ops["op_class"]]
+    best = ops.assign(rank=rank).sort_values(["rank", "flops"], ascending=False).groupby("module").head(1)
+    return best.set_index("module")[cols]
 
 
 def layer_op_classes(ops: pd.DataFrame) -> pd.Series:
-    """Per module (index): the class of its own op ranked first by class (conv > matmul,
-    attention, rnn > every other class), then by FLOPs; over both phases. A module without ops
-    of its own is absent (its class is "other")."""
-    if ops.empty:
-        return pd.Series(dtype=object)
-    rank = ops["op_class"].map(_CLASS_RANK).fillna(0)
-    best = ops.assign(rank=rank).sort_values(["rank", "flops"], ascending=False).groupby("module").head(1)
-    return best.set_index("module")["op_class"]
+    """Per module (index): the class of its top op (:func:`layer_top_ops`)."""
+    return layer_top_ops(ops)["op_class"]
 
 
 def _inclusive(col: pd.Series, children: dict[str, list[str]]) -> pd.Series:

@@ -57,7 +57,7 @@ import torch.utils.flop_counter as tfc
 
 __all__ = [
     "T", "OpCall", "Cost", "Formula", "OpClass", "OP_CLASSES", "REGISTRY", "register", "register_no_kernel",
-    "lookup", "op_class", "is_view", "schema_is_view", "uses_cublas_workspace", "ELEMENTWISE", "conv_macs",
+    "lookup", "op_class", "CONV_CLASSES", "MATMUL_CLASSES", "TENSOR_CLASSES", "is_view", "schema_is_view", "uses_cublas_workspace", "ELEMENTWISE", "conv_macs",
     "causal_pairs", "rnn_gates",
 ]
 
@@ -71,6 +71,13 @@ OpClass = Literal["matmul", "conv", "attention", "rnn", "norm", "pool", "element
 c10d namespaces; "other" = an op the registry does not know (no formula: uncounted)."""
 
 OP_CLASSES: tuple[str, ...] = get_args(OpClass)
+
+CONV_CLASSES = frozenset({"conv"})
+"""Op classes that follow cuDNN's TF32 switch for fp32 (``torch.backends.cudnn.allow_tf32``)."""
+MATMUL_CLASSES = frozenset({"matmul", "attention", "rnn"})
+"""Op classes that follow cuBLAS's TF32 switch for fp32 (``torch.backends.cuda.matmul.allow_tf32``)."""
+TENSOR_CLASSES = CONV_CLASSES | MATMUL_CLASSES
+"""Op classes that may run on tensor cores / matrix units; every other class is held to the fp32 roof."""
 
 _COLLECTIVE_NAMESPACES = frozenset({"c10d", "_c10d_functional", "_c10d_functional_autograd", "c10d_functional"})
 

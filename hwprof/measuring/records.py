@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -20,11 +20,11 @@ from hwprof.files import to_jsonable
 from hwprof.measuring.alloc_trace import AllocTrace
 from hwprof.measuring.probes import PhasePeak, RunPeaks
 from hwprof.measuring.timers import TimingStats
+from hwprof.spec import Mode
 
 __all__ = ["MeasureConfig", "RunInfo", "MemoryRecord", "Measurement", "Mode", "PHASES", "PHASE_COLUMNS",
            "LAYER_COLUMNS", "OP_COLUMNS"]
 
-Mode = Literal["inference", "train"]
 PHASES = ("fwd_nograd", "fwd", "bwd", "step")
 PHASE_COLUMNS = ("median_s", "iqr_s", "min_s", "mean_s", "reps", "iqr_over_median")
 LAYER_COLUMNS = ("type", "is_leaf", "depth", "calls", "fwd_s", "bwd_s", "fwd_incl_s", "bwd_incl_s")
