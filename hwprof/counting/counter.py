@@ -213,6 +213,7 @@ def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
     counter.paused = True
     grads = [torch.ones_like(t) for t in outs]
     counter.paused = False
+    counter.modules.label_backward(outs)
     with counter:
         torch.autograd.backward(outs, grads)
 
