@@ -11,7 +11,7 @@ The two callers want different conversions, chosen by keyword:
   it was given: tensors are *converted* (``.to`` / ``FakeTensorMode.from_tensor``), so shapes,
   strides and dtypes stay as they are unless a dtype or device was asked for, the batch size
   applies to spec strings only, and the copied hooks stay (their ops are counted).
-* the memory replay (:mod:`hwprof.memory.simulate`) follows storages and predicts a step at a
+* the memory predictors (:mod:`hwprof.memory.fake_model`) follow storages and predict a step at a
   requested batch size and dtype: parameters and buffers are *re-made* as fresh storages of
   exactly their own size (a tensor that viewed a larger storage of the user's model would
   otherwise carry or share it), input tensors are re-made contiguous with dimension 0 replaced

@@ -241,6 +241,7 @@ def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
         notes.append("backward skipped: no output requires grad (all parameters frozen and inputs without grad)")
         return
     grads = [torch.ones_like(t) for t in outs]
+    counter.modules.label_backward(outs)
     with counter:
         torch.autograd.backward(outs, grads)
 

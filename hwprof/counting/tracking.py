@@ -1,20 +1,13 @@
-"""Which module is running: forward by a module stack, backward by labelled autograd nodes.
+"""The counter's per-module records, on the shared module-call tracker (:mod:`hwprof.modules`).
 
-``torch.utils.module_tracker.ModuleTracker`` keeps a *set* of parents during backward that
-can go stale (multi-grad hooks fire out of order, and a module entered in forward stays
-"active"): on a 32-layer transformer most backward ops landed on one ``dropout2``. hwprof
-attributes backward ops differently:
-
-* forward: global module pre/post hooks (:class:`hwprof.modules.ModuleCalls`) keep a stack
-  of module paths (global hooks, not per-module ones, so fused fast paths that check
-  ``module._forward_hooks`` still run);
-* at a module's pre-hook it reads the autograd sequence number; at its post-hook it walks
-  the autograd graph back from the outputs and labels every node created since (sequence
-  number >= start) that no inner module labelled already (``node.metadata``; inner modules'
-  post-hooks run first, so the innermost module wins). Parameters' ``AccumulateGrad`` nodes
-  are labelled by the first module whose walk reaches them;
-* backward: each aten op asks ``torch._C._current_autograd_node()`` which node is running
-  and reads its label. Nodes nobody labelled (e.g. the seed gradient) go to the root ("").
+* forward: :class:`hwprof.modules.ModuleCalls` (global module pre/post hooks, so fused fast paths
+  that check ``module._forward_hooks`` still run) keeps the stack of running calls: an aten op
+  belongs to ``current``; :class:`ModuleStack` adds a :class:`CallRecord` per module path (calls,
+  shapes, output bytes, whether the output aliases an input);
+* backward: after the forward the counter labels every autograd node of the graph with the path
+  of the module call that created it (:meth:`hwprof.modules.ModuleCalls.label_backward`), and each
+  op autograd dispatches reads the label of the node running it (:func:`backward_module`).
+  Nodes nobody created (e.g. the seed gradient) go to the root ("").
 
 Labels live on the autograd nodes of hwprof's own fake copy of the model, never on the
 user's modules, and die with the graph.
@@ -28,14 +21,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
-from hwprof.modules import Frame, ModuleCalls
+from hwprof.modules import LABEL_KEY, Frame, ModuleCalls, backward_module, tensor_leaves
 
-__all__ = ["ModuleStack", "CallRecord", "LABEL_KEY", "tensor_bytes", "shapes_str", "sizes_str"]
-
-LABEL_KEY = "hwprof_module"
-_SEQ_NR_ACCUMULATE_GRAD = 2**64 - 1
+__all__ = ["ModuleStack", "CallRecord", "LABEL_KEY", "backward_module", "tensor_bytes", "shapes_str", "sizes_str"]
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
@@ -60,10 +49,6 @@ def sizes_str(shapes: Sequence[tuple[int, ...]]) -> str:
     return ", ".join("x".join(str(d) for d in s) or "scalar" for s in shapes)
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    return [x for x in tree_flatten(obj)[0] if isinstance(x, torch.Tensor)]
-
-
 def _storage_id(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
@@ -82,14 +67,8 @@ class CallRecord:
 
 
 class ModuleStack(ModuleCalls):
-    """Global forward hooks over one model's modules (context manager; hooks removed on exit):
-    a :class:`CallRecord` per path, and autograd nodes labelled at each call's end.
-
-    A frame's ``data`` is ``(autograd sequence number at the call's start, input storages)``.
-    A post-hook whose module is not on top of the stack is ignored (``unwind = False``).
-    """
-
-    unwind = False
+    """The shared module-call tracker (context manager; hooks removed on exit) with a
+    :class:`CallRecord` per module path. A frame's ``data`` is the set of its input storages."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -99,44 +78,14 @@ class ModuleStack(ModuleCalls):
 
     # ------------------------------------------------------------------ hooks
     def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
-        seq = torch._C._autograd._get_sequence_nr() if torch.is_grad_enabled() else 0
-        frame.data = (seq, {_storage_id(t) for t in inputs})
+        frame.data = {_storage_id(t) for t in inputs}
 
     def on_exit(self, frame: Frame, args: Any, output: Any) -> None:
-        start_seq, input_storages = frame.data
-        outs = _tensors(output)
+        outs = tensor_leaves(output)
         rec = self.records[frame.path]
         if rec.calls == 0:
             rec.input_shapes, rec.output_shapes = sizes_str(frame.input_shapes), shapes_str(outs)
         rec.calls += 1
-        alias = any(_storage_id(t) in input_storages for t in outs)
+        alias = any(_storage_id(t) in frame.data for t in outs)
         rec.output_is_alias = rec.output_is_alias or alias
         rec.output_bytes += sum(tensor_bytes(t) for t in outs)
-        if torch.is_grad_enabled():
-            self._label(outs, frame.path, start_seq)
-
-    @staticmethod
-    def _label(outs: list[torch.Tensor], path: str, start_seq: int) -> None:
-        """Label graph nodes created during this call (and unlabelled AccumulateGrad leaves)."""
-        todo: list[Any] = [t.grad_fn for t in outs if t.grad_fn is not None]
-        seen: set[int] = set()
-        while todo:
-            node = todo.pop()
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            seq = node._sequence_nr()
-            if seq < start_seq:
-                continue  # created before this call: belongs to a caller or an earlier module
-            meta: dict[str, str] = node.metadata  # a dict at run time (the stub types it as a method)
-            meta.setdefault(LABEL_KEY, path)  # an inner module's label wins; keep walking past it
-            if seq != _SEQ_NR_ACCUMULATE_GRAD:
-                todo.extend(fn for fn, _ in node.next_functions)
-
-
-def backward_module() -> str:
-    """Path of the module whose autograd node is running now ('' when unlabelled)."""
-    node: Any = torch._C._current_autograd_node()
-    if node is None:
-        return ""
-    return str(node.metadata.get(LABEL_KEY, ""))

@@ -22,7 +22,6 @@ included. Trade-off (as in ``torch.utils.benchmark.Timer.blocked_autorange``): a
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 from collections.abc import Callable
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+
+from hwprof.modules import Frame, ModuleCalls
 
 __all__ = ["Clock", "PerfCounterClock", "TimingStats", "time_fn", "make_l2_flusher", "l2_flush_bytes",
            "Stopwatch", "NOISY_IQR_OVER_MEDIAN"]
@@ -316,38 +317,6 @@ class Stopwatch:
 Marker = Any   # int nanoseconds (clock) or a recorded torch.cuda.Event
 
 
-_SEQ_PROBE: list[torch.Tensor] = []
-
-
-def _seq_peek() -> int:
-    """Sequence number the next autograd node created on this thread will get.
-
-    ``torch.autograd._get_sequence_nr`` (``at::sequence_number::peek``); where a torch build lacks
-    it, a throw-away view node on a 0-d leaf reveals the counter (and advances it by one).
-    """
-    peek = getattr(torch.autograd, "_get_sequence_nr", None)
-    if peek is not None:
-        return int(peek())
-    if not _SEQ_PROBE:
-        _SEQ_PROBE.append(torch.zeros((), requires_grad=True))
-    with torch.enable_grad():
-        node: Any = _SEQ_PROBE[0].view_as(_SEQ_PROBE[0]).grad_fn
-        return int(node._sequence_nr()) + 1
-
-
-@dataclass
-class _Call:
-    """One call of a tracked module: forward markers, its caller, and the autograd sequence
-    numbers [seq_lo, seq_hi) of the nodes created while it ran."""
-
-    path: str
-    parent: int | None
-    seq_lo: int = 0
-    seq_hi: int = 0
-    fwd_start: Marker = None
-    fwd_end: Marker = None
-
-
 class _EventPool:
     """Reusable CUDA timing events: ``take()`` records the next one on the current stream."""
 
@@ -367,29 +336,26 @@ class _EventPool:
         self.used = 0
 
 
-class LayerTimer:
-    """Per-module forward and backward times from ONE global forward pre-hook / hook pair.
+class LayerTimer(ModuleCalls):
+    """Per-module forward and backward times, on the shared module-call tracker
+    (:class:`hwprof.modules.ModuleCalls`: global forward pre/post hooks, filtered to ``model``'s
+    own modules by identity, so fused fast paths that check ``self._forward_hooks``, e.g.
+    ``nn.TransformerEncoderLayer``, behave as without hooks; post-hooks ``always_call``).
 
-    **Forward.** Global hooks (``register_module_forward_pre_hook`` /
-    ``register_module_forward_hook(..., always_call=True)``), filtered to ``model``'s own
-    modules by identity, leave every module's own hook dicts empty, so fused fast paths that
-    check ``self._forward_hooks`` (e.g. ``nn.TransformerEncoderLayer``) behave as without
-    hooks. A call's markers bracket its forward: CPU ``clock.now_ns()``, CUDA an event on the
-    current stream. No hook ever synchronises; :meth:`collect` synchronises once.
+    **Forward.** A call's markers bracket its forward: the start marker is the last thing its
+    pre-hook does, the end marker the first thing its ``on_exit`` does; CPU ``clock.now_ns()``,
+    CUDA an event on the current stream. No hook ever synchronises; :meth:`collect`
+    synchronises once.
 
-    **Backward: node attribution.** The hooks also note the autograd sequence numbers of the
-    nodes each call created (``[seq_lo, seq_hi)``; sequence numbers grow monotonically on a
-    thread). :meth:`prepare_backward` (run between forward and backward, untimed) walks the
-    graph from the loss, gives every node to the innermost call that created it (an
-    ``AccumulateGrad`` node to the module owning the parameter) and brackets each node with
-    a pre-hook and a post-hook marker. A module's backward self time = the summed execution
-    time of its nodes. Why not start/end hooks on each module's outputs and inputs (the
-    ``torch.utils.module_tracker`` rule)? Such intervals overlap whenever inputs are shared or
-    branches run one after the other (a ResNet block's ``downsample`` "starts" when the
-    block's add is done and "ends" after the whole main branch), which makes self times
-    negative; node attribution partitions the backward exactly. Engine gaps between nodes
-    (and nodes outside the model, e.g. the loss) belong to no module: they are the difference
-    between the whole-model backward and the sum of self times.
+    **Backward: node attribution** (:meth:`hwprof.modules.ModuleCalls.owned_nodes`, shared with
+    the counter and the memory replay). :meth:`prepare_backward` (run between forward and
+    backward, untimed) gives every node of the loss's graph to the innermost call that created
+    it (an ``AccumulateGrad`` node to the module owning the parameter) and brackets each node
+    with a pre-hook and a post-hook marker. A module's backward self time = the summed execution
+    time of its nodes, so the nodes partition the backward exactly (start/end hooks on module
+    outputs and inputs would overlap across branches and make self times negative). Engine gaps
+    between nodes (and nodes outside the model, e.g. the loss) belong to no module: they are the
+    difference between the whole-model backward and the sum of self times.
 
     Self time of a forward call = its inclusive time - the inclusive times of the calls made
     inside it (residual adds written in a parent's ``forward`` land in the parent), so
@@ -398,46 +364,24 @@ class LayerTimer:
     ("" is depth 0); untracked modules' time goes to their nearest tracked ancestor.
     """
 
+    record_inputs = False
+
     def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu",
                  clock: Clock | None = None, depth: int | None = None, backward: bool = False) -> None:
+        super().__init__(model, always_call=True, depth=depth)
         self.device = torch.device(device)
         self.clock = clock or PerfCounterClock()
         self.backward = backward
-        self.modules: dict[str, torch.nn.Module] = {
-            path: m for path, m in model.named_modules() if depth is None or _depth(path) <= depth}
-        self._paths = {id(m): path for path, m in self.modules.items()}
-        self._owner: dict[int, str] = {}
-        for path, m in model.named_modules():
-            for p in m._parameters.values():
-                if p is not None:
-                    self._owner.setdefault(id(p), self._tracked(path))
-        self.calls: list[_Call] = []
-        self._stack: list[int] = []
+        self._fwd: list[list[Marker]] = []    # per call: [start marker, end marker]
         self._nodes: list[list[Any]] = []     # [call index, node, start marker, end marker]
         self._node_handles: list[Any] = []
-        self._global_handles: list[Any] = []
         self._events = _EventPool()
-
-    def _tracked(self, path: str) -> str:
-        while path and path not in self.modules:
-            path = path.rsplit(".", 1)[0] if "." in path else ""
-        return path
+        #: a marker now: a CUDA event recorded on the current stream, else the clock's nanoseconds
+        self._mark: Callable[[], Marker] = self._events.take if self.device.type == "cuda" else self.clock.now_ns
 
     # ------------------------------------------------------------------ context
-    def __enter__(self) -> LayerTimer:
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-        try:
-            self._global_handles.append(register_module_forward_pre_hook(self._pre_hook))
-            self._global_handles.append(register_module_forward_hook(self._post_hook, always_call=True))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
     def __exit__(self, *exc: object) -> None:
-        for h in self._global_handles:
-            h.remove()
-        self._global_handles.clear()
+        super().__exit__(*exc)
         self.reset()
 
     def reset(self) -> None:
@@ -446,73 +390,27 @@ class LayerTimer:
             h.remove()
         self._node_handles.clear()
         self._nodes.clear()
-        self.calls.clear()
-        self._stack.clear()
+        self._fwd.clear()
+        super().reset()
         self._events.release()
 
     # ------------------------------------------------------------------ forward hooks
-    def _mark(self) -> Marker:
-        if self.device.type == "cuda":
-            return self._events.take()
-        return self.clock.now_ns()
+    def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
+        marks: list[Marker] = [None, None]
+        self._fwd.append(marks)          # index = frame.call
+        marks[0] = self._mark()          # last: the hook's own work stays outside this module
 
-    def _pre_hook(self, module: torch.nn.Module, args: Any) -> None:
-        path = self._paths.get(id(module))
-        if path is None:
-            return
-        call = _Call(path, self._stack[-1] if self._stack else None)
-        self.calls.append(call)
-        self._stack.append(len(self.calls) - 1)
-        call.seq_lo = _seq_peek()
-        call.fwd_start = self._mark()   # last: the hook's own work stays outside this module
-
-    def _post_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if id(module) not in self._paths:
-            return
-        end = self._mark()              # first
-        if not self._stack:
-            return
-        call = self.calls[self._stack.pop()]
-        call.fwd_end = end
-        call.seq_hi = _seq_peek()
+    def on_exit(self, frame: Frame, args: tuple[Any, ...], output: Any) -> None:
+        self._fwd[frame.call][1] = self._mark()
 
     # ------------------------------------------------------------------ backward
     def prepare_backward(self, loss: torch.Tensor) -> int:
         """Attribute every node of ``loss``'s graph to a call and hook it; returns the number of nodes hooked."""
-        if not self.backward or loss.grad_fn is None or not self.calls:
+        if not self.backward or loss.grad_fn is None or not self.frames:
             return 0
-        starts = [c.seq_lo for c in self.calls]   # pre-order, so ascending
-        first_call: dict[str, int] = {}
-        for i, c in enumerate(self.calls):
-            first_call.setdefault(c.path, i)
-        seen: set[int] = set()
-        todo: list[Any] = [loss.grad_fn]
-        while todo:
-            node = todo.pop()
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            todo.extend(nxt for nxt, _ in node.next_functions)
-            owner = self._call_of(node, starts, first_call)
-            if owner is not None:
-                self._hook_node(owner, node)
+        for node, frame in self.owned_nodes([loss]):
+            self._hook_node(frame.call, node)
         return len(self._nodes)
-
-    def _call_of(self, node: Any, starts: list[int], first_call: dict[str, int]) -> int | None:
-        var = getattr(node, "variable", None)
-        if var is not None:                   # AccumulateGrad: the module that owns the parameter
-            path = self._owner.get(id(var))
-            while path is not None and path not in first_call:
-                path = None if path == "" else self._tracked(path.rsplit(".", 1)[0] if "." in path else "")
-            return None if path is None else first_call[path]
-        seq = node._sequence_nr()
-        i: int | None = bisect.bisect_right(starts, seq) - 1
-        while i is not None and i >= 0:
-            c = self.calls[i]
-            if c.seq_lo <= seq < c.seq_hi:
-                return i
-            i = c.parent
-        return None
 
     def _hook_node(self, call: int, node: Any) -> None:
         entry: list[Any] = [call, node, None, None]
@@ -545,38 +443,40 @@ class LayerTimer:
             torch.cuda.synchronize(self.device)
         out: dict[str, dict[str, float]] = {
             p: {"calls": 0, "fwd_incl_s": math.nan, "fwd_s": math.nan, "bwd_incl_s": math.nan, "bwd_s": math.nan}
-            for p in self.modules}
-        n = len(self.calls)
-        fwd = [self._elapsed_s(c.fwd_start, c.fwd_end) for c in self.calls]
-        bwd_self: list[float | None] = [None] * n
+            for p in self.paths.values()}
+        fwd = [self._elapsed_s(start, end) for start, end in self._fwd]
+        bwd_self: list[float | None] = [None] * len(fwd)
         for call, _node, start, end in self._nodes:
             dt = self._elapsed_s(start, end)
             if dt is not None:
                 bwd_self[call] = (bwd_self[call] or 0.0) + dt
+        fwd_child, bwd_incl = self._children_sums(fwd, bwd_self)
         has_bwd = bool(self._nodes)
-        bwd_incl = [b or 0.0 for b in bwd_self]
-        fwd_child = [0.0] * n
-        for i in reversed(range(n)):          # children come after their parent
-            parent = self.calls[i].parent
-            if parent is not None:
-                fwd_child[parent] += fwd[i] or 0.0
-                bwd_incl[parent] += bwd_incl[i]
-        for i, c in enumerate(self.calls):
-            row = out[c.path]
+        for i, f in enumerate(self.frames):
+            row = out[f.path]
             row["calls"] += 1
-            f = fwd[i]
-            if f is not None:
-                row["fwd_incl_s"] = _nan0(row["fwd_incl_s"]) + f
-                row["fwd_s"] = _nan0(row["fwd_s"]) + f - fwd_child[i]
+            t = fwd[i]
+            if t is not None:
+                row["fwd_incl_s"] = _nan0(row["fwd_incl_s"]) + t
+                row["fwd_s"] = _nan0(row["fwd_s"]) + t - fwd_child[i]
             if has_bwd:
                 row["bwd_incl_s"] = _nan0(row["bwd_incl_s"]) + bwd_incl[i]
                 row["bwd_s"] = _nan0(row["bwd_s"]) + (bwd_self[i] or 0.0)
         return out
 
+    def _children_sums(self, fwd: list[float | None],
+                       bwd_self: list[float | None]) -> tuple[list[float], list[float]]:
+        """Per call: the summed forward inclusive times of the calls made inside it, and its
+        backward inclusive time (self + the children's inclusive)."""
+        fwd_child = [0.0] * len(fwd)
+        bwd_incl = [b or 0.0 for b in bwd_self]
+        for i in reversed(range(len(fwd))):    # children come after their parent
+            parent = self.frames[i].parent
+            if parent is not None:
+                fwd_child[parent] += fwd[i] or 0.0
+                bwd_incl[parent] += bwd_incl[i]
+        return fwd_child, bwd_incl
+
 
 def _nan0(x: float) -> float:
     return 0.0 if math.isnan(x) else x
-
-
-def _depth(path: str) -> int:
-    return 0 if path == "" else path.count(".") + 1

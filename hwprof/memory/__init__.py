@@ -3,8 +3,13 @@
 * ``seed``           - the seed documents' rules (``seed.py``);
 * ``formula``        - closed-form accounting from the tensors autograd saves (``formula.py``);
 * ``simulate``       - a replay of the step on fake tensors through a model of the CUDA
-                       caching allocator (``simulate.py``, ``allocator.py``);
+                       caching allocator (``simulate.py``, the driver; ``tracker.py``, the
+                       dispatch-mode tracker of storages; ``allocator.py``);
 * ``validate``/``fit`` - comparison with a measured step, and the largest batch that fits.
+
+Shared by the predictors: ``fake_model.py`` (the fake copy of the model and its storages),
+``cuda_kernels.py`` (CUDA's kernels run on a fake-CPU replay), ``storage.py`` (storage identity
+and size), ``optimizer_state.py`` (what torch.optim keeps beside the parameters).
 
 Entry point: :func:`hwprof.estimate_memory` (``estimate.py``).
 """

@@ -30,8 +30,9 @@ from torch import nn
 
 from hwprof.memory.formula import Inspection, formula, inspect_forward
 from hwprof.memory.seed import seed_per_layer_rule, seed_rule
-from hwprof.memory.simulate import OPTIMIZERS, simulate
+from hwprof.memory.simulate import simulate
 from hwprof.spec import parse_dtype
+from hwprof.training import OPTIMIZERS
 
 __all__ = ["PREDICTORS", "COMPONENTS", "MemoryEstimate", "estimate_memory", "predictor_columns"]
 

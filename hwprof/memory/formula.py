@@ -1,6 +1,6 @@
 """Formula predictor: closed-form accounting from the tensors autograd saves, layer by layer.
 
-One forward pass of a fake copy of the model (``hwprof.memory.simulate.prepare_fake``: no
+One forward pass of a fake copy of the model (``hwprof.memory.fake_model.prepare_fake``: no
 memory, no compute, the user's model untouched) runs under
 ``torch.autograd.graph.saved_tensors_hooks``; the pack hook sees every tensor an autograd
 node keeps for backward (``SavedVariable``s: an op's inputs, outputs or intermediates, e.g.
@@ -53,22 +53,14 @@ import torch
 from torch import nn
 
 from hwprof.errors import InputShapeError
-from hwprof.memory.simulate import (
-    OPTIMIZER_STATES_PER_PARAM,
-    OPTIMIZERS,
-    FakeSetup,
-    ModuleStack,
-    prepare_fake,
-    storage_key,
-    storage_nbytes,
-    target_kernels,
-    tensor_leaves,
-    training_loss,
-)
-from hwprof.modules import Frame
+from hwprof.memory.cuda_kernels import target_kernels
+from hwprof.memory.fake_model import FakeSetup, prepare_fake
+from hwprof.memory.optimizer_state import optimizer_state_bytes, step_transient_bytes
+from hwprof.memory.storage import storage_key, storage_nbytes
+from hwprof.modules import Frame, ModuleCalls, tensor_leaves
+from hwprof.training import training_loss
 
-__all__ = ["LeafCall", "SavedTensor", "Inspection", "inspect_forward", "FormulaResult", "formula",
-           "optimizer_state_bytes"]
+__all__ = ["LeafCall", "SavedTensor", "Inspection", "inspect_forward", "FormulaResult", "formula"]
 
 logger = logging.getLogger(__name__)
 
@@ -183,59 +175,75 @@ def inspect_forward(model: nn.Module, inputs: Any, *, mode: str = "train", dtype
     setup = prepare_fake(model, inputs, batch=batch, dtype=dtype, amp=amp, device=device, mode=mode,
                          fake_device=fake_device)
     insp = Inspection(setup)
-    keep: list[Any] = []            # hold every seen tensor until the end: storage addresses are not reused
+    calls = _LeafCalls(insp)
+    train = mode == "train"
+    grad_ctx = torch.autograd.graph.saved_tensors_hooks(calls.pack, _unpack) if train else torch.no_grad()
+    try:
+        with calls, setup.fake_mode, grad_ctx, setup.autocast(), target_kernels(setup):
+            try:
+                out = setup.model(*setup.inputs)
+            except Exception as e:
+                frame = calls.innermost_active()
+                if frame is None:
+                    raise InputShapeError("", type(setup.model).__name__, [], e) from e
+                raise InputShapeError(frame.path, type(frame.module).__name__, frame.input_shapes, e) from e
+            if train:
+                training_loss(out)
+    finally:
+        calls.keep.clear()
+    return insp
 
-    def on_leaf(path: str, mod: nn.Module, args: tuple[Any, ...], output: Any, call: int) -> None:
+
+class _LeafCalls(ModuleCalls):
+    """The shared module-call tracker over the fake model, filling ``insp``: a :class:`LeafCall`
+    at the end of each leaf module call, a :class:`SavedTensor` for each tensor autograd packs
+    (:meth:`pack`, the saved-tensors pack hook), attributed to the innermost running call.
+
+    A frame's ``data`` is its input storages (storage key -> bytes): the caller holds a module's
+    inputs for the whole call, so while a leaf runs, the inputs of every enclosing call are live
+    too (the leaf's ``held_bytes``). ``keep`` holds every tensor seen until the forward ends:
+    storage addresses are not reused while it does."""
+
+    def __init__(self, insp: Inspection) -> None:
+        super().__init__(insp.setup.model)
+        self.insp = insp
+        self.keep: list[Any] = []
+
+    def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
+        frame.data = {storage_key(t): storage_nbytes(t) for t in inputs}
+
+    def on_exit(self, frame: Frame, args: tuple[Any, ...], output: Any) -> None:
+        mod = frame.module
+        if next(iter(mod.children()), None) is not None:
+            return
+        setup = self.insp.setup
         ins, outs = tensor_leaves(args), tensor_leaves(output)
-        keep.append((ins, outs))
+        self.keep.append((ins, outs))
         in_keys = {storage_key(t) for t in ins}
         own = {storage_key(p): storage_nbytes(p) for p in mod.parameters(recurse=False)}
         mine = in_keys | {storage_key(t) for t in outs}
         held: dict[int, int] = {}
-        for frame in stack.stack:                 # the enclosing calls still running
-            for key, nbytes in (frame.data or {}).items():
+        for running in self.stack:                 # the enclosing calls still running
+            for key, nbytes in (running.data or {}).items():
                 if key not in mine and key not in setup.input_keys and key not in setup.param_keys:
                     held[key] = nbytes
-        insp.leaves.append(LeafCall(
-            path, type(mod).__name__, call, sum(own.values()), _bytes(ins), _bytes(outs),
+        self.insp.leaves.append(LeafCall(
+            frame.path, type(mod).__name__, frame.call, sum(own.values()), _bytes(ins), _bytes(outs),
             tuple(storage_key(t) for t in outs), tuple(storage_nbytes(t) for t in outs),
             any(storage_key(t) in in_keys for t in outs), sum(held.values()),
             tuple((storage_key(p), storage_nbytes(p)) for p in mod.parameters(recurse=False) if p.requires_grad),
             _bytes([t for t in ins if storage_key(t) in setup.input_keys])))
 
-    stack = _HeldInputs(setup.model, on_leaf)
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        keep.append(t)
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        """The pack hook: record ``t`` as saved by the running call and return it unchanged."""
+        self.keep.append(t)
+        setup = self.insp.setup
         key = storage_key(t)
         kind = setup.param_keys.get(key) or ("inputs" if key in setup.input_keys else "activations")
-        insp.saved.append(SavedTensor(stack.current, stack.current_call, tuple(t.shape), str(t.dtype).replace("torch.", ""),
-                                      t.numel() * t.element_size(), key, storage_nbytes(t), kind))
+        self.insp.saved.append(SavedTensor(self.current, self.current_call, tuple(t.shape),
+                                           str(t.dtype).replace("torch.", ""), t.numel() * t.element_size(), key,
+                                           storage_nbytes(t), kind))
         return t
-
-    train = mode == "train"
-    grad_ctx = torch.autograd.graph.saved_tensors_hooks(pack, _unpack) if train else torch.no_grad()
-    try:
-        with stack, setup.fake_mode, grad_ctx, setup.autocast(), target_kernels(setup):
-            try:
-                out = setup.model(*setup.inputs)
-            except Exception as e:
-                path, typ, shapes = stack.innermost()
-                raise InputShapeError(path, typ, shapes, e) from e
-            if train:
-                training_loss(out)
-    finally:
-        keep.clear()
-    return insp
-
-
-class _HeldInputs(ModuleStack):
-    """:class:`ModuleStack` that also records each call's input storages (``frame.data``:
-    storage key -> bytes): the caller holds a module's inputs for the whole call, so while a
-    leaf runs, the inputs of every enclosing call are live too."""
-
-    def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
-        frame.data = {storage_key(t): storage_nbytes(t) for t in inputs}
 
 
 def _unpack(t: torch.Tensor) -> torch.Tensor:
@@ -273,27 +281,6 @@ def backward_peak(insp: Inspection, trainable_params_bytes: int) -> tuple[int, s
                 best, where = live, leaf.path
         live_acts -= first.get(call, 0)
     return best, where
-
-
-def step_transient_bytes(optimizer: str | None, device: str, trainable_param_sizes: list[int]) -> int:
-    """Temporaries of ``optimizer.step()`` beyond its state (torch.optim's default implementations):
-
-    * Adam/AdamW on CUDA (``foreach=True``): ``_foreach_sqrt`` of every second moment, P bytes;
-    * Adam/AdamW on CPU (one tensor at a time): ``exp_avg_sq.sqrt() / bias_correction2_sqrt``
-      holds two tensors the size of the parameter at once: 2 x the largest parameter;
-    * SGD (with or without momentum): updates in place, 0."""
-    if optimizer not in ("adam", "adamw"):
-        return 0
-    if device == "cuda":
-        return sum(trainable_param_sizes)
-    return 2 * max(trainable_param_sizes, default=0)
-
-
-def optimizer_state_bytes(optimizer: str | None, trainable_params_bytes: int) -> int:
-    """``k x trainable parameter bytes`` with k from ``OPTIMIZER_STATES_PER_PARAM``."""
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or None")
-    return OPTIMIZER_STATES_PER_PARAM[optimizer] * trainable_params_bytes
 
 
 @dataclass

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from hwprof.memory.formula import Inspection, inspect_forward
-from hwprof.memory.simulate import OPTIMIZER_STATES_PER_PARAM
+from hwprof.memory.optimizer_state import OPTIMIZER_STATES_PER_PARAM
 
 __all__ = ["MIB", "seed000_training_bytes", "FeatureMaps", "feature_maps", "SeedResult", "seed_rule",
            "seed_per_layer_rule"]

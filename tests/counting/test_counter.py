@@ -59,6 +59,70 @@ def test_residual_add_attributed_to_the_block() -> None:
     assert c.layers.loc["layer1.0", "flops_fwd"] == 16_384
 
 
+class _Router(nn.Module):
+    """Scales its input and keeps a balance penalty on itself (as a mixture-of-experts router keeps
+    its auxiliary loss): the penalty leaves the module through an attribute, not its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.ones(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scaled = x * self.gate
+        self.penalty = scaled.pow(2).sum()
+        return scaled
+
+
+class _RoutedSum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router = _Router()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.router(x).sum() + self.router.penalty
+
+
+def test_backward_of_a_side_result_belongs_to_the_module_that_made_it() -> None:
+    c = hwprof.count(_RoutedSum(), "4", batch=3, backward=True)
+    # router backward on 3x4 = 12 elements: pow's gradient (pow, x2, x grad: 3 ops), the two
+    # gradients meeting at `scaled` (1 add), grad of the gate (mul by x, sum over the batch: 2 ops),
+    # 6 ops x 12 FLOPs = 72; the root's sum and add only pass gradients on
+    assert c.layers.loc["router", "flops_bwd"] == 72
+    assert c.layers.loc["", "flops_bwd"] == 0
+    assert c.layers["flops_bwd"].sum() == c.totals["flops_bwd"]
+
+
+class _Raises(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no fused kernel for this input")
+
+
+class _Fallback(nn.Module):
+    """Tries a fused child, catches its error and runs a plain Linear instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fused, self.plain = _Raises(), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.fused(x)
+        except RuntimeError:
+            return self.plain(x)
+
+
+def test_an_exception_caught_inside_a_forward_leaves_the_records_whole() -> None:
+    c = hwprof.count(nn.Sequential(_Fallback(), nn.Linear(4, 2)), "4", batch=3, backward=True)
+    lay = c.layers
+    # every module that returned is counted once, with its shapes; the one that raised never returned
+    assert lay.loc[["", "0", "0.plain", "1"], "calls"].tolist() == [1, 1, 1, 1]
+    assert lay.loc["0.fused", "calls"] == 0
+    assert lay.loc["0", "output_shapes"] == "3x4" and lay.loc["", "output_shapes"] == "3x2"
+    # Linear(4, 4) at batch 3: 3*4*4 = 48 MACs forward; backward grad_weight only (48: the input
+    # needs no gradient)
+    assert lay.loc["0.plain", "macs_fwd"] == 48 and lay.loc["0.plain", "macs_bwd"] == 48
+
+
 def test_identical_runs_give_identical_numbers() -> None:
     m = zoo.build("transformer_encoder")[0]
     a, b = hwprof.count(m, "long:32", backward=True), hwprof.count(m, "long:32", backward=True)

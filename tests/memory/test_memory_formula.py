@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from hwprof.memory.formula import backward_peak, formula, inspect_forward, optimizer_state_bytes
+from hwprof.memory.formula import backward_peak, formula, inspect_forward
+from hwprof.memory.optimizer_state import optimizer_state_bytes
 
 LINEAR_1024_PARAMS_BYTES = (1024 * 1024 + 1024) * 4          # weight + bias = 4,198,400 B
 

@@ -9,13 +9,11 @@ import torch
 from torch import nn
 
 from hwprof.memory.allocator import ExactAllocatorModel
-from hwprof.memory.simulate import (
-    MemoryTracker,
-    cublas_workspace_bytes,
-    prepare_fake,
-    simulate,
-    training_loss,
-)
+from hwprof.memory.fake_model import prepare_fake
+from hwprof.memory.simulate import simulate
+from hwprof.memory.tracker import MemoryTracker, cublas_workspace_bytes
+from hwprof.modules import ModuleCalls
+from hwprof.training import training_loss
 from hwprof.zoo import build
 
 MiB = 2**20
@@ -129,6 +127,33 @@ def test_matches_a_trace_of_real_tensors() -> None:
     tracker.close()
     fake = simulate(model, x, optimizer="adam", device="cpu")
     assert fake.peak_allocated_bytes == alloc.peak_allocated_bytes
+
+
+def test_backward_allocations_belong_to_the_module_whose_node_runs() -> None:
+    """Forward allocations go to the running module call, backward ones to the call that created
+    the running autograd node (the attribution the counter and the per-layer timer share)."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(3, 8)
+    with ModuleCalls(model) as calls:
+        tracker = MemoryTracker(ExactAllocatorModel(), calls)
+        for t in (*model.parameters(), x):
+            tracker.register(t, "existing")
+        with tracker:
+            tracker.set_phase(0, "forward")
+            loss = training_loss(model(x))
+            calls.label_backward([loss])
+            tracker.set_phase(0, "backward")
+            loss.backward()
+        tracker.close()
+    forward = [(r.op, r.module) for r in tracker.records if r.phase == "forward"]
+    assert forward == [("addmm", "0"), ("relu", "1"), ("addmm", "2"), ("sum", "")]   # the loss is no module's
+    backward = [(r.op, r.module, r.nbytes) for r in tracker.records if r.phase == "backward"]
+    assert backward == [
+        ("ones_like", "", 4),                        # the seed gradient, made before any node runs
+        ("mm", "2", 3 * 16 * 4), ("mm", "2", 4 * 16 * 4), ("sum", "2", 4 * 4),   # grad input, weight, bias
+        ("threshold_backward", "1", 3 * 16 * 4),
+        ("mm", "0", 16 * 8 * 4), ("sum", "0", 16 * 4),    # no grad input: x needs none
+    ]
 
 
 def test_cublas_workspace_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
