@@ -7,7 +7,7 @@ import argparse
 from torch import nn
 
 from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, emit_all
 from hwprof.counting.counter import count
 from hwprof.device import resolve_device
 from hwprof.report.count_table import layer_table, totals_lines
@@ -36,13 +36,10 @@ def run(args: argparse.Namespace) -> int:
     c = count(model, args.input or default_spec, backward=args.backward, batch=args.batch, dtype=args.dtype,
               device=device)
     table = layer_table(c, args.backward, all_modules=args.all)
-    if args.format == "table":
-        mode = "train mode, forward + backward" if args.backward else "eval mode, forward"
-        text = f"{args.model} (input {args.input or default_spec}, batch {args.batch}, {mode})\n"
-        text += render(table, "table") + "\n\n" + "\n".join(totals_lines(c, args.backward))
-    else:
-        text = render(table, args.format)
-    emit(text, args.out, table, args.format)
+    mode = "train mode, forward + backward" if args.backward else "eval mode, forward"
+    text = f"{args.model} (input {args.input or default_spec}, batch {args.batch}, {mode})\n"
+    text += render(table, "table") + "\n\n" + "\n".join(totals_lines(c, args.backward))
+    emit_all(args, {"table": text, **{fmt: render(table, fmt) for fmt in ("csv", "json", "md")}})
     return 0
 
 
