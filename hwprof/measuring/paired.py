@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from hwprof.measuring.timers import Clock, PerfCounterClock, TimingStats
+from hwprof.training import training_loss
 
-__all__ = ["RatioStats", "PairedTiming", "time_paired"]
+__all__ = ["RatioStats", "PairedTiming", "time_paired", "model_call"]
 
 _CUDA_MAX_BATCH = 50
 
@@ -193,3 +195,26 @@ def _rounds_cuda(calls: list[Callable[[], Any]], dev: torch.device, clock: Clock
                 return rounds, reason
             per_round_ns = max(1.0, (b1 - b0) / n)
             batch = int(min(_CUDA_MAX_BATCH, max(1.0, (budget_s * 1e9 - (b1 - start)) / per_round_ns)))
+
+
+def model_call(model: nn.Module, inputs: tuple[Any, ...], train: bool = False) -> Callable[[], None]:
+    """A whole model as a zero-argument callable for :func:`time_paired`: ``model(*inputs)`` under
+    ``no_grad`` (inference), or in train mode forward then backward of
+    :func:`hwprof.training.training_loss` (the loss hwprof's measured runs use), the parameters'
+    ``.grad`` set to None first so that nothing accumulates. Sets ``model``'s train/eval mode."""
+    model.train(train)
+    params = list(model.parameters())
+
+    def infer() -> None:
+        with torch.no_grad():
+            model(*inputs)
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        loss = training_loss(model(*inputs))
+        if loss is None:
+            raise ValueError("the model's output has no floating tensor that requires grad: nothing to backpropagate")
+        loss.backward()
+
+    return step if train else infer
