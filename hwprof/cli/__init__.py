@@ -121,7 +121,8 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    set_invocation(Invocation(args.command, tuple(argv), getattr(args, "device", None)))
+    set_invocation(Invocation(args.command, tuple(argv), getattr(args, "device", None),
+                              getattr(args, "format", None)))
     if getattr(args, "_missing", None):
         print(f"hwprof {args.command}: error: this command needs the optional package '{args._missing}', "
               "which is not installed", file=sys.stderr)

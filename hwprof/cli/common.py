@@ -53,11 +53,13 @@ MANIFEST = "manifest.json"
 # ----------------------------------------------------------------------------- the invocation
 @dataclass(frozen=True)
 class Invocation:
-    """The command being run: its name (``count``), the arguments after ``hwprof`` and the device asked for."""
+    """The command being run: its name (``count``), the arguments after ``hwprof``, the device and
+    the ``--format`` asked for."""
 
     command: str
     argv: tuple[str, ...] = ()
     device: str | None = None
+    format: str | None = None
 
 
 _INVOCATION: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("hwprof_invocation", default=None)
@@ -219,11 +221,13 @@ def emit_all(args: argparse.Namespace, outputs: Mapping[str, str]) -> None:
     write_outputs(args.out, outputs)
 
 
-def emit(text: str, out: str | None, df: pd.DataFrame | None = None, fmt: str = "table") -> None:
-    """Print ``text`` (the ``fmt`` output); with ``out``, write it and, when ``df`` is given, ``df``
-    in the other structured formats to the ``--out`` folder (:func:`write_outputs`)."""
+def emit(text: str, out: str | None, df: pd.DataFrame | None = None, fmt: str | None = None) -> None:
+    """Print ``text`` (the ``fmt`` output; default: the command's ``--format``); with ``out``, write
+    it and, when ``df`` is given, ``df`` in the other structured formats to the ``--out`` folder
+    (:func:`write_outputs`)."""
     print(text)
     if out:
+        fmt = fmt or invocation().format or "table"
         outputs = {fmt: text}
         if df is not None:
             from hwprof.report.tables import render
@@ -261,10 +265,11 @@ def progress_enabled() -> bool:
 
 
 KINETO_QUIET = "6"
-"""torch.profiler's Kineto library prints ``USDT:... profiler_start`` / ``profiler_stop`` (and
-``STAGE:...``) lines straight to stderr whenever a profiler session starts or stops (hwprof's
-per-op and allocator-trace passes); its only switch is the ``KINETO_LOG_LEVEL`` environment
-variable, read when a session starts. Kineto's levels (torch 2.13): 0 verbose ... 5 USDT, the
+"""torch.profiler's Kineto library (libkineto, linked into libtorch_cpu; its
+``SyncActivityProfilerHandler``) prints ``USDT:... profiler_start`` / ``profiler_stop`` (and
+``STAGE:...``) lines straight to the stderr file descriptor whenever a profiler session starts or
+stops (hwprof's per-op and allocator-trace passes); its only switch is the ``KINETO_LOG_LEVEL``
+environment variable, read when a session starts. Kineto's levels (torch 2.13): 0 verbose ... 5 USDT, the
 highest; 6 silences all of them, Kineto's own errors included (a failed profiler session still
 shows in hwprof's results: no per-op times, with a note)."""
 

@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     from hwprof.device import resolve_device
     from hwprof.studies import depthwise as dw
 
-    dev = resolve_device(args.device)
+    notes: list[str] = []
+    dev = resolve_device(args.device, notes)
     dtypes, dtype_notes = dw.plan_dtypes(_dtypes(args.dtype) if args.dtype else None, dev)
     if not dtypes:
         raise InputSpecError(f"no dtype to run: {'; '.join(dtype_notes)}")
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                                       fasternet=not args.no_fasternet, models=not args.no_models,
                                       quick_ceilings=args.quick_ceilings, ceilings_cache=args.ceilings_cache,
                                       ncu_clock_control=args.ncu_clock_control, command=command_line(),
-                                      progress=bar, notes=dtype_notes)
+                                      progress=bar, notes=notes + dtype_notes)
     finally:
         bar.close()
     with out_folder(out) as d:

@@ -61,6 +61,9 @@ def test_measure_csv_and_json_columns(tmp_path: Path, capsys: pytest.CaptureFixt
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "measure.csv", "measure.json", "measure.md"]
     assert pd.read_csv(out / "measure.csv").equals(phases)
     assert [r["phase"] for r in json.loads((out / "measure.json").read_text())] == ["fwd", "bwd"]
-    body = json.loads(_measure(capsys, "--format", "json"))
+    out = tmp_path / "json"
+    body = json.loads(_measure(capsys, "--format", "json", "--out", str(out)))
     assert {"model", "config", "phases", "timings", "memory", "device", "notes"} <= set(body)
     assert [p["phase"] for p in body["phases"]] == ["fwd_nograd"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "measure.json"]   # named by its format
+    assert json.loads((out / "measure.json").read_text()) == body

@@ -93,6 +93,20 @@ def test_count_out_is_a_folder_of_every_format(tmp_path: Path, capsys: pytest.Ca
     assert f"wrote {out}/" in printed.err
 
 
+@pytest.mark.parametrize("fmt, files", [("json", ["ceilings.json", "manifest.json"]),
+                                         ("csv", ["ceilings.csv", "ceilings.json", "ceilings.md", "manifest.json"])])
+def test_ceilings_out_folder(fmt: str, files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_helpers import fixed_ceilings
+
+    monkeypatch.setattr("hwprof.hardware.ceilings.measure_ceilings", fixed_ceilings)
+    out = tmp_path / "ceil"
+    assert main(["ceilings", "--device", "cpu", "--format", fmt, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == files
+    assert (out / f"ceilings.{fmt}").read_text().rstrip("\n") == printed.rstrip("\n")
+
+
 def test_earlier_result_is_replaced_complete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(["count", "lenet5", "--out", str(out)]) == 0
