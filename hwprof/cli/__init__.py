@@ -114,7 +114,7 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
         try:
             check_out_dir(early.out)
         except OutputPathError as e:
-            print(f"hwprof {early.command or ''}: error: {e}", file=sys.stderr)
+            print(f"hwprof{' ' + early.command if early.command else ''}: error: {e}", file=sys.stderr)
             return 2
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -16,9 +16,11 @@ whole-model times are measured minutes apart, so their ratio moves with the mach
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from hwprof.cli.common import add_output_options, build_model, command_line, out_folder, progress_enabled
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     texts = [_show(p, args) for p in profiles]
     comp: list[str] = []
     if not args.model:
-        comp = twin_lines(profiles[0], profiles[1], _time_twins(models, args, batch), args.mode == "train")
+        comp = twin_lines(profiles[0], profiles[1], _time_twins(models, args, batch), args.mode == "train",
+                          threads=torch.get_num_threads())
         texts.append(TWIN_HEADER + "\n" + "\n".join(comp))
     print("\n\n".join(texts))
     _save(args, profiles, comp)
@@ -127,8 +130,6 @@ def _save(args: argparse.Namespace, profiles: list[Profile], comp: list[str]) ->
 def _time_twins(models: list[_Model], args: argparse.Namespace, batch: int) -> Any:
     """The two models timed in alternation (:func:`~hwprof.measuring.paired.time_paired`), on the
     profile's device, dtype, memory format and mode; reference = MobileNetV1."""
-    import torch
-
     from hwprof.measuring.paired import model_call, time_paired
     from hwprof.placement import model_float_dtype
     from hwprof.spec import as_input_tuple, parse_dtype
@@ -146,10 +147,11 @@ def _time_twins(models: list[_Model], args: argparse.Namespace, batch: int) -> A
     return time_paired(calls, device=dev, warmup=1, min_rounds=3 if args.quick else 5, budget_s=2 * budget)
 
 
-def twin_lines(sep: Profile, dense: Profile, paired: Any, train: bool) -> list[str]:
+def twin_lines(sep: Profile, dense: Profile, paired: Any, train: bool, threads: int = 1) -> list[str]:
     """The comparison lines: the depthwise layers' share (:func:`comparison_lines`, from the
     profile of MobileNetV1), then the twin's FLOPs ratio against its paired time ratio:
-    median of the per-pair ratios dense / MobileNetV1, with their q25-q75 spread."""
+    median of the per-pair ratios dense / MobileNetV1, with their q25-q75 spread; and a warning
+    when the CPU was contended (:func:`_contention_lines`; ``threads``: this run's torch threads)."""
     lines = [ln for ln in comparison_lines(sep, dense) if not ln.startswith("Dense twin:")]
     a, b = sep.config["model"], dense.config["model"]
     r = paired.ratio(b)
@@ -160,4 +162,18 @@ def twin_lines(sep: Profile, dense: Profile, paired: Any, train: bool) -> list[s
         f"Dense twin: {fb / fa:.1f}x the FLOPs of MobileNetV1 for {r.median:.1f}x the time "
         f"(median of {r.n} alternating pairs, q25-q75 {r.q25:.2f}-{r.q75:.2f}x; {what} {tb * 1e3:.2f} ms vs "
         f"{ta * 1e3:.2f} ms); achieved {human(fb / tb)}FLOP/s vs {human(fa / ta)}FLOP/s.")
-    return lines
+    return lines + _contention_lines(paired, threads)
+
+
+def _contention_lines(paired: Any, threads: int) -> list[str]:
+    """A warning when other processes competed for the CPU during the paired timing: the 1-minute
+    load average, minus this run's own ``threads``, at least 1 (one other busy process or more).
+    Pairing cancels a load that drifts; a load that changes the models' relative cost (each of
+    MobileNetV1's many small ops waits for the scheduler) it cannot."""
+    loads = [v for v in paired.load_average if v is not None]
+    if paired.device != "cpu" or not loads or max(loads) - threads < 1:
+        return []
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [f"Warning: the 1-minute load average was {max(loads):.1f} on {cpus} CPUs during this comparison (this "
+            f"run's {threads} threads included): other processes competed for the cores. Pairing cancels a load "
+            "that drifts, not one that changes the models' relative cost; rerun on a quiet machine."]

@@ -28,6 +28,7 @@ events are read (as :func:`hwprof.measuring.timers.time_fn` does for single call
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,7 @@ from torch import nn
 from hwprof.measuring.timers import Clock, PerfCounterClock, TimingStats
 from hwprof.training import training_loss
 
-__all__ = ["RatioStats", "PairedTiming", "time_paired", "model_call"]
+__all__ = ["RatioStats", "PairedTiming", "time_paired", "model_call", "load_average"]
 
 _CUDA_MAX_BATCH = 50
 
@@ -78,6 +79,7 @@ class PairedTiming:
     warmup: int = 0
     device: str = "cpu"
     stop_reason: str = ""   # "budget" | "max_rounds"
+    load_average: tuple[float | None, float | None] = (None, None)   # 1-minute load average before, after
     _stats: dict[str, TimingStats] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -103,6 +105,7 @@ class PairedTiming:
     def to_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "reference": self.reference, "rounds": self.rounds,
                 "warmup": self.warmup, "device": self.device, "stop_reason": self.stop_reason,
+                "load_average": list(self.load_average),
                 "times_s": {k: list(v) for k, v in self.times_s.items()},
                 "ratio_to_reference": {k: self.ratio(k).to_dict() for k in self.names if k != self.reference}}
 
@@ -133,6 +136,7 @@ def time_paired(
     min_rounds = max(1, min_rounds)
     max_rounds = max(min_rounds, max_rounds)
     calls = [fns[n] for n in names]
+    load_before = load_average()
     for _ in range(max(0, warmup)):
         for fn in calls:
             fn()
@@ -141,7 +145,17 @@ def time_paired(
     else:
         rounds, reason = _rounds_clock(calls, clock, min_rounds, max_rounds, budget_s)
     times = {n: [r[j] for r in rounds] for j, n in enumerate(names)}
-    return PairedTiming(names, times, ref, warmup=max(0, warmup), device=str(dev), stop_reason=reason)
+    return PairedTiming(names, times, ref, warmup=max(0, warmup), device=str(dev), stop_reason=reason,
+                        load_average=(load_before, load_average()))
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (``os.getloadavg``: runnable processes, this one's threads
+    included), or None where the platform has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _stop(rounds: int, spent_ns: int, min_rounds: int, max_rounds: int, budget_s: float) -> str:

@@ -148,3 +148,19 @@ def test_unknown_model_and_bad_input_exit_2(tmp_path: Path) -> None:
         r = _run(*argv, "--device", "cpu", "--quick", "--ceilings-cache", str(tmp_path))
         assert r.returncode == 2, (argv, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_twin_lines_warn_when_other_processes_compete(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_profile, "comparison_lines", lambda a, b: [])
+    monkeypatch.setattr(cli_profile.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    sep = SimpleNamespace(config={"model": "a"}, summary={"flops": 1.0e9})
+    dense = SimpleNamespace(config={"model": "b"}, summary={"flops": 8.4e9})
+
+    def paired(load: tuple[float, float]) -> PairedTiming:
+        return PairedTiming(("a", "b"), {"a": [0.1], "b": [0.3]}, "a", load_average=load)
+    # this run's 2 threads alone make a load of ~2: no other process, no warning
+    assert len(cli_profile.twin_lines(sep, dense, paired((2.1, 2.6)), False, threads=2)) == 1  # type: ignore[arg-type]
+    # load 5.7 with 2 threads of our own: ~3.7 other runnable processes on 2 CPUs
+    lines = cli_profile.twin_lines(sep, dense, paired((5.2, 5.7)), False, threads=2)  # type: ignore[arg-type]
+    assert lines[-1].startswith("Warning: the 1-minute load average was 5.7 on 2 CPUs during this comparison "
+                                "(this run's 2 threads included)")

@@ -130,3 +130,13 @@ def test_cuda_events_pair_two_matmuls() -> None:
     # the large product does 2x the work of the small one
     assert all(t > 0 for t in p.times_s["small"] + p.times_s["large"])
     assert 1.3 < p.ratio("large").median < 3.0
+
+
+def test_load_average_recorded_before_and_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    loads = iter([(1.5, 0.0, 0.0), (3.25, 0.0, 0.0)])
+    monkeypatch.setattr(os, "getloadavg", lambda: next(loads))
+    clock = DriftingClock(lambda t: 1.0)
+    p = time_paired({"A": clock.fn(1), "B": clock.fn(2)}, clock=clock, warmup=0, min_rounds=1, max_rounds=1)
+    assert p.load_average == (1.5, 3.25) and p.to_dict()["load_average"] == [1.5, 3.25]

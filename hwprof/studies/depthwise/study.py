@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import torch
 from hwprof.device import describe_device, resolve_device
 from hwprof.errors import HwprofError
 from hwprof.files import atomic_dir, write_atomic, write_json_atomic
+from hwprof.measuring.paired import load_average
 from hwprof.report.manifest import versions
 from hwprof.report.tables import render
 from hwprof.roofline import MathModes, roof_key
@@ -59,14 +59,6 @@ class StudyResult:
     notes: list[str] = field(default_factory=list)
     headline: pd.DataFrame | None = None
     counter_kernels: pd.DataFrame | None = None
-
-
-def _load_average() -> float | None:
-    """The 1-minute load average (other processes competing for the CPU skew timings), or None."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
 
 
 class _Tracker:
@@ -129,7 +121,7 @@ def compute_study(
     ``count_fn`` / ``time_fn`` default to hwprof's own. ``use_profile``: per-layer time shares of
     MobileNetV1 through ``hwprof.profile``. ``progress(done, total, label)`` is called after
     every measurement. ``notes`` start the result's notes (e.g. the dtypes left out)."""
-    started, load_start, t0 = _dt.datetime.now(_dt.timezone.utc), _load_average(), clock()
+    started, load_start, t0 = _dt.datetime.now(_dt.timezone.utc), load_average(), clock()
     notes = list(notes)
     dev = resolve_device(device, notes)
     cfg = config or (quick_config if quick else default_config)(dtypes, channels_last)
@@ -165,7 +157,7 @@ def compute_study(
         notes += counter_notes
     manifest = _manifest(command, dev, ceil, modes, cfg, quick, quick_ceilings, df, notes)
     manifest.update(date_utc=started.isoformat(timespec="seconds"), wall_s=clock() - t0,
-                    load_average_1min={"start": load_start, "end": _load_average()})
+                    load_average_1min={"start": load_start, "end": load_average()})
     shape = headline_shape(df)
     return StudyResult(points=df, ceilings=ceil, manifest=manifest, fasternet=fn_df, models=models_df,
                        counters=counters_df, counter_kernels=kernels_df, notes=notes,
