@@ -128,7 +128,9 @@ def test_default_profiles_mobilenet_and_dense_twin(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert lines[0] == f"== mobilenet_v1 on {lines[0].split(' on ', 1)[1].split(':')[0]}: inference, float32, batch 1"
     comp = lines[lines.index("== MobileNetV1 vs its dense twin (measured in this run)") + 1:]
-    assert len(comp) == 2 and comp[0].startswith("MobileNetV1: the 13 depthwise layers hold ")
+    assert comp[0].startswith("MobileNetV1: the 13 depthwise layers hold ")
+    # on a machine other processes load, a third line says so (this suite often runs on one)
+    assert len(comp) == 2 or (len(comp) == 3 and comp[2].startswith("Warning: the 1-minute load average was "))
     m = TWIN.match(comp[1])
     assert m is not None, comp[1]
     # FLOPs: 9.75 G vs 1.16 G forward (README's counts) -> 8.4x; the paired ratio within its own spread
