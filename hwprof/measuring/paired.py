@@ -141,9 +141,12 @@ def time_paired(
         for fn in calls:
             fn()
     if dev.type == "cuda":
-        rounds, reason = _rounds_cuda(calls, dev, clock, min_rounds, max_rounds, budget_s)
+        with torch.cuda.device(dev):
+            torch.cuda.synchronize()
+            rounds, reason = _rounds(calls, _cuda_batch, _CUDA_MAX_BATCH, clock, min_rounds, max_rounds, budget_s)
     else:
-        rounds, reason = _rounds_clock(calls, clock, min_rounds, max_rounds, budget_s)
+        rounds, reason = _rounds(calls, lambda c, n: _clock_batch(c, n, clock), 1, clock, min_rounds, max_rounds,
+                                 budget_s)
     times = {n: [r[j] for r in rounds] for j, n in enumerate(names)}
     return PairedTiming(names, times, ref, warmup=max(0, warmup), device=str(dev), stop_reason=reason,
                         load_average=(load_before, load_average()))
@@ -166,49 +169,53 @@ def _stop(rounds: int, spent_ns: int, min_rounds: int, max_rounds: int, budget_s
     return ""
 
 
-def _rounds_clock(calls: list[Callable[[], Any]], clock: Clock, min_rounds: int, max_rounds: int,
-                  budget_s: float) -> tuple[list[list[float]], str]:
+Batch = Callable[[list[Callable[[], Any]], int], list[list[float]]]
+
+
+def _rounds(calls: list[Callable[[], Any]], batch_fn: Batch, max_batch: int, clock: Clock, min_rounds: int,
+            max_rounds: int, budget_s: float) -> tuple[list[list[float]], str]:
+    """Rounds in batches (``batch_fn(calls, n)`` -> n rounds of times): first ``min_rounds``, then
+    as many as the budget left allows, at most ``max_batch``; stop as :func:`_stop` says."""
     rounds: list[list[float]] = []
     start = clock.now_ns()
+    n = min_rounds
     while True:
+        n = max(1, min(n, max_rounds - len(rounds)))
+        b0 = clock.now_ns()
+        rounds += batch_fn(calls, n)
+        b1 = clock.now_ns()
+        reason = _stop(len(rounds), b1 - start, min_rounds, max_rounds, budget_s)
+        if reason:
+            return rounds, reason
+        per_round_ns = max(1.0, (b1 - b0) / n)
+        n = int(min(max_batch, max(1.0, (budget_s * 1e9 - (b1 - start)) / per_round_ns)))
+
+
+def _clock_batch(calls: list[Callable[[], Any]], n: int, clock: Clock) -> list[list[float]]:
+    """n rounds, each call between two ``clock.now_ns()`` reads."""
+    rounds = []
+    for _ in range(n):
         row = []
-        t1 = start
         for fn in calls:
             t0 = clock.now_ns()
             fn()
-            t1 = clock.now_ns()
-            row.append((t1 - t0) * 1e-9)
+            row.append((clock.now_ns() - t0) * 1e-9)
         rounds.append(row)
-        reason = _stop(len(rounds), t1 - start, min_rounds, max_rounds, budget_s)
-        if reason:
-            return rounds, reason
+    return rounds
 
 
-def _rounds_cuda(calls: list[Callable[[], Any]], dev: torch.device, clock: Clock, min_rounds: int,
-                 max_rounds: int, budget_s: float) -> tuple[list[list[float]], str]:
-    rounds: list[list[float]] = []
-    with torch.cuda.device(dev):
-        torch.cuda.synchronize()
-        start = clock.now_ns()
-        batch = min_rounds
-        while True:
-            n = max(1, min(batch, max_rounds - len(rounds)))
-            events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                       for _ in calls] for _ in range(n)]
-            b0 = clock.now_ns()
-            for pairs in events:
-                for fn, (begin, end) in zip(calls, pairs, strict=True):
-                    begin.record()
-                    fn()
-                    end.record()
-            events[-1][-1][1].synchronize()   # the only host sync of the batch
-            b1 = clock.now_ns()
-            rounds += [[b.elapsed_time(e) * 1e-3 for b, e in pairs] for pairs in events]
-            reason = _stop(len(rounds), b1 - start, min_rounds, max_rounds, budget_s)
-            if reason:
-                return rounds, reason
-            per_round_ns = max(1.0, (b1 - b0) / n)
-            batch = int(min(_CUDA_MAX_BATCH, max(1.0, (budget_s * 1e9 - (b1 - start)) / per_round_ns)))
+def _cuda_batch(calls: list[Callable[[], Any]], n: int) -> list[list[float]]:
+    """n rounds, each call between the two events of a pair on the current stream; one host
+    synchronisation, on the last event, after the whole batch."""
+    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in calls]
+              for _ in range(n)]
+    for pairs in events:
+        for fn, (begin, end) in zip(calls, pairs, strict=True):
+            begin.record()
+            fn()
+            end.record()
+    events[-1][-1][1].synchronize()
+    return [[b.elapsed_time(e) * 1e-3 for b, e in pairs] for pairs in events]
 
 
 def model_call(model: nn.Module, inputs: tuple[Any, ...], train: bool = False) -> Callable[[], None]:
