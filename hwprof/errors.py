@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["HwprofError", "InputShapeError", "MeasurementError", "DeviceUnavailableError", "is_oom"]
+__all__ = ["HwprofError", "InputShapeError", "MeasurementError", "DeviceUnavailableError", "OutputPathError",
+           "ModelBuildError", "is_oom"]
 
 
 class HwprofError(Exception):
@@ -42,6 +43,21 @@ class MeasurementError(HwprofError, RuntimeError):
 
 class DeviceUnavailableError(HwprofError, RuntimeError):
     """The requested device is not usable here (e.g. device='cuda' without CUDA)."""
+
+
+class OutputPathError(HwprofError, OSError):
+    """An output folder (``--out``) that cannot be written: below a file, an existing file, a place
+    where no folder can be created, or a folder hwprof did not write and will not replace."""
+
+
+class ModelBuildError(HwprofError, RuntimeError):
+    """The model's own constructor (a ``package.module:factory``) raised; names the model and the cause."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        self.name = name
+        self.cause = cause
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        super().__init__(f"building model {name!r} failed: {type(cause).__name__}: {first}".rstrip(": "))
 
 
 def is_oom(exc: BaseException) -> bool:

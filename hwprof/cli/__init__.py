@@ -1,18 +1,27 @@
 """`hwprof` command line. The cli package is the only place in hwprof that prints.
 
 Each sub-command lives in ``hwprof/cli/<name>.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``. Known user errors (bad model name, bad --input, no CUDA, ...) are
-printed as one line on stderr with exit code 2.
+``run(args) -> int``. Known user errors (bad model name, bad --input, no CUDA, an unusable
+--out, ...) are printed as one line on stderr with exit code 2; Ctrl-C prints one line and exits
+with 130. ``--out`` is checked before the commands are imported (see :mod:`hwprof.cli.common`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-__all__ = ["main"]
+from hwprof.cli.common import (
+    Invocation,
+    check_out_dir,
+    configure_logging,
+    quiet_profiler_log,
+    reset_invocation,
+    set_invocation,
+)
+
+__all__ = ["main", "build_parser", "OPTIONAL_DEPENDENCIES"]
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,12 +33,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("hwprof.cli.study", "studies: `hwprof study depthwise`"),
 }
 
+OPTIONAL_DEPENDENCIES: frozenset[str] = frozenset({"matplotlib", "torchvision", "timm", "pynvml"})
+"""Packages hwprof works without (extras, model sources, NVML): a command whose import fails
+because one of them is missing is reported as not available; any other ImportError is a bug
+and propagates."""
+
+INTERRUPTED_RC = 130   # 128 + SIGINT, what shells report for a job ended by Ctrl-C
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hwprof.errors import HwprofError
     from hwprof.spec import InputSpecError
     from hwprof.zoo import UnknownModelError
     return (HwprofError, InputSpecError, UnknownModelError)
+
+
+def _missing_optional(e: ImportError) -> str | None:
+    """The missing optional package behind ``e``, or None when ``e`` is not that (a real error)."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return None
+    top = e.name.split(".")[0]
+    return top if top in OPTIONAL_DEPENDENCIES else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,26 +64,72 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         try:
             mod = importlib.import_module(module)
-        except ImportError:
-            p.set_defaults(_missing=module)
+        except ImportError as e:
+            missing = _missing_optional(e)
+            if missing is None:
+                raise
+            p.set_defaults(_missing=missing)
             continue
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+class _EarlyParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # the real parser reports it
+        raise ValueError(message)
+
+
+def _early(argv: list[str]) -> argparse.Namespace:
+    """The command name, -v and --out as given, read without importing the commands (torch)."""
+    pre = _EarlyParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("-v", "--verbose", action="store_true")
+    pre.add_argument("--out")
+    pre.add_argument("command", nargs="?")
+    try:
+        return pre.parse_known_args(argv)[0]
+    except ValueError:   # left to the real parser to report
+        return argparse.Namespace(command=None, out=None, verbose=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``hwprof argv``; the exit code: 0 done, 1 nothing measured, 2 user error, 130 Ctrl-C."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    early = _early(args)
+    token = set_invocation(Invocation(early.command or "hwprof", tuple(args)))
+    try:
+        return _main(args, early)
+    except KeyboardInterrupt:
+        print(f"hwprof{' ' + early.command if early.command else ''}: interrupted", file=sys.stderr)
+        return INTERRUPTED_RC
+    finally:
+        reset_invocation(token)
+
+
+def _main(argv: list[str], early: argparse.Namespace) -> int:
+    configure_logging(early.verbose)
+    quiet_profiler_log()
+    if early.out is not None:   # before the commands (and torch) are imported
+        from hwprof.errors import OutputPathError
+        try:
+            check_out_dir(early.out)
+        except OutputPathError as e:
+            print(f"hwprof{' ' + early.command if early.command else ''}: error: {e}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     if not args.command:
         parser.print_help()
         return 2
+    set_invocation(Invocation(args.command, tuple(argv), getattr(args, "device", None),
+                              getattr(args, "format", None)))
     if getattr(args, "_missing", None):
-        print(f"hwprof: command '{args.command}' is not available in this build", file=sys.stderr)
+        print(f"hwprof {args.command}: error: this command needs the optional package '{args._missing}', "
+              "which is not installed", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "out", None) is not None:
+            check_out_dir(args.out)
         return int(args._run(args) or 0)
     except _user_errors() as e:
         print(f"hwprof {args.command}: error: {e}", file=sys.stderr)

@@ -1,22 +1,95 @@
-"""Options and output shared by the sub-commands (--format, --out, model/input resolution)."""
+"""What the sub-commands share: --format and --out, model options, the output folder and its
+manifest, the terminal (log line format, progress bars, torch's profiler log).
+
+``--out DIR`` is a folder for every command. It receives the command's result in each
+structured format it has (``<command>.txt`` = the table view, ``.csv``, ``.json``, ``.md``;
+``profile`` and ``study`` write their own set of files) plus ``manifest.json`` (command line,
+hwprof/torch/Python versions, device, date, the files). The folder is written complete or not at
+all: everything goes into a temporary sibling that is renamed into place at the end
+(:func:`hwprof.files.atomic_dir`); an error or Ctrl-C leaves no half-written folder and an
+earlier folder of that name as it was. The path is checked before any work
+(:func:`check_out_dir`): a path below a file, an existing file, a place where no folder can be
+created, or an existing non-empty folder that is not an earlier hwprof result (no
+``manifest.json`` naming an ``hwprof`` command: hwprof never replaces what it did not write) is
+a one-line error, exit code 2.
+
+This module imports nothing heavy at load time (no torch, no pandas), so that ``main`` can check
+``--out`` before the commands are imported.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import contextvars
+import datetime as _dt
+import json
+import logging
+import os
+import shlex
 import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from hwprof.errors import DeviceUnavailableError, OutputPathError
 
-from hwprof.files import write_atomic
-from hwprof.report.tables import FORMATS, render
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
 
-__all__ = ["add_output_options", "add_model_options", "emit"]
+__all__ = ["add_output_options", "add_model_options", "emit", "emit_all", "check_out_dir", "out_folder",
+           "write_outputs", "Invocation", "invocation", "set_invocation", "reset_invocation", "command_line", "configure_logging",
+           "LogFormatter", "progress_enabled", "quiet_profiler_log", "build_model", "FORMAT_FILES"]
+
+FORMAT_FILES = {"table": "txt", "csv": "csv", "json": "json", "md": "md"}
+"""--format -> extension of its file in the --out folder (``<command>.<ext>``)."""
+
+MANIFEST = "manifest.json"
 
 
+# ----------------------------------------------------------------------------- the invocation
+@dataclass(frozen=True)
+class Invocation:
+    """The command being run: its name (``count``), the arguments after ``hwprof``, the device and
+    the ``--format`` asked for."""
+
+    command: str
+    argv: tuple[str, ...] = ()
+    device: str | None = None
+    format: str | None = None
+
+
+_INVOCATION: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("hwprof_invocation", default=None)
+
+
+def set_invocation(inv: Invocation) -> contextvars.Token[Invocation | None]:
+    """Make ``inv`` the current command (``main`` does this once per call)."""
+    return _INVOCATION.set(inv)
+
+
+def reset_invocation(token: contextvars.Token[Invocation | None]) -> None:
+    """Undo :func:`set_invocation` (``main`` on its way out)."""
+    _INVOCATION.reset(token)
+
+
+def invocation() -> Invocation:
+    """The current command (a bare ``hwprof`` invocation outside ``main``)."""
+    return _INVOCATION.get() or Invocation("hwprof", tuple(sys.argv[1:]))
+
+
+def command_line() -> str:
+    """The command line as typed (shell-quoted): ``hwprof count lenet5 --out d``."""
+    return shlex.join(["hwprof", *invocation().argv])
+
+
+# ----------------------------------------------------------------------------- options
 def add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--out", metavar="PATH", help="also write the output to PATH (atomically)")
+    p.add_argument("--format", choices=tuple(FORMAT_FILES), default="table", help="what to print (default: table)")
+    p.add_argument("--out", metavar="DIR", help="also write the result, in every format, with a manifest.json, "
+                   "into the folder DIR (complete or not at all; an earlier hwprof result there is replaced)")
 
 
 def add_model_options(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
@@ -26,10 +99,182 @@ def add_model_options(p: argparse.ArgumentParser, default_model: str | None = No
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
 
 
-def emit(text: str, out: str | None, df: pd.DataFrame | None = None, fmt: str = "table") -> None:
-    """Print ``text``; with ``out``, write the chosen format of ``df`` (or ``text``) to that path."""
+def build_model(name: str, device: str | None = None) -> tuple[nn.Module, str]:
+    """:func:`hwprof.zoo.build`, with a failing user constructor reported in one line
+    (:class:`~hwprof.errors.ModelBuildError`) instead of a traceback."""
+    from hwprof import zoo
+    from hwprof.errors import HwprofError, ModelBuildError
+
+    try:
+        return zoo.build(name, device=device)
+    except (zoo.UnknownModelError, HwprofError):
+        raise
+    except Exception as e:
+        raise ModelBuildError(name, e) from e
+
+
+# ----------------------------------------------------------------------------- the --out folder
+def check_out_dir(path: str | os.PathLike[str]) -> Path:
+    """The absolute path of a usable output folder, or :class:`OutputPathError` (one line).
+
+    Usable: the nearest existing ancestor is a folder in which a folder can be created (tried,
+    then removed), the path itself is absent, an empty folder, or an earlier hwprof result
+    (its ``manifest.json`` names an ``hwprof`` command), and it does not contain the current
+    folder. Takes milliseconds: called before any work."""
+    target = Path(path).expanduser().absolute()
+    shown = os.fspath(path)
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise OutputPathError(f"--out {shown}: exists and is not a folder")
+        if any(target.iterdir()) and not _is_hwprof_result(target):
+            raise OutputPathError(f"--out {shown}: the folder holds files that are not an hwprof result (no "
+                                  f"{MANIFEST} of an hwprof command); choose a new folder or empty it")
+        if Path.cwd().absolute().is_relative_to(target):
+            raise OutputPathError(f"--out {shown}: would replace the current folder")
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise OutputPathError(f"--out {shown}: {parent} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".hwprof-check-", dir=parent))
+    except OSError as e:
+        raise OutputPathError(f"--out {shown}: cannot create a folder in {parent} ({e.strerror or e})") from None
+    return target
+
+
+def _is_hwprof_result(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("command", "")).startswith("hwprof")
+
+
+@contextlib.contextmanager
+def out_folder(path: str | os.PathLike[str] | None) -> Iterator[Path | None]:
+    """Yield a temporary folder to write the result into (None when ``path`` is None); on a clean
+    exit add ``manifest.json`` and move it to ``path`` (see the module docstring). An OSError
+    while writing becomes :class:`OutputPathError`; any exception (Ctrl-C too) leaves ``path`` as it was."""
+    if path is None:
+        yield None
+        return
+    from hwprof.files import atomic_dir
+
+    target = check_out_dir(path)
+    try:
+        with atomic_dir(target) as tmp:
+            yield tmp
+            files = _write_manifest(tmp)
+    except OutputPathError:
+        raise
+    except OSError as e:
+        raise OutputPathError(f"--out {os.fspath(path)}: could not write the result ({e})") from e
+    print(f"hwprof: wrote {os.fspath(path)}/ ({', '.join(files)})", file=sys.stderr)
+
+
+def _write_manifest(folder: Path) -> list[str]:
+    """Write ``folder/manifest.json``: the command, versions, device, date and the files; keys a
+    manifest already there (written by the command itself) has are kept. Returns the files."""
+    from hwprof.files import write_json_atomic
+    from hwprof.report.manifest import versions
+
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    inv = invocation()
+    v = versions()
+    ours: dict[str, Any] = {
+        "command": command_line(), "argv": list(inv.argv),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **{k: v.get(k) for k in ("hwprof", "torch", "cuda", "python", "platform")}, "versions": v,
+        "device": _device_facts(inv.device)}
+    old = folder / MANIFEST
+    theirs = json.loads(old.read_text()) if old.exists() else {}
+    files = sorted({*files, MANIFEST})
+    write_json_atomic(old, {**ours, **theirs, "files": files})
+    return files
+
+
+def _device_facts(device: str | None) -> dict[str, Any]:
+    from hwprof.device import describe_device, resolve_device
+
+    try:
+        return describe_device(resolve_device(device or "auto"))
+    except DeviceUnavailableError as e:   # e.g. `memory --device cuda` predicts for a GPU this machine lacks
+        return {"requested": device, "note": str(e)}
+
+
+def write_outputs(out: str | os.PathLike[str] | None, outputs: Mapping[str, str]) -> None:
+    """Write ``outputs`` (format -> text) to the ``--out`` folder as ``<command>.<ext>`` (see
+    :data:`FORMAT_FILES`) plus the manifest; nothing without ``out``."""
+    if out is None:
+        return
+    from hwprof.files import write_atomic
+
+    stem = invocation().command
+    with out_folder(out) as d:
+        assert d is not None
+        for fmt, text in outputs.items():
+            write_atomic(d / f"{stem}.{FORMAT_FILES[fmt]}", text if text.endswith("\n") else text + "\n")
+
+
+def emit_all(args: argparse.Namespace, outputs: Mapping[str, str]) -> None:
+    """Print the ``--format`` output of ``outputs`` (format -> text) and write all of them to ``--out``."""
+    print(outputs[args.format])
+    write_outputs(args.out, outputs)
+
+
+def emit(text: str, out: str | None, df: pd.DataFrame | None = None, fmt: str | None = None) -> None:
+    """Print ``text`` (the ``fmt`` output; default: the command's ``--format``); with ``out``, write
+    it and, when ``df`` is given, ``df`` in the other structured formats to the ``--out`` folder
+    (:func:`write_outputs`)."""
     print(text)
     if out:
-        body = render(df, fmt) if df is not None and fmt != "table" else text
-        write_atomic(Path(out), body if body.endswith("\n") else body + "\n")
-        print(f"wrote {out}", file=sys.stderr)
+        fmt = fmt or invocation().format or "table"
+        outputs = {fmt: text}
+        if df is not None:
+            from hwprof.report.tables import render
+
+            outputs.update({f: render(df, f) for f in ("csv", "json", "md") if f != fmt})
+        write_outputs(out, outputs)
+
+
+# ----------------------------------------------------------------------------- the terminal
+class LogFormatter(logging.Formatter):
+    """``hwprof: warning: message`` for hwprof's loggers, ``<logger>: warning: message`` for others."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        who = "hwprof" if record.name == "hwprof" or record.name.startswith("hwprof.") else record.name
+        text = f"{who}: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Log WARNING and above (INFO with ``verbose``) to stderr as ``hwprof: warning: ...``.
+    Leaves logging alone when the root logger already has handlers (an application, pytest)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+
+
+def progress_enabled() -> bool:
+    """Progress bars only when stderr is a terminal (not in a pipe, a log file or a CI job)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+KINETO_QUIET = "6"
+"""torch.profiler's Kineto library (libkineto, linked into libtorch_cpu; its
+``SyncActivityProfilerHandler``) prints ``USDT:... profiler_start`` / ``profiler_stop`` (and
+``STAGE:...``) lines straight to the stderr file descriptor whenever a profiler session starts or
+stops (hwprof's per-op and allocator-trace passes); its only switch is the ``KINETO_LOG_LEVEL``
+environment variable, read when a session starts. Kineto's levels (torch 2.13): 0 verbose ... 5 USDT, the
+highest; 6 silences all of them, Kineto's own errors included (a failed profiler session still
+shows in hwprof's results: no per-op times, with a note)."""
+
+
+def quiet_profiler_log() -> None:
+    """Keep Kineto's lines out of the terminal (``KINETO_LOG_LEVEL=6``, see :data:`KINETO_QUIET`),
+    unless the user set ``KINETO_LOG_LEVEL``."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", KINETO_QUIET)

@@ -14,7 +14,7 @@ import argparse
 from torch import nn
 
 from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, emit_all
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
 from hwprof.report.count_table import count_outputs
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     spec = args.input or default_spec
     c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
-    emit(count_outputs(c, args.model, spec, all_modules=args.all)[args.format], args.out)
+    emit_all(args, count_outputs(c, args.model, spec, all_modules=args.all))
     return 0
 
 

@@ -9,7 +9,8 @@ checks it and the next size up for real).
 Output: ``--format table`` prints MiB (2**20 bytes, labelled; hwprof's unit convention,
 :mod:`hwprof.report.tables`); csv/json/md give bytes. With ``--fit``, csv/json/md
 hold the fit table (one row per evaluated batch, then the real checks); otherwise the
-predictors table (with measured values and errors when validated).
+predictors table (with measured values and errors when validated). ``--out DIR`` writes all
+four (``memory.txt``, ``.csv``, ``.json``, ``.md``) and a ``manifest.json`` into the folder DIR.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, build_model, emit_all
 from hwprof.files import to_jsonable
 from hwprof.report.tables import human_bytes, mib, render
 
@@ -56,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     from hwprof.memory.estimate import estimate_memory
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
-    meta_model, default_spec = zoo.build(args.model, device="meta")
+    meta_model, default_spec = build_model(args.model, device="meta")
     spec = args.input or default_spec
     real_model: Any = None
     if args.validate:
         _require_device(device)
-        real_model, _ = zoo.build(args.model)
+        real_model, _ = build_model(args.model)
     if args.fit is not None:
         return _run_fit(args, meta_model, real_model, spec, device, optimizer)
     est = estimate_memory(meta_model, spec, mode=args.mode, optimizer=optimizer, dtype=args.dtype, amp=args.amp,
@@ -77,16 +77,12 @@ def run(args: argparse.Namespace) -> int:
     header = (f"{args.model} (input {spec}, batch {est.config['batch']}, {est.config['dtype']}"
               f"{' amp' if args.amp else ''}, {args.mode}{', ' + optimizer if optimizer else ''}) "
               f"predicted for {device}")
-    if args.format == "json":
-        body: dict[str, Any] = {"model": args.model, "input": spec, **est.to_dict()}
-        if val is not None:
-            body["validation"] = {"compared": val.compared, "measured": val.measured,
-                                  "table": val.table.reset_index().to_dict(orient="records"), "notes": val.notes}
-        emit(json.dumps(to_jsonable(body), indent=1), args.out)
-    elif args.format in ("csv", "md"):
-        emit(render(df, args.format).rstrip("\n"), args.out, df, args.format)
-    else:
-        emit(_text(header, est, val), args.out)
+    body: dict[str, Any] = {"model": args.model, "input": spec, **est.to_dict()}
+    if val is not None:
+        body["validation"] = {"compared": val.compared, "measured": val.measured,
+                              "table": val.table.reset_index().to_dict(orient="records"), "notes": val.notes}
+    emit_all(args, {"table": _text(header, est, val), "json": json.dumps(to_jsonable(body), indent=1),
+                    **{fmt: render(df, fmt).rstrip("\n") for fmt in ("csv", "md")}})
     return 0
 
 
@@ -154,25 +150,25 @@ def _run_fit(args: argparse.Namespace, meta_model: Any, real_model: Any, spec: s
     summary = (f"{args.model} (input {spec}, {args.mode}{', ' + optimizer if optimizer else ''}, {args.dtype}) on "
                f"{device}: largest batch predicted to fit in {limit:,} B ({human_bytes(limit)}) = {fit.batch} "
                f"(criterion: simulated {fit.criterion.replace('_bytes', '')})")
-    if args.format == "json":
-        emit(json.dumps(to_jsonable({"model": args.model, "input": spec, "limit_bytes": limit, "batch": fit.batch,
-                                     "criterion": fit.criterion, "evaluations": fit.evaluations,
-                                     "checks": checks}), indent=1), args.out)
-    elif args.format in ("csv", "md"):
-        emit(render(table, args.format, index=False).rstrip("\n"), args.out, table, args.format)
-    else:
-        ev = fit.evaluations.copy()
-        for col in ("peak_predicted_bytes", "reserved_predicted_bytes"):
-            ev[col.replace("_bytes", "_mib")] = ev.pop(col).map(mib)
-        lines = [summary, "", render(ev, "table", index=False)]
-        if checks is not None:
-            ck = checks.copy()
-            for col in ("alloc_peak_bytes", "reserved_peak_bytes", "alloc_trace_peak_bytes", "rss_peak_minus_baseline_bytes"):
-                ck[col.replace("_bytes", "_mib")] = ck.pop(col).map(mib)
-            lines += ["", "real check:", render(ck, "table", index=False)]
-            if device != "cuda":
-                lines.append("note: on CPU measured_fit compares the peak of live tensor bytes from torch's allocator "
-                             "events (tensors + kernels' in-op scratch, which the prediction does not model) with "
-                             "the limit; the host does not fail at a budget")
-        emit("\n".join(lines), args.out)
+    body = {"model": args.model, "input": spec, "limit_bytes": limit, "batch": fit.batch, "criterion": fit.criterion,
+            "evaluations": fit.evaluations, "checks": checks}
+    emit_all(args, {"table": _fit_text(summary, fit, checks, device), "json": json.dumps(to_jsonable(body), indent=1),
+                    **{fmt: render(table, fmt, index=False).rstrip("\n") for fmt in ("csv", "md")}})
     return 0
+
+
+def _fit_text(summary: str, fit: Any, checks: pd.DataFrame | None, device: str) -> str:
+    ev = fit.evaluations.copy()
+    for col in ("peak_predicted_bytes", "reserved_predicted_bytes"):
+        ev[col.replace("_bytes", "_mib")] = ev.pop(col).map(mib)
+    lines = [summary, "", render(ev, "table", index=False)]
+    if checks is not None:
+        ck = checks.copy()
+        for col in ("alloc_peak_bytes", "reserved_peak_bytes", "alloc_trace_peak_bytes", "rss_peak_minus_baseline_bytes"):
+            ck[col.replace("_bytes", "_mib")] = ck.pop(col).map(mib)
+        lines += ["", "real check:", render(ck, "table", index=False)]
+        if device != "cuda":
+            lines.append("note: on CPU measured_fit compares the peak of live tensor bytes from torch's allocator "
+                         "events (tensors + kernels' in-op scratch, which the prediction does not model) with "
+                         "the limit; the host does not fail at a budget")
+    return "\n".join(lines)

@@ -2,24 +2,27 @@
 [--quick] [--counters] [--out DIR]`: dense / grouped / depthwise / pointwise convolutions at matched
 shapes, on the measured roofline (see :mod:`hwprof.studies.depthwise`).
 
-Writes CSV, plots, a Markdown summary and a manifest under ``--out`` (default
-``out/depthwise-<device>-<UTC time>``); prints the headline shape's table (``--format``) and a
-progress bar on stderr.
+Writes CSV, plots, a Markdown summary and a manifest into the folder ``--out`` (default
+``out/depthwise-<device>-<UTC time>``), complete or not at all (see :mod:`hwprof.cli.common`);
+prints the headline shape's table (``--format``) and, when stderr is a terminal, a progress bar.
+Without ``--dtype``, dtypes the device has no arithmetic units for are left out, with a note
+(:mod:`hwprof.studies.depthwise.plan`); ``--quick`` measures for at most
+:data:`~hwprof.studies.depthwise.plan.QUICK_TIME_BUDGET_S` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import math
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import emit
+from hwprof.cli.common import check_out_dir, command_line, emit, out_folder, progress_enabled
 from hwprof.report.tables import FORMATS, render
 from hwprof.spec import InputSpecError, parse_dtype
 
@@ -37,11 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     "forward and forward+backward; FLOPs and bytes from hwprof's counter, median times, "
                     "the measured roofs of this machine.")
     d.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    d.add_argument("--dtype", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (default fp32,bf16)")
+    d.add_argument("--dtype", default=None,
+                   help="comma-separated: fp32, bf16, fp16 (default fp32,bf16 without the dtypes the device has "
+                        "no arithmetic units for, e.g. bf16 on a CPU without AVX512-BF16/AMX)")
     d.add_argument("--channels-last", choices=("no", "yes", "both"), default="both",
                    help="memory format: NCHW (no), channels_last (yes) or both (default)")
     d.add_argument("--quick", action="store_true",
-                   help="C=256 56x56 at batch 1 only, short timing budgets (under a minute on a 2-core CPU)")
+                   help="C=256 56x56 at batch 1 only, short timing budgets, at most 40 s of measurement "
+                        "(points left are listed as skipped): under a minute on a 2-core CPU")
     d.add_argument("--counters", action="store_true",
                    help="also measure each operator's kernels with Nsight Compute (ncu), where available")
     d.add_argument("--channels", metavar="LIST", help="comma-separated C values; with --spatial, sweep their "
@@ -108,12 +114,15 @@ def _config(args: argparse.Namespace, dtypes: tuple[str, ...], cl: tuple[bool, .
 
 class _Bar:
     """A tqdm bar on stderr, opened at the first measurement, whose total can grow (OOM retries,
-    ncu runs)."""
+    ncu runs); nothing when ``enabled`` is False (stderr is not a terminal)."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
         self.bar: Any = None
 
     def __call__(self, done: int, total: int, label: str) -> None:
+        if not self.enabled:
+            return
         if self.bar is None:
             from tqdm import tqdm
 
@@ -127,6 +136,14 @@ class _Bar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def logging(self) -> contextlib.AbstractContextManager[Any]:
+        """Log lines (e.g. noisy-timing warnings) printed above the bar while it runs."""
+        if not self.enabled:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm()
 
 
 def _headline_table(headline: pd.DataFrame | None, fmt: str) -> pd.DataFrame:
@@ -152,29 +169,44 @@ def _headline_table(headline: pd.DataFrame | None, fmt: str) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hwprof.device import resolve_device
     from hwprof.studies import depthwise as dw
 
-    dtypes = _dtypes(args.dtype)
+    notes: list[str] = []
+    dev = resolve_device(args.device, notes)
+    dtypes, dtype_notes = dw.plan_dtypes(_dtypes(args.dtype) if args.dtype else None, dev)
+    if not dtypes:
+        raise InputSpecError(f"no dtype to run: {'; '.join(dtype_notes)}")
     cl = {"no": (False,), "yes": (True,), "both": (False, True)}[args.channels_last]
     config = _config(args, dtypes, cl)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("out") / f"depthwise-{args.device.replace(':', '')}-{stamp}"
-    command = shlex.join(["hwprof", *sys.argv[1:]]) if sys.argv[1:] else "hwprof study depthwise"
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    bar = _Bar()
+    check_out_dir(out)   # before any work
+    bar = _Bar(progress_enabled())
     try:
-        with logging_redirect_tqdm():   # log lines (e.g. noisy-timing warnings) print above the bar
-            result = dw.run_study(out, device=args.device, quick=args.quick, counters=args.counters, config=config,
-                                  fasternet=not args.no_fasternet, models=not args.no_models,
-                                  plots=not args.no_plots, quick_ceilings=args.quick_ceilings,
-                                  ceilings_cache=args.ceilings_cache, ncu_clock_control=args.ncu_clock_control,
-                                  command=command,
-                                  progress=bar)
+        with bar.logging():
+            result = dw.compute_study(device=dev, quick=args.quick, counters=args.counters, config=config,
+                                      fasternet=not args.no_fasternet, models=not args.no_models,
+                                      quick_ceilings=args.quick_ceilings, ceilings_cache=args.ceilings_cache,
+                                      ncu_clock_control=args.ncu_clock_control, command=command_line(),
+                                      progress=bar, notes=notes + dtype_notes)
     finally:
         bar.close()
+    with out_folder(out) as d:
+        assert d is not None
+        result = dw.save_study(result, d, plots=not args.no_plots)
     for note in result.notes:
         print(f"hwprof study depthwise: {note}", file=sys.stderr)
+    _print_table(result, args)
+    counts = result.points["status"].value_counts().to_dict()
+    print(f"{len(result.points)} points: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())),
+          file=sys.stderr)
+    return 0 if counts.get("ok", 0) else 1
+
+
+def _print_table(result: Any, args: argparse.Namespace) -> None:
+    from hwprof.studies import depthwise as dw
+
     table = _headline_table(result.headline, args.format)
     if args.format == "table":
         shape = dw.headline_shape(result.points)
@@ -184,7 +216,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         text = render(table, args.format, index=False)
     emit(text.rstrip("\n"), None)
-    counts = result.points["status"].value_counts().to_dict()
-    print(f"{len(result.points)} points: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-          + f"; wrote {out}/ ({', '.join(sorted({p.name for p in result.paths.values()}))})", file=sys.stderr)
-    return 0 if counts.get("ok", 0) else 1

@@ -30,15 +30,15 @@ def test_count_table_and_totals(capsys) -> None:  # type: ignore[no-untyped-def]
 
 def test_count_csv_json_md_to_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
     for fmt in ("csv", "json", "md"):
-        path = tmp_path / f"lenet.{fmt}"
+        path = tmp_path / f"lenet.{fmt}"   # --out is a folder: count.txt/.csv/.json/.md + manifest.json
         assert main(["count", "lenet5", "--backward", "--format", fmt, "--out", str(path)]) == 0
-        assert path.stat().st_size > 0
-    df = pd.read_csv(tmp_path / "lenet.csv", index_col=0)
+        assert (path / f"count.{fmt}").stat().st_size > 0
+    df = pd.read_csv(tmp_path / "lenet.csv" / "count.csv", index_col=0)
     # conv1: 24*24*20*25 = 288,000 MACs
     assert df.loc["conv1", "macs"] == 288_000 and "flops_bwd" in df.columns
-    body = json.loads((tmp_path / "lenet.json").read_text())
+    body = json.loads((tmp_path / "lenet.json" / "count.json").read_text())
     assert {r["layer"] for r in body["layers"]} >= {"conv1", "conv2", "fc1", "fc2"}
-    assert (tmp_path / "lenet.md").read_text().startswith("**lenet5 (input 1x28x28, batch 1,")
+    assert (tmp_path / "lenet.md" / "count.md").read_text().startswith("**lenet5 (input 1x28x28, batch 1,")
 
 
 def test_structured_outputs_carry_what_the_table_shows(capsys) -> None:  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ def test_measure_json_and_csv_outputs(tmp_path, capsys: pytest.CaptureFixture[st
     out = tmp_path / "m.json"
     assert main(["measure", "lenet5", "--device", "cpu", "--budget", "0.05", "--format", "json",
                  "--out", str(out)]) == 0
-    data = json.loads(out.read_text())
+    data = json.loads((out / "measure.json").read_text())   # --out is a folder
     assert data["phases"][0]["phase"] == "fwd_nograd"
     assert data["timings"]["fwd_nograd"]["times_s"]
     assert data["memory"]["rss_peak_bytes"] > 0
@@ -44,7 +44,7 @@ def test_measure_json_and_csv_outputs(tmp_path, capsys: pytest.CaptureFixture[st
     csv = tmp_path / "m.csv"
     assert main(["measure", "lenet5", "--device", "cpu", "--budget", "0.05", "--per-layer", "--format", "csv",
                  "--out", str(csv)]) == 0
-    head = csv.read_text().splitlines()[0]
+    head = (csv / "measure.csv").read_text().splitlines()[0]
     assert head.startswith("module,type,is_leaf")
 
 

@@ -23,15 +23,29 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
-def test_csv_and_out_file(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "mem.csv"
-    assert main(["memory", "lenet5", "--batch", "8", "--device", "cuda", "--format", "csv", "--out", str(path)]) == 0
-    df = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="predictor")
+def test_csv_and_out_folder(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mem"
+    assert main(["memory", "lenet5", "--batch", "8", "--device", "cuda", "--format", "csv", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    df = pd.read_csv(io.StringIO(printed), index_col="predictor")
     assert list(df.index) == ["seed", "seed_per_layer", "formula", "simulated"]
     assert df.loc["formula", "params_bytes"] == 431_080 * 4           # seed 001's LeNet-5, fp32
     assert df.loc["formula", "optimizer_state_bytes"] == 2 * 431_080 * 4     # default optimizer: adam
     assert df.loc["simulated", "reserved_predicted_bytes"] > 0
-    assert pd.read_csv(path, index_col="predictor").equals(df)
+    # --out is a folder with every format of the result, whichever --format was printed, and a manifest
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "memory.csv", "memory.json", "memory.md",
+                                                     "memory.txt"]
+    assert (out / "memory.csv").read_text() == printed
+    assert pd.read_csv(out / "memory.csv", index_col="predictor").equals(df)
+    body = json.loads((out / "memory.json").read_text())
+    assert body["model"] == "lenet5" and body["config"]["batch"] == 8
+    assert (out / "memory.txt").read_text().startswith("lenet5 (input 1x28x28, batch 8, float32, train, adam) "
+                                                       "predicted for cuda\n")
+    assert (out / "memory.md").read_text().startswith("| predictor |")
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["command"] == f"hwprof memory lenet5 --batch 8 --device cuda --format csv --out {out}"
+    assert man["device"]["requested"] == "cuda" or man["device"]["type"] == "cuda"   # predicted for a GPU
+    assert man["files"] == ["manifest.json", "memory.csv", "memory.json", "memory.md", "memory.txt"]
 
 
 def test_json_inference(capsys: pytest.CaptureFixture[str]) -> None:

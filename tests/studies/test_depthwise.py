@@ -4,6 +4,7 @@ roofline columns, summary numbers vs the CSV, plots, FasterNet table, model shar
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import subprocess
@@ -425,6 +426,8 @@ def test_cli_tiny_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert set(table["op"]) == set(D.OPERATORS) and set(table["pass"]) == {"fwd", "fwd+bwd"}
     assert (out / "depthwise.csv").exists() and (out / "summary.md").exists() and (out / "manifest.json").exists()
     assert "18 points: 18 ok" in captured.err
+    # stderr is not a terminal here: no progress bar
+    assert "\r" not in captured.err and "pt/s" not in captured.err and "depthwise:" not in captured.err
 
 
 def test_cli_rejects_a_bad_dtype(capsys: pytest.CaptureFixture) -> None:
@@ -433,3 +436,118 @@ def test_cli_rejects_a_bad_dtype(capsys: pytest.CaptureFixture) -> None:
     assert main(["study", "depthwise", "--dtype", "int8", "--out", "/nonexistent"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "int8" in err[0]
+
+
+# ----------------------------------------------------------------------------- dtypes the device computes in
+def test_plan_dtypes_skips_what_the_cpu_has_no_units_for() -> None:
+    cpu = torch.device("cpu")
+    epyc = frozenset({"avx2", "fma", "sse4_2"})                   # e.g. AMD EPYC (Zen 2/3): no bf16 instructions
+    xeon = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})   # Sapphire Rapids
+    arm = frozenset({"fp", "asimd", "asimdhp", "bf16"})            # Armv8.6 (e.g. Neoverse V1)
+    assert D.plan_dtypes(None, cpu, epyc)[0] == ("fp32",)
+    note = D.plan_dtypes(None, cpu, epyc)[1]
+    assert len(note) == 1 and note[0].startswith("bf16 skipped: this CPU has no bf16 units")
+    assert "--dtype fp32,bf16" in note[0]
+    assert D.plan_dtypes(None, cpu, xeon) == (("fp32", "bf16"), [])
+    assert D.plan_dtypes(None, cpu, arm) == (("fp32", "bf16"), [])
+    # asked for by name: runs, with a note that it is an emulation
+    dtypes, notes = D.plan_dtypes(("fp32", "bf16", "fp16"), cpu, epyc)
+    assert dtypes == ("fp32", "bf16", "fp16") and [n.split(":")[0] for n in notes] == ["bf16 is emulated",
+                                                                                        "fp16 is emulated"]
+    assert D.native_units("fp16", cpu, xeon) is False and D.native_units("fp16", cpu, arm) is True
+
+
+def test_plan_dtypes_on_cuda_by_compute_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))    # T4: no bf16 units
+    assert D.plan_dtypes(None, gpu) == (("fp32",), [D.plan_dtypes(None, gpu)[1][0]])
+    assert "compute capability 7.5" in D.plan_dtypes(None, gpu)[1][0]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))    # H100
+    assert D.plan_dtypes(None, gpu) == (("fp32", "bf16"), [])
+
+
+def test_cpu_flags_from_cpuinfo(tmp_path: Path) -> None:
+    from hwprof.studies.depthwise.plan import cpu_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu avx2 fma\n\nprocessor\t: 1\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimdhp bf16\nCPU implementer\t: 0x41\n")
+    assert cpu_flags(str(x86)) == {"fpu", "avx2", "fma"} and cpu_flags(str(arm)) == {"fp", "asimd", "asimdhp", "bf16"}
+    assert cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+# ----------------------------------------------------------------------------- the time budget
+def test_sweep_skips_the_points_left_when_told_to_stop() -> None:
+    points = D.sweep_points(tiny_config(dtypes=("fp32",), channels_last=(False,), passes=(False,)))
+    timed: list[Any] = []
+
+    def time_fn(fn: Any, **kw: Any) -> FakeStats:
+        timed.append(fn)
+        return fake_time_fn(fn)
+    df = D.run_sweep(points, device="cpu", time_fn=time_fn, stop=lambda: len(timed) >= 3)
+    assert len(df) == len(points) == 9 and len(timed) == 3
+    assert list(df["status"]) == ["ok"] * 3 + ["skipped"] * 6
+    assert df.loc[3:, "time_s"].isna().all() and df.loc[3:, "flops"].isna().all()   # not counted either
+    assert set(df.loc[3:, "error"]) == {"not measured: the study's time budget was spent"}
+
+
+class FakeCount:
+    """A count result with fixed totals (no counting in budget tests)."""
+
+    totals = {"flops_fwd": 2e6, "macs_fwd": 1e6, "bytes_fwd": 1e5, "flops_bwd": 4e6, "macs_bwd": 2e6, "bytes_bwd": 2e5}
+    uncounted: dict[str, int] = {}
+
+
+def test_quick_study_stops_measuring_at_its_time_budget() -> None:
+    now = [0.0]
+
+    def emulated(fn: Any, **kw: Any) -> FakeStats:
+        now[0] += 2.0                 # a bf16 point emulated on a CPU without bf16 units: 2 s each
+        return FakeStats()
+    r = D.compute_study(device="cpu", quick=True, ceilings=CEILINGS, count_fn=lambda *a, **k: FakeCount(),
+                        time_fn=emulated, use_profile=False, clock=lambda: now[0])
+    assert D.quick_config().time_budget_s == D.QUICK_TIME_BUDGET_S == 40.0
+    # 40 s / 2 s per point: points start at 0, 2, ..., 38 s (20 of them); at 40 s the budget is spent
+    assert now[0] == 40.0 and (r.points["status"] == "ok").sum() == 20
+    assert (r.points["status"] == "skipped").sum() == 72 - 20 and len(r.points) == 72
+    assert r.fasternet is None and r.models is None
+    assert "time budget of 40 s spent: 52 of 72 points not measured (status skipped)" in r.notes
+    assert "time budget spent: FasterNet table skipped" in r.notes
+    assert "time budget spent: model level skipped" in r.notes
+    assert r.manifest["status_counts"] == {"skipped": 52, "ok": 20} and r.manifest["wall_s"] == 40.0
+
+
+def test_compute_writes_nothing_save_writes_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(ops=("dense_3x3", "depthwise_3x3"), dtypes=("fp32",), channels_last=(False,))
+    r = D.compute_study(device="cpu", config=cfg, ceilings=CEILINGS, time_fn=fake_time_fn, fasternet=False,
+                        models=False, command="hwprof study depthwise --test")
+    assert list(tmp_path.iterdir()) == [] and r.paths == {} and r.summary_md == ""
+    assert len(r.points) == 4 and r.headline is not None
+    saved = D.save_study(r, tmp_path / "s", plots=False)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["depthwise.csv", "manifest.json", "summary.md"]
+    assert saved.paths["summary"].read_text() == saved.summary_md and r.paths == {}      # r itself unchanged
+    assert pd.read_csv(saved.paths["csv"])["name"].tolist() == r.points["name"].tolist()
+    again = D.run_study(tmp_path / "s", device="cpu", config=cfg, ceilings=CEILINGS, time_fn=fake_time_fn,
+                        fasternet=False, models=False, plots=False)
+    assert again.paths["csv"] == tmp_path / "s" / "depthwise.csv" and again.paths["csv"].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]                 # no temporary folder left
+
+
+def test_cli_default_dtypes_skip_bf16_without_units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from hwprof.cli import main
+
+    monkeypatch.setattr(hwprof, "measure_ceilings", lambda device, quick=False, cache_dir=None: CEILINGS, raising=False)
+    monkeypatch.setattr(D.plan, "cpu_flags", lambda path="/proc/cpuinfo": frozenset({"avx2", "fma"}))
+    rc = main(["study", "depthwise", "--device", "cpu", "--channels-last", "no", "--channels", "32", "--spatial",
+               "8", "--batch", "1", "--budget-s", "0.001", "--no-fasternet", "--no-models", "--no-plots",
+               "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 0
+    points = pd.read_csv(tmp_path / "run" / "depthwise.csv")
+    assert set(points["dtype"]) == {"fp32"} and len(points) == 18      # 9 operators x 2 passes, no bf16
+    assert "hwprof study depthwise: bf16 skipped: this CPU has no bf16 units" in err
+    notes = json.loads((tmp_path / "run" / "manifest.json").read_text())["notes"]
+    assert any(n.startswith("bf16 skipped: this CPU has no bf16 units") for n in notes)

@@ -30,8 +30,9 @@ The study is split by job: :mod:`.operators` (the operators), :mod:`.measure` (o
 :mod:`.sweep` (the grid and its measurement), :mod:`.metrics` (roofs and roofline columns),
 :mod:`.summary` (headline and Markdown summary), :mod:`.fasternet` (the FasterNet-style table),
 :mod:`.models` (model level), :mod:`.counters` (Nsight Compute and the single-point runner behind
-``python -m hwprof.studies.depthwise``) and :mod:`.study` (:func:`run_study`). Every public name
-is re-exported here.
+``python -m hwprof.studies.depthwise``), :mod:`.plan` (the dtypes the device has units for, the
+``--quick`` time budget) and :mod:`.study` (:func:`compute_study` measures, :func:`save_study`
+writes, :func:`run_study` does both). Every public name is re-exported here.
 """
 
 from __future__ import annotations
@@ -65,8 +66,15 @@ from hwprof.studies.depthwise.operators import OPERATORS as OPERATORS
 from hwprof.studies.depthwise.operators import OperatorDef as OperatorDef
 from hwprof.studies.depthwise.operators import build_operator as build_operator
 from hwprof.studies.depthwise.operators import operator_supported as operator_supported
+from hwprof.studies.depthwise.plan import DEFAULT_DTYPES as DEFAULT_DTYPES
+from hwprof.studies.depthwise.plan import QUICK_TIME_BUDGET_S as QUICK_TIME_BUDGET_S
+from hwprof.studies.depthwise.plan import Deadline as Deadline
+from hwprof.studies.depthwise.plan import native_units as native_units
+from hwprof.studies.depthwise.plan import plan_dtypes as plan_dtypes
 from hwprof.studies.depthwise.study import StudyResult as StudyResult
+from hwprof.studies.depthwise.study import compute_study as compute_study
 from hwprof.studies.depthwise.study import run_study as run_study
+from hwprof.studies.depthwise.study import save_study as save_study
 from hwprof.studies.depthwise.summary import REFERENCE_H100 as REFERENCE_H100
 from hwprof.studies.depthwise.summary import compare_to_dense as compare_to_dense
 from hwprof.studies.depthwise.summary import fmt_pct as fmt_pct
@@ -96,5 +104,6 @@ __all__ = [
     "REFERENCE_H100", "FASTERNET_PAPER", "FASTERNET_SHAPES", "PartialConv", "build_fasternet_stack",
     "fasternet_table", "depthwise_paths", "depthwise_shares", "model_comparison",
     "NCU_METRICS", "ncu_path", "ncu_command", "parse_ncu_csv", "summarise_kernels", "run_counters",
-    "StudyResult", "run_study", "POINT_COLUMNS",
+    "StudyResult", "compute_study", "save_study", "run_study", "POINT_COLUMNS",
+    "DEFAULT_DTYPES", "QUICK_TIME_BUDGET_S", "Deadline", "native_units", "plan_dtypes",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from hwprof.studies.depthwise.measure import (
     _rng_devices,
 )
 from hwprof.studies.depthwise.operators import OPERATORS, build_operator, operator_supported
+from hwprof.studies.depthwise.plan import QUICK_TIME_BUDGET_S
 
 MOBILENET_SHAPES: tuple[tuple[int, int], ...] = ((32, 112), (64, 112), (128, 56), (256, 28), (512, 14), (1024, 7))
 """(C, H=W) of MobileNetV1's stages at 224x224 input (seed 000's _CONV_DEFS)."""
@@ -85,7 +86,9 @@ class SweepConfig:
 
     ``budget_s``, ``warmup`` and ``min_reps`` go to ``time_fn``. With ``oom_fallback`` a point
     that runs out of memory at batch N > 1 is recorded (status "oom") and retried at N // 2,
-    down to 1: "batch 64 or the largest that fits".
+    down to 1: "batch 64 or the largest that fits". ``time_budget_s``: seconds of measurement
+    for the whole study (None: no limit; see :mod:`.plan`): points not started by then are
+    recorded with status "skipped".
     """
 
     shapes: tuple[tuple[int, int], ...] = (*MOBILENET_SHAPES, REFERENCE_SHAPE)
@@ -98,6 +101,7 @@ class SweepConfig:
     warmup: int = 3
     min_reps: int = 10
     oom_fallback: bool = True
+    time_budget_s: float | None = None
 
 
 def default_config(dtypes: Sequence[str] = ("fp32", "bf16"), channels_last: Sequence[bool] = (False, True),
@@ -108,9 +112,11 @@ def default_config(dtypes: Sequence[str] = ("fp32", "bf16"), channels_last: Sequ
 
 def quick_config(dtypes: Sequence[str] = ("fp32", "bf16"), channels_last: Sequence[bool] = (False, True),
                  **overrides: Any) -> SweepConfig:
-    """``--quick``: the reference shape C=256 56x56 at batch 1, short timing budgets
-    (all 9 operators x dtypes x formats x 2 passes; well under a minute on a 2-core CPU)."""
-    base: dict[str, Any] = dict(shapes=(REFERENCE_SHAPE,), batches=(1,), budget_s=0.1, warmup=2, min_reps=5)
+    """``--quick``: the reference shape C=256 56x56 at batch 1, short timing budgets (all 9
+    operators x dtypes x formats x 2 passes) and at most :data:`.plan.QUICK_TIME_BUDGET_S` seconds
+    of measurement in all (``time_budget_s``): under a minute on a 2-core CPU."""
+    base: dict[str, Any] = dict(shapes=(REFERENCE_SHAPE,), batches=(1,), budget_s=0.1, warmup=2, min_reps=5,
+                                time_budget_s=QUICK_TIME_BUDGET_S)
     base.update(overrides)
     return SweepConfig(dtypes=tuple(dtypes), channels_last=tuple(channels_last), **base)
 
@@ -175,10 +181,13 @@ POINT_COLUMNS: tuple[str, ...] = (
 
 def run_sweep(points: Sequence[Point], *, device: torch.device | str, count_fn: CountFn | None = None,
               time_fn: TimeFn | None = None, budget_s: float = 0.25, warmup: int = 3, min_reps: int = 10,
-              oom_fallback: bool = True, progress: Progress | None = None) -> pd.DataFrame:
+              oom_fallback: bool = True, progress: Progress | None = None,
+              stop: Callable[[], bool] | None = None) -> pd.DataFrame:
     """Measure every point; one row per attempt (an OOM retried at half the batch leaves its
-    "oom" row and adds the retry's). The sweep always completes. ``progress(done, total, name)``
-    is called after each attempt (``total`` grows when a retry is queued)."""
+    "oom" row and adds the retry's). The sweep always completes: once ``stop()`` is true (the
+    study's time budget is spent) the points left are recorded with status "skipped" and not
+    measured. ``progress(done, total, name)`` is called after each attempt (``total`` grows
+    when a retry is queued)."""
     count = _resolve_count(count_fn)
     timer = _resolve_time(time_fn)
     queue: list[tuple[Point, int]] = [(p, p.batch) for p in points]
@@ -187,8 +196,11 @@ def run_sweep(points: Sequence[Point], *, device: torch.device | str, count_fn: 
     while i < len(queue):
         p, requested = queue[i]
         i += 1
-        row = measure_point(p, device=device, count_fn=count, time_fn=timer, budget_s=budget_s,
-                            warmup=warmup, min_reps=min_reps)
+        if stop is not None and stop():
+            row = {**p.identity(), "status": "skipped", "error": SKIPPED_BUDGET}
+        else:
+            row = measure_point(p, device=device, count_fn=count, time_fn=timer, budget_s=budget_s,
+                                warmup=warmup, min_reps=min_reps)
         row["batch_requested"] = requested
         rows.append(row)
         if row["status"] == "oom" and oom_fallback and p.batch > 1:
@@ -196,3 +208,6 @@ def run_sweep(points: Sequence[Point], *, device: torch.device | str, count_fn: 
         if progress is not None:
             progress(i, len(queue), p.name)
     return pd.DataFrame(rows).reindex(columns=list(POINT_COLUMNS))
+
+
+SKIPPED_BUDGET = "not measured: the study's time budget was spent"
