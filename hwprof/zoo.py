@@ -1,6 +1,6 @@
 """Reference models, buildable by name (``hwprof.zoo.build("mobilenet_v1")``).
 
-The seed documents' models (see ../shared/seeds) are reproduced exactly:
+The seed documents' models (docs/SEEDS.md) are reproduced exactly:
 
 * ``lenet5``      seed 001's Caffe variant: 1x28x28 input, conv 5x5 x20, pool, conv 5x5 x50, pool,
                   fc 500, fc 10 (431,080 parameters).

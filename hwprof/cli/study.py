@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure the roofs with small GEMMs too (a smoke check: understates the roofs)")
     d.add_argument("--ncu-clock-control", choices=("base", "none"), default="base",
                    help="ncu --clock-control with --counters: base (ncu's default, clocks locked to base, "
-                   "as DESIGN.md's reference) or none (clocks as the GPU sets them)")
+                   "as the H100 reference in docs/REFERENCES.md) or none (clocks as the GPU sets them)")
     d.add_argument("--ceilings-cache", metavar="DIR", default=None,
                    help="where measured ceilings are cached (default $HWPROF_CACHE_DIR/ceilings or the user cache)")
     d.add_argument("--no-fasternet", action="store_true", help="skip the FasterNet-style table")

@@ -50,7 +50,7 @@ _SUM_COLUMNS = ("flops", "macs", "bytes_read", "bytes_written")
 
 @dataclass
 class CountResult:
-    """Counts of one model on one input (see DESIGN.md's API contract).
+    """Counts of one model on one input (the public API: README.md, docs/ARCHITECTURE.md).
 
     layers: one row per module (index = path, "" = root); ops: one row per aten op call;
     totals: model-wide sums; uncounted: aten op -> calls with no formula; notes: caveats;

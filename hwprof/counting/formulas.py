@@ -1,6 +1,6 @@
 """One registry of cost formulas: aten op -> (FLOPs, MACs), as pure arithmetic on shapes.
 
-Conventions (DESIGN.md "Conventions"):
+Conventions (docs/CONVENTIONS.md):
 
 * **FLOP** = one floating-point add or multiply; **MAC** = one multiply-accumulate.
   For matmul and convolution FLOPs = 2 x MACs exactly (``torch.utils.flop_counter``'s

@@ -1,4 +1,4 @@
-"""The seed documents' memory rules, reproduced exactly (../shared/seeds/000_*.txt, 003_*.txt).
+"""The seed documents' memory rules, reproduced exactly (seeds 000 and 003: docs/SEEDS.md).
 
 Seed 000 (training memory, "训练所占显存")::
 

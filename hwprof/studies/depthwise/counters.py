@@ -125,7 +125,7 @@ def ncu_command(point: Point, ncu: str, device: str = "cuda", clock_control: str
     the timed call (warm-up and cuDNN's algorithm search stay outside it).
 
     ``clock_control``: ncu's ``--clock-control``: "base" (ncu's default: clocks locked to base,
-    as in DESIGN.md's reference counters; kernel times then run slower than the event-timed
+    as in the H100 reference counters (docs/REFERENCES.md); kernel times then run slower than the event-timed
     sweep) or "none" (the clocks as the GPU sets them)."""
     if clock_control not in ("base", "none"):
         raise ValueError(f"clock_control must be 'base' or 'none', got {clock_control!r}")

@@ -25,7 +25,7 @@ FASTERNET_PAPER: dict[str, dict[str, float]] = {
     "DWConv": {"gpu_2080ti_gmac_per_s": 313.0},
     "Conv": {"gpu_2080ti_gmac_per_s": 10151.0},
 }
-"""FasterNet (Chen et al., CVPR 2023), Table 1, RTX 2080Ti column, as quoted in DESIGN.md. The
+"""FasterNet (Chen et al., CVPR 2023), Table 1, RTX 2080Ti column, as quoted in docs/REFERENCES.md. The
 paper's "FLOPS" counts multiply-accumulates: 313 G = 313e9 MAC/s = 626e9 FLOP/s in hwprof's
 convention. Other cells of the table are left out (not verified here)."""
 

@@ -14,7 +14,7 @@ from hwprof.report.tables import render
 from hwprof.studies.depthwise.sweep import REFERENCE_SHAPE
 
 REFERENCE_H100: dict[str, Any] = {
-    "source": "DESIGN.md reference figures (one H100 80GB HBM3, torch 2.11, measured 2026-11)",
+    "source": "H100 reference figures (one H100 80GB HBM3, torch 2.11, measured 2026-11; docs/REFERENCES.md)",
     "shape": "N64 C256 56x56",
     "depthwise_fp32_nchw_fwd_ms": 0.53,
     "dense_fp32_nchw_fwd_ms": 0.90,
@@ -229,7 +229,7 @@ def _fasternet_section(fn: pd.DataFrame) -> list[str]:
             "FasterNet (Chen et al., CVPR 2023, Table 1) stacks 10 layers of each operator and reports "
             "on-device 'FLOPS' that count MACs as FLOPs. hwprof counts FLOP = 2 x MAC, so the paper's "
             "figures are shown as printed (MAC/s) and converted (x2). Only the paper's RTX 2080Ti figures "
-            "for DWConv (313) and the dense Conv (10,151 G) are given, as quoted in DESIGN.md; the paper's "
+            "for DWConv (313) and the dense Conv (10,151 G) are given, as quoted in docs/REFERENCES.md; the paper's "
             "CPU/ARM columns are not reproduced. This device's rows: total FLOPs / total time over the "
             f"shapes {', '.join(sorted(set(fn.loc[fn['shape'] != 'all', 'shape'])))} (FasterNet-T2's stage "
             "shapes; per-shape rows in `fasternet.csv`), forward, NCHW. PConv = 3x3 conv on C/4 channels, the "

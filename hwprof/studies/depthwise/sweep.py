@@ -29,7 +29,7 @@ from hwprof.studies.depthwise.plan import QUICK_TIME_BUDGET_S
 MOBILENET_SHAPES: tuple[tuple[int, int], ...] = ((32, 112), (64, 112), (128, 56), (256, 28), (512, 14), (1024, 7))
 """(C, H=W) of MobileNetV1's stages at 224x224 input (seed 000's _CONV_DEFS)."""
 REFERENCE_SHAPE: tuple[int, int] = (256, 56)
-"""The shape of DESIGN.md's reference figures (N64 C256 56x56)."""
+"""The shape of the H100 reference figures (docs/REFERENCES.md) (N64 C256 56x56)."""
 
 
 @dataclass(frozen=True)
