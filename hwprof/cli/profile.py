@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-ceilings", action="store_true", help="re-measure the ceilings")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: quick (small) ceilings and a 0.1 s timing budget; numbers are not ceilings")
+    p.add_argument("--no-html", action="store_true",
+                   help="with --out: skip report.html (the interactive page; needs plotly: pip install 'hwprof[html]')")
     add_output_options(p)
 
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         for p in profiles:
-            p.save(out / p.config["model"] if len(profiles) > 1 else out, command=command)
+            p.save(out / p.config["model"] if len(profiles) > 1 else out, command=command, html=not args.no_html)
         if not args.model:
             write_atomic(out / "comparison.md", "# MobileNetV1 vs its dense twin\n\n"
                          + "\n".join(f"- {line}" for line in comp) + f"\n\nCommand: `{command}`\n")
