@@ -84,9 +84,9 @@ def _fmt(kind: str, x: Any) -> str:
 
 def report_data(p: Profile, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything the page shows, JSON-ready (NaN as null): ``layers`` (one row per row of ``p.layers``:
-    ``path``, ``kind`` = type or type/variant ("Conv2d/depthwise"), and the columns of ``_ROW_KEYS``), ``roofline_points`` (how
-    many layers the roofline shows), ``left_out`` (those it cannot), the roofs, the memory ``timeline``,
-    the summary lines, notes, config and manifest."""
+    ``path``, ``kind`` = type or type/variant ("Conv2d/depthwise"), and the columns of ``_ROW_KEYS``),
+    ``roofline_points`` (how many layers the roofline shows), ``left_out`` (those it cannot), the roofs,
+    the memory ``timeline``, the summary lines, notes, config and manifest."""
     lay = p.layers
     rows = [{"path": str(path), "kind": f"{r['type']}/{r['variant']}" if r.get("variant") else str(r["type"]),
              **{k: r.get(k) for k in _ROW_KEYS}} for path, r in lay.iterrows()]
@@ -111,11 +111,11 @@ def _hover(r: Mapping[str, Any]) -> list[Any]:
     return [r["idx"], r["path"] or "(root)", r["kind"], f"{r.get('input_shapes') or '-'} -> {r.get('output_shapes')}",
             _fmt("flop", r["flops"]), _fmt("bytes", r["bytes"]), _fmt("ms", r["time_s"]),
             _fmt("rate", r["achieved_flop_per_s"]), f"{eff} of attainable ({r.get('roof_key')} roof)",
-            (r.get("bound") or "-") + (", ABOVE ROOF" if r.get("above_roof") else "")]
+            (f"{r['bound']}-bound" if r.get("bound") else "no bound") + (", ABOVE ROOF" if r.get("above_roof") else "")]
 
 
 _HOVER = ("<b>%{customdata[1]}</b><br>type %{customdata[2]}<br>shapes %{customdata[3]}<br>%{customdata[4]}, "
-          "%{customdata[5]}, %{customdata[6]}<br>%{customdata[7]}, %{customdata[8]}<br>%{customdata[9]}-bound"
+          "%{customdata[5]}, %{customdata[6]}<br>%{customdata[7]}, %{customdata[8]}<br>%{customdata[9]}"
           "<extra></extra>")
 
 

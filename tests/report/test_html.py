@@ -73,7 +73,7 @@ def test_roofline_has_one_point_per_layer_with_its_hover(saved: Path) -> None:
     row = data["layers"][conv[0]]
     assert row["path"] == "0" and conv[2] == "Conv2d/dense" and conv[3] == "2x3x16x16 -> 2x8x16x16"
     # 446,464 FLOPs (fwd 221,184 + bwd 225,280) and 47,712 bytes, as in layers.csv
-    assert conv[4] == "446.46KFLOP" and conv[5] == "46.59KiB" and conv[9].startswith("compute")
+    assert conv[4] == "446.46KFLOP" and conv[5] == "46.59KiB" and conv[9] == "compute-bound"   # intensity 9.36 > the ridge 200G / 25G = 8
     roofs = {t["name"]: t["y"] for t in figs["roofline"]["data"] if t.get("mode") == "lines"}
     k = hwprof.load_profile(FIXTURE).ceilings
     assert roofs["fp32 200.00GFLOP/s"] == [k.flop_per_s["fp32"]] * 2 and "memory 25.00GB/s" in roofs
