@@ -164,12 +164,29 @@ def test_report_in_headless_chromium(saved: Path, tmp_path: Path) -> None:
     bc = _browser_check()
     if bc.find_chromium() is None:
         pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
-    res = bc.check_report(saved / "report.html", tmp_path / "shot.png", layer="3", window="1200,900")
+    res = bc.check_report(saved / "report.html", tmp_path / "shot.png", layer="3", window="1200,900", interact=True)
     expected = bc.expected_points(saved / "report.html")   # from layers.csv beside the report
-    assert res.problems(expected) == [] and res.rows == 7 and res.ready
+    assert res.problems(expected) == [] and res.rows == 7 and res.ready and expected == 6   # all but Flatten
+    # the fixture's types: Conv2d/dense, BatchNorm2d, ReLU, Conv2d/depthwise, Conv2d/pointwise, Flatten, Linear,
+    # one layer each; the filter types the first most common one, Conv2d/dense: 1 row left, and of the 6
+    # roofline points the other 5 dimmed
+    assert res.interactions == {"sorted_desc": True, "filtered": 1, "dimmed": 5, "selected": True}
     assert res.screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    # the check can fail: a page whose script throws is reported
-    broken = tmp_path / "broken.html"
-    broken.write_text((saved / "report.html").read_text().replace("var cfg={responsive", "undefinedCall();var cfg={responsive"))
-    bad = bc.check_report(broken)
-    assert not bad.ready and any("undefinedCall" in e for e in bad.problems(expected))
+
+
+@pytest.mark.browser
+def test_the_browser_check_can_fail(saved: Path, tmp_path: Path) -> None:
+    bc = _browser_check()
+    if bc.find_chromium() is None:
+        pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium)")
+    page = (saved / "report.html").read_text()
+    throws = tmp_path / "throws" / "report.html"
+    throws.parent.mkdir()
+    throws.write_text(page.replace("var cfg={responsive", "undefinedCall();var cfg={responsive"))
+    bad = bc.check_report(throws)
+    assert not bad.ready and any("undefinedCall" in e for e in bad.problems(6))
+    unsorted = tmp_path / "unsorted" / "report.html"   # sorting that ignores the direction
+    unsorted.parent.mkdir()
+    unsorted.write_text(page.replace("*(asc?1:-1)", ""))
+    res = bc.check_report(unsorted, interact=True)
+    assert res.ready and res.problems(6) == ["interaction sorted_desc: got False, expected True"]
