@@ -78,7 +78,7 @@ def _fmt(kind: str, x: Any) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return {"flop": lambda v: f"{human(v)}FLOP", "bytes": lambda v: human(v, "B", 1024),
-            "ms": lambda v: f"{v * 1e3:.3f} ms", "pct": lambda v: f"{100 * v:.1f}%",
+            "ms": lambda v: f"{v * 1e3:.3f} ms", "pct": lambda v: f"{100 * v:.3g}%",
             "rate": lambda v: f"{human(v)}FLOP/s", "num": lambda v: f"{v:.3g}"}.get(kind, str)(x)
 
 
