@@ -108,14 +108,16 @@ class Profile:
     warnings: list[str] = field(default_factory=list)
     """The roof warnings among ``notes`` (rates above their roofs)."""
 
-    def save(self, directory: str | Path, command: str | None = None) -> list[Path]:
+    def save(self, directory: str | Path, command: str | None = None, html: bool = True) -> list[Path]:
         """Write the folder complete or not at all (:func:`hwprof.files.atomic_dir`): layers/ops CSV,
-        ``profile.json``, the Markdown report, roofline + time plots (PNG/SVG), a manifest, and the
-        three records :func:`load_profile` rebuilds the profile from (``count.json``,
-        ``measurement.json``, ``ceilings.json``). Returns the paths written."""
+        ``profile.json``, the Markdown report, roofline + time plots (PNG/SVG), a manifest, the
+        interactive ``report.html`` (unless ``html`` is False; without plotly a note says why it is
+        missing), the Chrome trace ``trace.json`` (Perfetto), and the three records
+        :func:`load_profile` rebuilds the profile from (``count.json``, ``measurement.json``,
+        ``ceilings.json``). Returns the paths written."""
         target = Path(directory)
         with atomic_dir(target) as tmp:
-            names = _write_folder(self, tmp, command)
+            names = _write_folder(self, tmp, command, html)
         return [target / n for n in names]
 
 
@@ -396,11 +398,28 @@ def _plots(p: Profile, d: Path) -> tuple[list[Path], list[str]]:
     return out, []
 
 
-def _write_folder(p: Profile, d: Path, command: str | None) -> list[str]:
+def _html(p: Profile, d: Path, meta: dict[str, Any], notes: list[str]) -> tuple[list[Path], list[str]]:
+    """``report.html`` (:func:`hwprof.report.html.html_report`, its notes naming what else was saved);
+    without plotly none, and a note saying so (logged once as a warning)."""
+    from hwprof.report.html import html_report
+    from hwprof.report.plots import PlotUnavailable
+
+    try:
+        return [html_report(dataclasses.replace(p, notes=[*p.notes, *notes]), d / "report.html", meta)], []
+    except PlotUnavailable as e:
+        log.warning("report.html skipped: %s", e)
+        return [], [f"report.html skipped: {e}"]
+
+
+def _write_folder(p: Profile, d: Path, command: str | None, html: bool = True) -> list[str]:
     """Every file of a saved profile into the (temporary) folder ``d``; returns their names."""
     from hwprof.report.profile_report import markdown_report
+    from hwprof.report.trace import write_trace
 
+    meta = manifest(p, command)
     figures, notes = _plots(p, d)
+    pages, page_notes = _html(p, d, meta, notes) if html else ([], [])
+    notes += page_notes
     written = [
         write_atomic(d / "layers.csv", p.layers.to_csv()),
         write_atomic(d / "ops.csv", p.ops.to_csv(index=False)),
@@ -414,6 +433,8 @@ def _write_folder(p: Profile, d: Path, command: str | None) -> list[str]:
         write_atomic(d / "report.md", markdown_report(p, figures=[f.name for f in figures if f.suffix == ".png"],
                                                       extra_notes=notes)),
         *figures,
-        write_json_atomic(d / "manifest.json", manifest(p, command)),
+        *pages,
+        write_trace(p, d / "trace.json"),
+        write_json_atomic(d / "manifest.json", meta),
     ]
     return [f.name for f in written]

@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-ceilings", action="store_true", help="re-measure the ceilings")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: quick (small) ceilings and a 0.1 s timing budget; numbers are not ceilings")
+    p.add_argument("--no-html", action="store_true",
+                   help="with --out: skip report.html (the interactive page; needs plotly: pip install 'hwprof[html]')")
     add_output_options(p)
 
 
@@ -124,7 +126,7 @@ def _save(args: argparse.Namespace, profiles: list[Profile], comp: list[str]) ->
         if d is None:
             return
         for p in profiles:
-            p.save(d / p.config["model"] if len(profiles) > 1 else d, command=command)
+            p.save(d / p.config["model"] if len(profiles) > 1 else d, command=command, html=not args.no_html)
         if comp:
             write_atomic(d / "comparison.md", "# MobileNetV1 vs its dense twin\n\n"
                          + "\n".join(f"- {line}" for line in comp) + f"\n\nCommand: `{command}`\n")

@@ -31,18 +31,55 @@ once in allocations it frees before returning); the largest is reported as
 peak that is its workspace (``workspace_at_peak_bytes``). The same replay without any op's
 workspace gives ``peak_without_workspace_bytes``: the peak of the tensors ops return, which
 is what a replay of op outputs on fake tensors can predict.
+
+The replay is also kept as a :class:`MemoryTimeline` (``AllocTrace.timeline``): the live bytes
+after each allocator event with the op it happened in, at most :data:`MAX_TIMELINE_POINTS`
+points (past that, the lowest and the highest point of each run of events, so that the line
+keeps its envelope and its peak), for the reports' memory timelines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
-__all__ = ["AllocTrace", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
+__all__ = ["AllocTrace", "MemoryTimeline", "MAX_TIMELINE_POINTS", "memory_timeline", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
            "workspace_peak_bytes", "storage_bytes", "alloc_trace_peak", "summarize"]
+
+
+MAX_TIMELINE_POINTS = 2000
+"""Most points a :class:`MemoryTimeline` keeps (a few hundred kB of JSON in ``measurement.json``)."""
+
+
+@dataclass(frozen=True)
+class MemoryTimeline:
+    """Live tensor bytes over the allocator-trace pass (:func:`memory_timeline`). Per point:
+    ``time_s`` seconds since the first allocator event, ``live_bytes`` = ``live_before_bytes`` + the
+    bytes allocated in the window and still live after the event, ``op`` the outermost dispatched
+    aten op the event happened in ("" outside any op). ``events``: allocator events replayed (more
+    than the points when the series was thinned to :data:`MAX_TIMELINE_POINTS`)."""
+
+    time_s: tuple[float, ...] = ()
+    live_bytes: tuple[int, ...] = ()
+    op: tuple[str, ...] = ()
+    events: int = 0
+
+    @property
+    def peak_index(self) -> int:
+        """Index of the first point at the highest ``live_bytes`` (-1 when empty)."""
+        return max(range(len(self.live_bytes)), key=self.live_bytes.__getitem__, default=-1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time_s": list(self.time_s), "live_bytes": list(self.live_bytes), "op": list(self.op),
+                "events": self.events}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MemoryTimeline:
+        return cls(tuple(float(t) for t in d["time_s"]), tuple(int(b) for b in d["live_bytes"]),
+                   tuple(str(o) for o in d["op"]), int(d.get("events", len(d["time_s"]))))
 
 
 @dataclass(frozen=True)
@@ -55,7 +92,8 @@ class AllocTrace:
     reached and the part of the peak that is its workspace (:func:`workspace_at`);
     ``peak_without_workspace_bytes``: ``live_before_bytes`` + the peak of the same replay with
     every op's workspace allocations (and their frees) left out, i.e. the peak of the tensors
-    the ops return, which is what a replay of op outputs on fake tensors predicts."""
+    the ops return, which is what a replay of op outputs on fake tensors predicts. ``timeline``: the
+    replay over time (:class:`MemoryTimeline`), not part of the flat :meth:`to_dict` summary."""
 
     live_before_bytes: int
     window_peak_bytes: int
@@ -66,37 +104,80 @@ class AllocTrace:
     peak_op: str = ""
     workspace_at_peak_bytes: int = 0
     peak_without_workspace_bytes: int = 0
+    timeline: MemoryTimeline | None = field(default=None, compare=False, repr=False)
 
     @property
     def peak_bytes(self) -> int:
         return self.live_before_bytes + self.window_peak_bytes
 
     def to_dict(self) -> dict[str, int | str]:
-        return {**asdict(self), "peak_bytes": self.peak_bytes}
+        """The scalar fields and ``peak_bytes`` (the timeline is kept apart: :meth:`MemoryTimeline.to_dict`)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "timeline"},
+                "peak_bytes": self.peak_bytes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AllocTrace:
         """Inverse of :meth:`to_dict` (``peak_bytes`` is derived, so it is not read)."""
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d and f.name != "timeline"})
 
 
-def _replay(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int, int | None]:
-    """(peak, net, allocations, time of the peak) of :func:`window_peak_bytes`."""
+Event = tuple[int, int, int]
+"""(time_ns, ptr, alloc_size) of one allocator event."""
+
+
+def _live_series(events: Iterable[Event]) -> list[tuple[Event, int]]:
+    """Every event in time order with the live bytes after it (the replay of :func:`window_peak_bytes`)."""
     live: dict[int, int] = {}
-    cur = peak = count = 0
-    t_peak: int | None = None
-    for t, ptr, size in sorted(events, key=lambda e: e[0]):
+    cur = 0
+    out: list[tuple[Event, int]] = []
+    for e in sorted(events, key=lambda e: e[0]):
+        _, ptr, size = e
         if size > 0:
-            if ptr in live:          # a missed free: the block was reused
-                cur -= live[ptr]
+            cur += size - live.get(ptr, 0)   # a missed free: the block was reused
             live[ptr] = size
-            cur += size
-            count += 1
-            if cur > peak:
-                peak, t_peak = cur, t
         elif size < 0 and ptr in live:
             cur -= live.pop(ptr)
-    return peak, cur, count, t_peak
+        out.append((e, cur))
+    return out
+
+
+def _replay(events: Iterable[Event]) -> tuple[int, int, int, int | None]:
+    """(peak, net, allocations, time of the peak) of :func:`window_peak_bytes`."""
+    series = _live_series(events)
+    peak, t_peak = 0, None
+    for (t, _, _), cur in series:
+        if cur > peak:
+            peak, t_peak = cur, t
+    return peak, series[-1][1] if series else 0, sum(1 for e, _ in series if e[2] > 0), t_peak
+
+
+def _envelope(values: list[int], max_points: int) -> list[int]:
+    """Indices of ``values`` to keep: all of them when they are at most ``max_points``, else, for each of
+    ``max_points // 2`` runs of consecutive values, the first lowest and the first highest (in order). The
+    first highest value overall is kept, so a thinned series has the same peak at the same place."""
+    n = len(values)
+    if n <= max_points:
+        return list(range(n))
+    runs = max(max_points // 2, 1)
+    keep: list[int] = []
+    for r in range(runs):
+        run = range(r * n // runs, (r + 1) * n // runs)
+        keep += sorted({min(run, key=values.__getitem__), max(run, key=values.__getitem__)})
+    return keep
+
+
+def memory_timeline(events: Iterable[Event], live_before_bytes: int, op_of: dict[Event, str] | None = None,
+                    max_points: int = MAX_TIMELINE_POINTS) -> MemoryTimeline:
+    """The live bytes after each allocator event (:func:`_live_series`) + ``live_before_bytes``, with the op
+    ``op_of`` gives each event, thinned to ``max_points`` by :func:`_envelope`."""
+    series = _live_series(events)
+    if not series:
+        return MemoryTimeline()
+    keep = _envelope([cur for _, cur in series], max_points)
+    t0, ops = series[0][0][0], op_of or {}
+    return MemoryTimeline(tuple((series[i][0][0] - t0) / 1e9 for i in keep),
+                          tuple(live_before_bytes + series[i][1] for i in keep),
+                          tuple(ops.get(series[i][0], "") for i in keep), len(series))
 
 
 def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -283,5 +364,6 @@ def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> Al
             if start <= t_peak <= end:
                 peak_op, at_peak = name, workspace_at(ev, t_peak)
                 break
+    timeline = memory_timeline(events, int(live_before_bytes), {e: name for name, _, _, ev in ops for e in ev})
     return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
-                      peak_op, at_peak, int(live_before_bytes) + tensors_peak)
+                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, timeline)

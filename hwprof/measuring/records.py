@@ -17,7 +17,7 @@ import pandas as pd
 
 from hwprof.device import MathModes
 from hwprof.files import to_jsonable
-from hwprof.measuring.alloc_trace import AllocTrace
+from hwprof.measuring.alloc_trace import AllocTrace, MemoryTimeline
 from hwprof.measuring.probes import PhasePeak, RunPeaks
 from hwprof.measuring.timers import TimingStats
 from hwprof.spec import Mode
@@ -219,13 +219,16 @@ class Measurement:
         return self.memory_record.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (raw repetition times included under ``timings``); inverse of :meth:`from_dict`."""
+        """JSON-ready dict (raw repetition times included under ``timings``, the allocator trace's timeline
+        under ``memory_timeline`` when there is one); inverse of :meth:`from_dict`."""
+        trace = self.memory_record.alloc_trace
+        timeline = {"memory_timeline": trace.timeline.to_dict()} if trace is not None and trace.timeline else {}
         return to_jsonable({
             "config": self.config.to_dict(), "run": self.run.to_dict(), "device": self.device,
             "math_modes": self.math_modes.to_dict(), "phases": self.phases,
             "timings": {k: v.to_dict() for k, v in self.timings.items()},
             "layers": self.layers, "layer_sum": self.layer_sum, "memory": self.memory, "notes": self.notes,
-            "ops": self.ops,
+            "ops": self.ops, **timeline,
         })
 
     @classmethod
@@ -241,9 +244,13 @@ class Measurement:
         mm = d.get("math_modes") or {}
         ops = pd.DataFrame(d.get("ops") or [], columns=list(OP_COLUMNS))
         ops["time_s"] = ops["time_s"].astype(float)
+        memory = MemoryRecord.from_dict(d.get("memory") or {})
+        if d.get("memory_timeline") and memory.alloc_trace is not None:
+            memory = dataclasses.replace(memory, alloc_trace=dataclasses.replace(
+                memory.alloc_trace, timeline=MemoryTimeline.from_dict(d["memory_timeline"])))
         return cls(config=MeasureConfig.from_dict(d.get("config") or {}), run=RunInfo.from_dict(d["run"]),
                    phases=phases.astype({c: float for c in PHASE_COLUMNS}), timings=timings,
-                   memory_record=MemoryRecord.from_dict(d.get("memory") or {}), device=dict(d.get("device") or {}),
+                   memory_record=memory, device=dict(d.get("device") or {}),
                    math_modes=MathModes(str(mm.get("device_type", "cpu")), bool(mm.get("cudnn_tf32", True)),
                                         bool(mm.get("matmul_tf32", False))),
                    layers=layers, layer_sum=dict(d.get("layer_sum") or {}), notes=list(d.get("notes") or []),

@@ -9,7 +9,7 @@ __all__ = ["versions"]
 
 
 def versions() -> dict[str, Any]:
-    """hwprof, Python, torch, CUDA, cuDNN, pandas and matplotlib versions (None where absent)."""
+    """hwprof, Python, torch, CUDA, cuDNN, pandas, matplotlib and plotly versions (None where absent)."""
     import pandas as pd
     import torch
 
@@ -21,9 +21,9 @@ def versions() -> dict[str, Any]:
         v["cudnn"] = torch.backends.cudnn.version()
     except RuntimeError:
         v["cudnn"] = None
-    try:
-        import matplotlib
-        v["matplotlib"] = matplotlib.__version__
-    except ImportError:
-        v["matplotlib"] = None
+    for name in ("matplotlib", "plotly"):
+        try:
+            v[name] = __import__(name).__version__
+        except ImportError:
+            v[name] = None
     return v

@@ -23,7 +23,8 @@ from hwprof.measuring.paired import PairedTiming
 LENET_LAYERS = ["conv1", "pool1", "conv2", "pool2", "fc1", "relu", "fc2"]
 TABLE_COLUMNS = ["type", "output", "flops", "time", "time%", "flop/s", "%roof", "roof", "AI", "bound"]
 PROFILE_FILES = ["ceilings.json", "count.json", "layer_time.png", "layer_time.svg", "layers.csv", "manifest.json",
-                 "measurement.json", "ops.csv", "profile.json", "report.md", "roofline.png", "roofline.svg"]
+                 "measurement.json", "ops.csv", "profile.json", "report.html", "report.md", "roofline.png", "roofline.svg",
+                 "trace.json"]
 
 
 def _run(*argv: str, cwd: Any = None) -> subprocess.CompletedProcess:

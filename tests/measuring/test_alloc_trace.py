@@ -13,6 +13,7 @@ from torch import nn
 import hwprof
 from hwprof.measuring.alloc_trace import (
     alloc_trace_peak,
+    memory_timeline,
     op_transients,
     storage_bytes,
     summarize,
@@ -116,6 +117,30 @@ def test_summary_splits_the_peak_into_tensors_and_workspace() -> None:
     # without the scratch buffers only the two outputs remain: 2000 B at most
     assert r.peak_without_workspace_bytes == 100 + 2000
     assert (r.max_op_transient_op, r.max_op_transient_bytes) == ("aten::mkldnn_convolution", 4608)
+
+
+def test_timeline_is_the_replay_with_the_op_of_each_event() -> None:
+    r = summarize(_fake_prof(_conv_and_relu()), live_before_bytes=100)
+    tl = r.timeline
+    assert tl is not None and tl.events == 6
+    # live before 100 B, then +4096, +512, -4096, -512 (scratch), +1000 (conv output), +1000 (relu output)
+    assert tl.live_bytes == (4196, 4708, 612, 100, 1100, 2100)
+    assert tl.time_s == (0.0, 1e-9, 2e-9, 3e-9, 4e-9, 7e-9)   # events at t = 2..6 and 9 ns, from the first
+    assert tl.op == ("aten::mkldnn_convolution",) * 5 + ("aten::relu",)
+    assert tl.peak_index == 1 and tl.live_bytes[tl.peak_index] == r.peak_bytes   # the summary's peak
+
+
+def test_a_long_timeline_is_thinned_to_its_envelope() -> None:
+    # 10,002 events, one every 10 ns: 1000 B allocated and freed 5000 times (live 7 + 1000, then 7), and a
+    # 50,000 B block allocated at t = 60,005 ns, during the 3001st allocation, and freed 1 ns later
+    events = [e for i in range(5000) for e in ((20 * i, i, 1000), (20 * i + 10, i, -1000))]
+    events += [(60_005, 10**6, 50_000), (60_006, 10**6, -50_000)]
+    full = memory_timeline(events, 7, max_points=10**6)
+    tl = memory_timeline(events, 7, max_points=100)
+    assert full.events == tl.events == 10_002 and len(full.live_bytes) == 10_002
+    assert len(tl.live_bytes) <= 100 and list(tl.time_s) == sorted(tl.time_s)
+    assert (max(tl.live_bytes), min(tl.live_bytes)) == (max(full.live_bytes), min(full.live_bytes)) == (51_007, 7)
+    assert tl.time_s[tl.peak_index] == full.time_s[full.peak_index] == 60_005e-9   # the same peak, same time
 
 
 def _models() -> dict[str, tuple[nn.Module, str]]:

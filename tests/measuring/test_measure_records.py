@@ -65,3 +65,8 @@ def test_measurement_memory_is_the_record_as_a_dict() -> None:
     assert m.memory["rss_peak_bytes"] == rec.run.rss_peak_bytes
     back = Measurement.from_dict(json.loads(json.dumps(m.to_dict())))
     assert back.memory_record == rec and list(back.memory) == list(m.memory)
+    # the allocator trace's timeline is kept beside the flat dict, and comes back with the record
+    tl = rec.alloc_trace.timeline
+    assert tl is not None and len(tl.live_bytes) == tl.events >= rec.alloc_trace.allocations   # frees are events too
+    assert back.memory_record.alloc_trace.timeline == tl and "memory_timeline" not in json.dumps(m.memory)
+    assert max(tl.live_bytes) == rec.alloc_trace.peak_bytes
