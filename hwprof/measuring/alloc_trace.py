@@ -37,12 +37,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 __all__ = ["AllocTrace", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
-           "workspace_peak_bytes", "storage_bytes", "alloc_trace_peak", "summarize"]
+           "workspace_peak_bytes", "storage_bytes", "inner_tensors", "alloc_trace_peak", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,13 @@ class AllocTrace:
     reached and the part of the peak that is its workspace (:func:`workspace_at`);
     ``peak_without_workspace_bytes``: ``live_before_bytes`` + the peak of the same replay with
     every op's workspace allocations (and their frees) left out, i.e. the peak of the tensors
-    the ops return, which is what a replay of op outputs on fake tensors predicts."""
+    the ops return, which is what a replay of op outputs on fake tensors predicts.
+    ``missed_free_bytes``: bytes of blocks whose address was allocated again while the replay
+    still held them: their free went unrecorded (the profiler records a thread's allocator
+    events only while that thread carries its state, and a collective backend's worker thread
+    can drop the last reference to a buffer after its work ended); each such block is counted
+    live until its address returns, so the peak can be high by up to that much. 0 when every
+    free was seen."""
 
     live_before_bytes: int
     window_peak_bytes: int
@@ -66,6 +72,7 @@ class AllocTrace:
     peak_op: str = ""
     workspace_at_peak_bytes: int = 0
     peak_without_workspace_bytes: int = 0
+    missed_free_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -80,15 +87,24 @@ class AllocTrace:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def _replay(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int, int | None]:
-    """(peak, net, allocations, time of the peak) of :func:`window_peak_bytes`."""
+class _Replay(NamedTuple):
+    peak: int
+    net: int
+    allocations: int
+    t_peak: int | None
+    missed_free_bytes: int
+
+
+def _replay(events: Iterable[tuple[int, int, int]]) -> _Replay:
+    """(peak, net, allocations, time of the peak, bytes whose free was missed) of :func:`window_peak_bytes`."""
     live: dict[int, int] = {}
-    cur = peak = count = 0
+    cur = peak = count = missed = 0
     t_peak: int | None = None
     for t, ptr, size in sorted(events, key=lambda e: e[0]):
         if size > 0:
             if ptr in live:          # a missed free: the block was reused
                 cur -= live[ptr]
+                missed += live[ptr]
             live[ptr] = size
             cur += size
             count += 1
@@ -96,7 +112,7 @@ def _replay(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int, int 
                 peak, t_peak = cur, t
         elif size < 0 and ptr in live:
             cur -= live.pop(ptr)
-    return peak, cur, count, t_peak
+    return _Replay(peak, cur, count, t_peak, missed)
 
 
 def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -107,8 +123,8 @@ def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int,
     ``ptr`` subtracts the size that ``ptr`` was allocated with; a free of any other ``ptr``
     (allocated before the window) is ignored.
     """
-    peak, net, count, _ = _replay(events)
-    return peak, net, count
+    r = _replay(events)
+    return r.peak, r.net, r.allocations
 
 
 def _freed_inside(events: list[tuple[int, int, int]]) -> set[int]:
@@ -233,20 +249,34 @@ def op_transients(prof: Any, device_type: str = "cpu") -> list[tuple[str, int]]:
             if events]
 
 
+def inner_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that hold ``t``'s memory: ``t`` itself, or for a tensor subclass that wraps
+    others (``__tensor_flatten__``: a DTensor's local shard, a quantized pair) its inner tensors,
+    recursively. A wrapper's own storage is a placeholder with no memory behind it."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if not is_traceable_wrapper_subclass(t):
+        return [t]
+    names, _ = t.__tensor_flatten__()  # type: ignore[attr-defined]
+    inner = (getattr(t, name) for name in names)   # a DTensor also lists its (non-tensor) device mesh
+    return [x for v in inner if isinstance(v, torch.Tensor) for x in inner_tensors(v)]
+
+
 def storage_bytes(tensors: Iterable[Any]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (non-tensors skipped; views and shared
-    storages counted once)."""
+    storages counted once; a wrapper subclass such as a DTensor counted by its inner tensors)."""
     seen: set[int] = set()
     total = 0
     for t in tensors:
         if not isinstance(t, torch.Tensor):
             continue
-        s = t.untyped_storage()
-        key = s.data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        total += s.nbytes()
+        for inner in inner_tensors(t):
+            s = inner.untyped_storage()
+            key = s.data_ptr()
+            if key in seen:
+                continue
+            seen.add(key)
+            total += s.nbytes()
     return total
 
 
@@ -270,7 +300,7 @@ def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_typ
 def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
     """:class:`AllocTrace` of a finished ``profile(profile_memory=True)`` session."""
     events = allocation_events(prof, device_type)
-    peak, net, count, t_peak = _replay(events)
+    peak, net, count, t_peak, missed = _replay(events)
     ops = _outermost_ops(prof, device_type)
     scratch = [(name, _workspace_events(ev)) for name, _, _, ev in ops if ev]
     op, transient = max(((name, window_peak_bytes(ws)[0]) for name, ws in scratch), key=lambda t: t[1],
@@ -284,4 +314,4 @@ def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> Al
                 peak_op, at_peak = name, workspace_at(ev, t_peak)
                 break
     return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
-                      peak_op, at_peak, int(live_before_bytes) + tensors_peak)
+                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, missed)

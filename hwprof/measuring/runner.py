@@ -84,13 +84,17 @@ def default_loss(output: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- measure
 def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, *, clock: Clock | None = None,
-            loss_fn: Callable[[Any], torch.Tensor] | None = None, **overrides: Any) -> Measurement:
+            loss_fn: Callable[[Any], torch.Tensor] | None = None, resident_bytes: int = 0,
+            **overrides: Any) -> Measurement:
     """Time ``model`` on ``inputs`` and probe its memory; the model is left exactly as it was.
 
     ``config``: what to measure (:class:`MeasureConfig`, default ``MeasureConfig()``); keyword
     arguments named like its fields override them (``measure(m, "3x224x224", mode="train")``).
     ``clock`` (CPU timing, default ``time.perf_counter_ns``) and ``loss_fn`` (train mode; default
     the sum of the floating outputs) are code, so they are arguments, not configuration.
+    ``resident_bytes``: bytes that a wrapper of ``model`` holds outside its parameters, buffers and
+    inputs for the whole run (a DDP reducer's gradient buckets), which the CPU allocator trace
+    cannot see being allocated; they are counted as live before it.
 
     ``inputs``: a tensor, a tuple of tensors, or a spec string like ``"3x224x224"`` (batch
     default 1). ``mode="inference"`` times ``fwd_nograd`` in eval mode; ``mode="train"`` times
@@ -111,7 +115,7 @@ def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, 
     cfg = _configure(config, overrides)
     device_notes: list[str] = []
     dev = resolve_device(cfg.device, device_notes)
-    ctx = RunContext(cfg, dev, clock or PerfCounterClock())
+    ctx = RunContext(cfg, dev, clock or PerfCounterClock(), int(resident_bytes))
     batch = _batch_of(as_input_tuple(inputs, batch=cfg.batch, device="meta", random=False), cfg.batch)
     try:
         with _environment(cfg.threads, dev):

@@ -65,6 +65,7 @@ same idea in ~150 lines; ``tests/memory`` compares both on a small CNN where Mem
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -84,6 +85,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
+from hwprof.measuring.alloc_trace import inner_tensors
 from hwprof.memory.allocator import AllocatorModel, make_allocator
 from hwprof.modules import Frame, ModuleCalls
 from hwprof.spec import parse_dtype
@@ -96,6 +98,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+Wrap = Callable[[nn.Module], contextlib.AbstractContextManager[nn.Module]]
+"""``wrap(fake_model)`` -> a context manager yielding the module a simulated step runs (see :func:`simulate`)."""
 
 #: optimizer name -> state tensors kept per trainable parameter (same shape and dtype):
 #: plain SGD none, SGD with momentum one ``momentum_buffer``, Adam/AdamW ``exp_avg`` and
@@ -121,8 +126,9 @@ def storage_nbytes(t: torch.Tensor) -> int:
 
 
 def tensor_leaves(obj: Any) -> list[torch.Tensor]:
-    """All tensors in a (nested) output or argument structure."""
-    return [x for x in pytree.tree_leaves(obj) if isinstance(x, torch.Tensor)]
+    """All tensors in a (nested) output or argument structure; a wrapper subclass (a DTensor) by the inner
+    tensors that hold its memory (:func:`hwprof.measuring.alloc_trace.inner_tensors`)."""
+    return [t for x in pytree.tree_leaves(obj) if isinstance(x, torch.Tensor) for t in inner_tensors(x)]
 
 
 def cublas_workspace_bytes(capability_major: int | None = None) -> int:
@@ -405,6 +411,7 @@ class MemoryTracker(TorchDispatchMode):
         self.phase_peaks: dict[tuple[int, str], int] = {}
         self.timeline: list[tuple[int, int, str, str, str, int, int, int]] = []
         self._workspace_phases: set[str] = set()
+        self._watched: set[int] = set()
 
     # -- phases
     def set_phase(self, iteration: int, phase: str) -> None:
@@ -420,7 +427,7 @@ class MemoryTracker(TorchDispatchMode):
 
     def mark(self, tensors: list[torch.Tensor], category: str) -> None:
         """Label the live storages of ``tensors`` (e.g. the gradients after backward)."""
-        for t in tensors:
+        for t in tensor_leaves(tensors):
             rec = self.live.get(storage_key(t))
             if rec is not None and rec.category in ("temporary", "activations"):
                 rec.category = category
@@ -437,6 +444,7 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        self._check_watched()
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
         if self.workspace_bytes and name in CUBLAS_OPS:
@@ -445,7 +453,21 @@ class MemoryTracker(TorchDispatchMode):
             self._track(t, name)
         for t in tensor_leaves((args, kwargs)):
             self._check_resize(t)
+            if isinstance(t, nn.Parameter):
+                self._watched.add(storage_key(t))
         return out
+
+    def _check_watched(self) -> None:
+        """Parameters' storages resized between ops: a wrapper that gathers parameters (FSDP2) frees and
+        re-allocates them with ``untyped_storage().resize_()``, which dispatches no op, so they are checked
+        before every op once an op has taken them."""
+        for key in list(self._watched):
+            rec, fin = self.live.get(key), self._finalizers.get(key)
+            alive = fin.peek() if fin is not None else None
+            if rec is None or alive is None:
+                self._watched.discard(key)
+            elif int(alive[0].nbytes()) != rec.nbytes:
+                self._resized(rec, int(alive[0].nbytes()))
 
     def _maybe_workspace(self, op: str) -> None:
         thread = "backward" if self.phase == "backward" else "forward"
@@ -491,9 +513,12 @@ class MemoryTracker(TorchDispatchMode):
             return
         rec = self.live.get(int(st._cdata))
         if rec is not None and int(st.nbytes()) != rec.nbytes:
-            self.allocator.free(rec.key)
-            rec.nbytes = int(st.nbytes())
-            self._malloc(rec)
+            self._resized(rec, int(st.nbytes()))
+
+    def _resized(self, rec: _Record, nbytes: int) -> None:
+        self.allocator.free(rec.key)
+        rec.nbytes = nbytes
+        self._malloc(rec)
 
     def _malloc(self, rec: _Record) -> None:
         self.event += 1
@@ -571,12 +596,15 @@ def simulate(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: s
              dtype: torch.dtype | str = torch.float32, amp: bool = False, batch: int | None = None,
              device: str = "cuda", iterations: int | None = None, fake_device: torch.device | str | None = None,
              foreach: bool | None = None, workspace_bytes: int | None = None,
-             record_timeline: bool = True) -> SimulationResult:
+             record_timeline: bool = True, wrap: Wrap | None = None) -> SimulationResult:
     """Replay ``iterations`` training steps (default: 2 with an optimizer, else 1) or one
     inference forward on fake tensors and return the predicted peaks (see module docstring).
 
     ``foreach`` defaults to torch's own choice on the target device (True on CUDA, False on
     CPU); ``workspace_bytes`` to :func:`cublas_workspace_bytes` on CUDA and 0 on CPU.
+    ``wrap(fake_model)``: a context manager entered under the tracker before the first
+    iteration, yielding the module the iterations run (e.g. the fake model wrapped for
+    data-parallel training); what it allocates is tracked like everything else.
     """
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or None")
@@ -584,20 +612,20 @@ def simulate(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: s
     fdev = fake_device_for(device, fake_device)
     try:
         return _simulate_on(model, inputs, mode, optimizer, dtype, amp, batch, device, iterations, fdev,
-                            foreach, workspace_bytes, record_timeline, notes)
+                            foreach, workspace_bytes, record_timeline, notes, wrap)
     except Exception as e:      # noqa: BLE001 - a kernel without a fake impl on this device: retry on CPU
         if fdev.type == "cpu":
             raise
         logger.warning("fake run on %s failed (%s); retrying on fake CPU tensors", fdev, e)
         notes.append(f"fake run on {fdev} failed ({type(e).__name__}); replayed on fake CPU tensors")
         return _simulate_on(model, inputs, mode, optimizer, dtype, amp, batch, device, iterations,
-                            torch.device("cpu"), foreach, workspace_bytes, record_timeline, notes)
+                            torch.device("cpu"), foreach, workspace_bytes, record_timeline, notes, wrap)
 
 
 def _simulate_on(model: nn.Module, inputs: Any, mode: str, optimizer: str | None, dtype: torch.dtype | str,
                  amp: bool, batch: int | None, device: str, iterations: int | None, fdev: torch.device,
                  foreach: bool | None, workspace_bytes: int | None, record_timeline: bool,
-                 notes: list[str]) -> SimulationResult:
+                 notes: list[str], wrap: Wrap | None = None) -> SimulationResult:
     setup = prepare_fake(model, inputs, batch=batch, dtype=dtype, amp=amp, device=device, mode=mode,
                          fake_device=fdev)
     train = mode == "train"
@@ -611,23 +639,21 @@ def _simulate_on(model: nn.Module, inputs: Any, mode: str, optimizer: str | None
     allocator = make_allocator(device)
     fm = setup.fake_mode
     fmodel = setup.model
-    params = [p for p in fmodel.parameters() if p.requires_grad]
+    params: list[nn.Parameter] = []
     with ModuleStack(fmodel) as stack, fm:
         tracker = MemoryTracker(allocator, stack, workspace_bytes=workspace_bytes,
                                 skip_step_scalars=(device == "cuda"), record_timeline=record_timeline)
-        for p in fmodel.parameters():
-            tracker.register(p, "params")
-        for b in fmodel.buffers():
-            tracker.register(b, "buffers")
-        for t in tensor_leaves(setup.inputs):
-            tracker.register(t, "inputs")
+        _register_live(tracker, setup)
         opt = None
         activations = 0
         try:
-            with tracker:
+            with tracker, (wrap(fmodel) if wrap is not None else contextlib.nullcontext(fmodel)) as run_model:
+                run = setup if run_model is fmodel else dataclasses.replace(setup, model=run_model)
+                params = [p for p in run_model.parameters() if p.requires_grad]
+                tracker.mark(list(run_model.parameters()), "params")   # a wrapper's new (sharded) parameters
                 opt = make_optimizer(opt_name, params, foreach)
                 for it in range(iterations):
-                    activations = max(activations, _one_iteration(setup, tracker, opt, params, it, train))
+                    activations = max(activations, _one_iteration(run, tracker, opt, params, it, train))
         finally:
             tracker.close()
     if train and params and not any(r.phase == "backward" for r in tracker.records):
@@ -667,6 +693,17 @@ def _simulate_on(model: nn.Module, inputs: Any, mode: str, optimizer: str | None
     return SimulationResult(components, a.peak_allocated_bytes, tracker.peak_requested_bytes,
                             a.peak_reserved_bytes if device == "cuda" else None, at_peak, peak_phase,
                             phase_peaks, timeline, str(setup.fake_device), notes)
+
+
+def _register_live(tracker: MemoryTracker, setup: FakeSetup) -> None:
+    """The parameters, buffers and inputs as live before the step (in a function of its own: a loop variable
+    left in the caller would keep the last parameter alive after a wrapper such as FSDP2 replaced it)."""
+    for p in setup.model.parameters():
+        tracker.register(p, "params")
+    for b in setup.model.buffers():
+        tracker.register(b, "buffers")
+    for t in tensor_leaves(setup.inputs):
+        tracker.register(t, "inputs")
 
 
 def _one_iteration(setup: FakeSetup, tracker: MemoryTracker, opt: torch.optim.Optimizer | None,
