@@ -22,6 +22,7 @@ import pandas as pd
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.parallel import add_predict_options
 from hwprof.files import to_jsonable
 from hwprof.report.tables import human, render
 
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the prediction's fake tensors live (cuda: real CUDA kernel choices; needs CUDA)")
     p.add_argument("--budget", type=float, default=0.5, metavar="S",
                    help="seconds of repetitions per measured phase with --validate (default 0.5)")
+    add_predict_options(p, several=True)
     add_output_options(p)
 
 
@@ -57,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
     meta_model, default_spec = zoo.build(args.model, device="meta")
     spec = args.input or default_spec
+    if args.parallel:
+        from hwprof.cli.parallel import memory_command
+        return memory_command(args, meta_model, spec, optimizer)
     real_model: Any = None
     if args.validate:
         _require_device(device)

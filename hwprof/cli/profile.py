@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from hwprof import zoo
 from hwprof.cli.common import add_output_options
+from hwprof.cli.parallel import add_launch_options
 from hwprof.device import resolve_device
 from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import Ceilings, measure_ceilings
@@ -41,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh-ceilings", action="store_true", help="re-measure the ceilings")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: quick (small) ceilings and a 0.1 s timing budget; numbers are not ceilings")
+    add_launch_options(p)
     add_output_options(p)
 
 
@@ -60,6 +62,8 @@ def _show(p: Profile, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parallel:
+        return _run_parallel(args)
     command = "hwprof profile " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     names = [args.model] if args.model else list(DEFAULT_PAIR)
     batch = args.batch or (1 if args.model else 8)
@@ -87,3 +91,17 @@ def run(args: argparse.Namespace) -> int:
                          + "\n".join(f"- {line}" for line in comp) + f"\n\nCommand: `{command}`\n")
         print(f"wrote {out}/", file=sys.stderr)
     return 0
+
+
+def _run_parallel(args: argparse.Namespace) -> int:
+    """``torchrun ... -m hwprof profile MODEL --parallel ddp|fsdp`` (:func:`hwprof.cli.parallel.profile_command`)."""
+    from hwprof.cli.parallel import profile_command
+    from hwprof.errors import HwprofError
+    from hwprof.measuring.records import MeasureConfig
+
+    if not args.model:
+        raise HwprofError("--parallel needs a MODEL (the default MobileNetV1 pair runs on one device)")
+    return profile_command(args, MeasureConfig(
+        device=args.device, mode=args.mode, optimizer=args.optimizer, per_layer=True, per_op=True,
+        batch=args.batch or 1, dtype=args.dtype, channels_last=args.channels_last,
+        budget_s=0.1 if args.quick else args.budget))

@@ -56,12 +56,13 @@ class AllocTrace:
     ``peak_without_workspace_bytes``: ``live_before_bytes`` + the peak of the same replay with
     every op's workspace allocations (and their frees) left out, i.e. the peak of the tensors
     the ops return, which is what a replay of op outputs on fake tensors predicts.
-    ``missed_free_bytes``: bytes of blocks whose address was allocated again while the replay
-    still held them: their free went unrecorded (the profiler records a thread's allocator
-    events only while that thread carries its state, and a collective backend's worker thread
-    can drop the last reference to a buffer after its work ended); each such block is counted
-    live until its address returns, so the peak can be high by up to that much. 0 when every
-    free was seen."""
+    ``peak_excess_bytes``: how much the peak may be too high because frees went unrecorded. A
+    block whose address is allocated again while the replay still holds it was freed unseen
+    (the profiler records a thread's allocator events only while that thread carries its
+    state, and a collective backend's worker thread can drop the last reference to a buffer
+    after its work ended); it is counted live until its address returns. The excess is the
+    peak minus the peak of the same replay without those blocks: 0 when every free was seen,
+    or when the unseen ones do not reach the peak."""
 
     live_before_bytes: int
     window_peak_bytes: int
@@ -72,7 +73,7 @@ class AllocTrace:
     peak_op: str = ""
     workspace_at_peak_bytes: int = 0
     peak_without_workspace_bytes: int = 0
-    missed_free_bytes: int = 0
+    peak_excess_bytes: int = 0
 
     @property
     def peak_bytes(self) -> int:
@@ -92,27 +93,43 @@ class _Replay(NamedTuple):
     net: int
     allocations: int
     t_peak: int | None
-    missed_free_bytes: int
+    peak_excess: int
 
 
-def _replay(events: Iterable[tuple[int, int, int]]) -> _Replay:
-    """(peak, net, allocations, time of the peak, bytes whose free was missed) of :func:`window_peak_bytes`."""
-    live: dict[int, int] = {}
-    cur = peak = count = missed = 0
+def _replay_once(events: list[tuple[int, int, int]], skip: set[int]) -> tuple[int, int, int, int | None, set[int]]:
+    """One pass over time-sorted events, leaving out the allocations whose indices are in ``skip``: (peak, net,
+    allocations, time of the peak, indices of the allocations whose address was allocated again while live)."""
+    live: dict[int, tuple[int, int]] = {}          # ptr -> (size, index of its allocation)
+    cur = peak = count = 0
     t_peak: int | None = None
-    for t, ptr, size in sorted(events, key=lambda e: e[0]):
+    missed: set[int] = set()
+    for i, (t, ptr, size) in enumerate(events):
         if size > 0:
             if ptr in live:          # a missed free: the block was reused
-                cur -= live[ptr]
-                missed += live[ptr]
-            live[ptr] = size
-            cur += size
+                cur -= live[ptr][0]
+                missed.add(live[ptr][1])
             count += 1
+            if i in skip:
+                live.pop(ptr, None)
+                continue
+            live[ptr] = (size, i)
+            cur += size
             if cur > peak:
                 peak, t_peak = cur, t
         elif size < 0 and ptr in live:
-            cur -= live.pop(ptr)
-    return _Replay(peak, cur, count, t_peak, missed)
+            cur -= live.pop(ptr)[0]
+    return peak, cur, count, t_peak, missed
+
+
+def _replay(events: Iterable[tuple[int, int, int]]) -> _Replay:
+    """(peak, net, allocations, time of the peak, peak excess) of :func:`window_peak_bytes`. A block whose address
+    is allocated again while it is live had its free go unrecorded: it is counted live until its address
+    returns, and ``peak_excess`` is how much that can add to the peak (the peak minus that of the same
+    replay without those blocks)."""
+    ordered = sorted(events, key=lambda e: e[0])
+    peak, net, count, t_peak, missed = _replay_once(ordered, set())
+    low = _replay_once(ordered, missed)[0] if missed else peak
+    return _Replay(peak, net, count, t_peak, peak - low)
 
 
 def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -300,7 +317,7 @@ def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_typ
 def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
     """:class:`AllocTrace` of a finished ``profile(profile_memory=True)`` session."""
     events = allocation_events(prof, device_type)
-    peak, net, count, t_peak, missed = _replay(events)
+    peak, net, count, t_peak, excess = _replay(events)
     ops = _outermost_ops(prof, device_type)
     scratch = [(name, _workspace_events(ev)) for name, _, _, ev in ops if ev]
     op, transient = max(((name, window_peak_bytes(ws)[0]) for name, ws in scratch), key=lambda t: t[1],
@@ -314,4 +331,4 @@ def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> Al
                 peak_op, at_peak = name, workspace_at(ev, t_peak)
                 break
     return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
-                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, missed)
+                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, excess)
