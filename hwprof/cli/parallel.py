@@ -39,6 +39,9 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=10, metavar="N",
                    help="--parallel: repetitions per phase on every rank (fixed: ranks must issue the same "
                         "collectives; default 10)")
+    p.add_argument("--collective-ceilings", default=None, metavar="FILE",
+                   help="--parallel: place the collectives against this ceiling (collective-ceilings.json, written "
+                        "by `ceilings --collectives --out DIR`) instead of the cached one")
     add_group_options(p)
 
 
@@ -189,14 +192,25 @@ def distributed_text(res: Any, header: str, collectives: pd.DataFrame, ceiling_n
     return "\n".join(lines).rstrip()
 
 
-def _placed(res: Any, info: GroupInfo) -> tuple[pd.DataFrame, str | None]:
-    from hwprof.distributed.ceilings import cached_collective_ceilings, place
+def _placed(res: Any, info: GroupInfo, ceilings_file: str | None) -> tuple[pd.DataFrame, str | None]:
+    """The collective table placed against ``ceilings_file`` (a saved CollectiveCeilings), else the cached
+    ceiling of this backend and world size; a note saying which, or that there is none."""
+    import json
 
-    k = cached_collective_ceilings(info.backend, info.world_size, info.device)
-    note = None if k is not None else (
+    from hwprof.distributed.ceilings import CollectiveCeilings, cached_collective_ceilings, place
+
+    if ceilings_file:
+        k = CollectiveCeilings.from_dict(json.loads(Path(ceilings_file).read_text()))
+        if (k.backend, k.world_size) != (info.backend, info.world_size):
+            raise ValueError(f"{ceilings_file} holds the ceiling of {k.backend} on {k.world_size} ranks, not "
+                             f"{info.backend} on {info.world_size}")
+        flagged = f"; its rounds disagreed on {', '.join(k.flagged)} (a busy machine)" if k.flagged else ""
+        return place(res.collectives(), k), f"collectives placed against {ceilings_file} ({k.date}{flagged})"
+    cached = cached_collective_ceilings(info.backend, info.world_size, info.device)
+    note = None if cached is not None else (
         f"no communication ceiling cached for {info.backend} on {info.world_size} ranks: run `torchrun "
         f"--nproc_per_node {info.world_size} -m hwprof ceilings --collectives` to place the collectives against it")
-    return place(res.collectives(), k), note
+    return place(res.collectives(), cached), note
 
 
 def save_distributed(res: Any, out: Path, text: str, table: pd.DataFrame, command: str) -> None:
@@ -243,7 +257,7 @@ def _report(args: argparse.Namespace, res: Any, info: GroupInfo, spec: str) -> s
     header = (f"{args.model} (input {spec}, batch {m.run.batch} per rank, {m.run.dtype}, {c.mode}"
               + (f", {c.optimizer_name}" if c.optimizer_name else "")
               + f"): {res.parallel} on {res.world_size} ranks, {res.backend}, {m.device.get('name', m.run.device)}")
-    table, note = _placed(res, info)
+    table, note = _placed(res, info, args.collective_ceilings)
     text = distributed_text(res, header, table, note)
     if args.format == "json":
         import json
@@ -313,13 +327,15 @@ def ceilings_command(args: argparse.Namespace) -> int:
         spread = ", ".join(f"{kind} {_pct(s)}" for kind, s in k.spread.items())
         text = "\n".join([head, render(shown.rename_axis("message"), "table"), f"spread of the best two rounds: {spread}",
                           *[f"note: {n}" for n in k.notes]])
-        if args.format == "json":
-            import json
+        import json
 
-            text = json.dumps(k.to_dict(), indent=1)
-        print(text)
+        print(json.dumps(k.to_dict(), indent=1) if args.format == "json" else text)
         if args.out:
-            write_atomic(Path(args.out), text + "\n")
+            with atomic_dir(Path(args.out)) as tmp:
+                write_json_atomic(tmp / "collective-ceilings.json", k.to_dict())
+                write_atomic(tmp / "collective-ceilings.txt", text + "\n")
+                write_atomic(tmp / "command.txt", _command_line() + "\n")
+            print(f"wrote {args.out}/", file=sys.stderr)
         return 0
 
     return run_on_ranks(args, "ceilings", body)

@@ -14,7 +14,8 @@ with ``k`` sized to the trial budget from a first timed call (also agreed by MAX
 compute ceilings (:mod:`hwprof.hardware.ceilings`), a ceiling is a maximum: trials run in
 ``rounds`` interleaved rounds (:func:`hwprof.hardware.ceilings.run_trials`), each (collective,
 size) keeps its best round, and a collective whose best two rounds differ by more than
-:data:`~hwprof.hardware.ceilings.AGREEMENT_BOUND` is flagged and the result not cached. Results
+:data:`~hwprof.hardware.ceilings.AGREEMENT_BOUND` at the median message size (:func:`curve_spread`)
+is flagged and the result not cached. Results
 are cached beside the compute ceilings (``$HWPROF_CACHE_DIR/ceilings``, else the user cache),
 one file per backend, world size, device, host, torch build and thread count.
 
@@ -55,8 +56,7 @@ from hwprof.hardware.ceilings import (
 )
 
 __all__ = ["CollectiveCeilings", "measure_collective_ceilings", "cached_collective_ceilings", "collective_trial", "place",
-           "KINDS", "SIZES",
-           "QUICK_SIZES", "best_per_size"]
+           "KINDS", "SIZES", "QUICK_SIZES", "best_per_size", "curve_spread"]
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,28 @@ def collective_trial(dev: torch.device, world: int, budget_s: float) -> TrialFn:
     return trial
 
 
+def curve_spread(trials: list[Trial]) -> dict[str, float]:
+    """Per collective, the median over message sizes of ``(best round - second-best round) / best round``: each
+    size is a point of the ceiling, and a curve is trusted when its rounds agree at the typical point (the
+    compute ceilings' rule, :func:`hwprof.hardware.ceilings.best_of_trials`, judges a roof by its fastest
+    size alone, which for a curve is one point). NaN with a single round."""
+    import statistics
+
+    per_size: dict[str, list[float]] = {}
+    for (kind, _size), group in _by_point(trials).items():
+        _, s = best_of_trials(group)
+        per_size.setdefault(kind, []).append(s.get(kind, math.nan))
+    return {k: float(statistics.median(v)) if not any(math.isnan(x) for x in v) else math.nan
+            for k, v in per_size.items()}
+
+
+def _by_point(trials: list[Trial]) -> dict[tuple[str, int], list[Trial]]:
+    out: dict[tuple[str, int], list[Trial]] = {}
+    for t in trials:
+        out.setdefault((t.mode, t.size), []).append(t)
+    return out
+
+
 def best_per_size(trials: list[Trial]) -> dict[str, dict[int, float]]:
     """Per collective and size, the best rate over the rounds."""
     out: dict[str, dict[int, float]] = {}
@@ -240,9 +262,11 @@ def measure_collective_ceilings(refresh: bool = False, cache_dir: str | Path | N
     sizes = QUICK_SIZES if quick else SIZES
     with warnings.catch_warnings():   # torch 2.13 deprecates the *_tensor names FSDP2 still dispatches
         warnings.simplefilter("ignore", FutureWarning)
+        # every size runs (an infinite budget for run_trials' size cut-off, which is for GEMMs); the trial sizes
+        # its own repetitions to ``budget_s``
         trials, notes = run_trials({k: sizes for k in kinds}, rounds, trial or collective_trial(dev, world, budget_s),
-                                   budget_s)
-    _, spread = best_of_trials(trials)
+                                   math.inf)
+    spread = curve_spread(trials)
     flagged = tuple(k for k, s in spread.items() if not s <= AGREEMENT_BOUND)
     notes += [f"{k}: best two rounds {100 * spread[k]:.1f}% apart (bound {100 * AGREEMENT_BOUND:.0f}%): not cached"
               for k in flagged]

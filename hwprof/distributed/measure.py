@@ -159,8 +159,9 @@ def measure(model: nn.Module, inputs: Any, parallel: str, config: MeasureConfig 
     dist.barrier()
     spans = spans_of(comm_pass(work, cfg.optimizer, dev, comm_iterations), dev.type)
     times, unseen = pair_times(spans, "fwd" if cfg.train else "fwd_nograd", len(calls))
-    notes = [f"every rank ran {cfg.min_reps} repetitions per phase ({cfg.layer_reps} per-layer pairs): ranks must "
-             "issue the same collectives, so the time budget and the IQR target do not stop a distributed run"]
+    pairs = f" ({cfg.layer_reps} per-layer pairs)" if cfg.per_layer else ""
+    notes = [f"every rank ran {cfg.min_reps} repetitions per phase{pairs}: ranks must issue the same collectives, so "
+             "the time budget and the IQR target do not stop a distributed run"]
     record = RankRecord(rank, world, socket.gethostname(), m, calls, tuple(times), tuple(phase_breakdown(spans)),
                         tuple(tuple(u) for u in unseen), resident, local_param_bytes(wrapped), notes)
     return _gather(record, type(model).__name__, parallel, str(dist.get_backend()), world)
@@ -193,7 +194,8 @@ def _with_clean_trace(m: Measurement, work: Work, ctx: RunContext, retries: int 
     assert best is not None   # the first trace exists: the loop ran, so it was not clean
     note = (f"allocator trace repeated {len(traces) - 1} time(s): a free on a backend thread went unrecorded in "
             + ("an earlier pass; this one saw every free" if clean else
-               f"every pass; the lowest peak is kept, high by up to {best.peak_excess_bytes} B"))
+               f"every pass; the lowest peak is kept: {best.peak_excess_bytes} B above a replay without the unseen "
+               f"frees, {best.net_bytes} B never seen freed (an upper bound if they were live at the peak)"))
     record = dataclasses.replace(m.memory_record, alloc_trace=best)
     return dataclasses.replace(m, memory_record=record, notes=[*m.notes, note])
 

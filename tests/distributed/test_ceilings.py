@@ -16,10 +16,11 @@ from hwprof.distributed.ceilings import (
     QUICK_SIZES,
     CollectiveCeilings,
     collective_trial,
+    curve_spread,
     measure_collective_ceilings,
     place,
 )
-from hwprof.hardware.ceilings import TrialResult
+from hwprof.hardware.ceilings import Trial, TrialResult
 
 
 @pytest.fixture
@@ -79,3 +80,11 @@ def test_the_curve_is_interpolated_in_log_log_and_placed() -> None:
     placed = place(table, k)
     assert placed["of_ceiling"].iloc[0] == pytest.approx(0.5) and math.isnan(placed["of_ceiling"].iloc[1])
     assert CollectiveCeilings.from_dict(k.to_dict()) == k
+
+
+def test_a_curve_is_judged_by_the_agreement_of_its_rounds_at_the_median_size() -> None:
+    # best two rounds 10% apart at 1 KiB, 50% at 4 KiB, 2% at 16 KiB: median 10%
+    rates = {1024: (100.0, 90.0), 4096: (100.0, 50.0), 16384: (100.0, 98.0)}
+    trials = [Trial(r, "all_reduce", size, rate, 1.0) for size, pair in rates.items() for r, rate in enumerate(pair)]
+    assert curve_spread(trials)["all_reduce"] == pytest.approx(0.10)
+    assert math.isnan(curve_spread(trials[:1])["all_reduce"])
