@@ -150,7 +150,7 @@ def measure(model: nn.Module, inputs: Any, parallel: str, config: MeasureConfig 
     cfg = dataclasses.replace(cfg, device=str(dev))
     rank, world = dist.get_rank(), dist.get_world_size()
     wrapped, resident = _wrapped(model, parallel, dev, cfg, blocks)
-    m = measure_one(wrapped, inputs, cfg, clock=clock, loss_fn=loss_fn, resident_bytes=resident)
+    m = measure_one(wrapped, inputs, cfg, clock=clock, loss_fn=loss_fn, resident_bytes=resident, restore=False)
     dtype = parse_dtype(m.run.dtype)
     work = Work(wrapped, as_input_tuple(inputs, batch=cfg.batch, dtype=dtype, device=dev), cfg.train,
                 loss_fn or default_loss)

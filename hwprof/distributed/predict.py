@@ -215,6 +215,15 @@ def _wrapper(parallel: str, world_size: int, counter: CollectiveCounter, mesh: A
     return ctx
 
 
+def _iterations(mode: str, optimizer: str | None, iterations: int) -> int:
+    """Replayed steps: ``iterations`` with an optimizer (its state live from the second), 1 for training without
+    one (gradients would accumulate, which a real step sets to None), 2 in inference (FSDP2 keeps the root's
+    parameters gathered after a forward without backward: the second forward is the steady state)."""
+    if mode != "train":
+        return 2
+    return iterations if optimizer else 1
+
+
 def predict(model: nn.Module, inputs: Any, parallel: str, world_size: int, *, mode: str = "train",
             optimizer: str | None = "adam", batch: int | None = None, dtype: str = "fp32", device: str = "cpu",
             blocks: Sequence[str] | None = None, iterations: int = 3, count_flops: bool = True) -> Prediction:
@@ -234,7 +243,7 @@ def predict(model: nn.Module, inputs: Any, parallel: str, world_size: int, *, mo
 
             mesh = init_device_mesh("cpu", (world_size,))   # the replay's fake tensors live on the CPU
         sim = simulate(model, inputs, mode=mode, optimizer=optimizer if mode == "train" else None, dtype=dtype,
-                       batch=batch, device=device, iterations=iterations if mode == "train" and optimizer else 1,
+                       batch=batch, device=device, iterations=_iterations(mode, optimizer, iterations),
                        wrap=_wrapper(parallel, world_size, counter, mesh, blocks, ready), record_timeline=True)
         buckets = ddp_buckets(ready, dist._DEFAULT_FIRST_BUCKET_BYTES, DDP_BUCKET_CAP_BYTES) if ready else []
     last = max((c.iteration for c in counter.calls), default=0)

@@ -99,3 +99,15 @@ def test_a_parameter_storage_resized_between_ops_is_seen() -> None:
             del y, z
     tracker.close()
     assert before - after == 1024 - 4                  # the parameter's 1024 B gone, the new 4 B tensor live
+
+
+def test_restore_false_leaves_a_model_the_caller_owns_as_the_run_left_it() -> None:
+    # an SGD step moves the weights; the runner puts them back unless told that the caller owns the model
+    torch.manual_seed(0)
+    model = nn.Linear(4, 4)
+    before = model.weight.detach().clone()
+    hwprof.measure(model, "4", batch=2, device="cpu", mode="train", optimizer="sgd", alloc_trace=False, **QUICK)
+    assert torch.equal(model.weight, before)
+    hwprof.measure(model, "4", batch=2, device="cpu", mode="train", optimizer="sgd", alloc_trace=False, restore=False,
+                   **QUICK)
+    assert not torch.equal(model.weight, before)

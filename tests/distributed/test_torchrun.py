@@ -69,6 +69,20 @@ def test_a_two_rank_run_matches_the_prediction(parallel: str, tmp_path: Path) ->
     assert {"fwd", "bwd", "step"} == set(res.phase_table()["phase"])
 
 
+def test_fsdp_inference_keeps_the_root_gathered(tmp_path: Path) -> None:
+    """Without a backward FSDP2 never reshards the root: after the first forward only the blocks are gathered,
+    measured and predicted alike."""
+    out = tmp_path / "out"
+    r = torchrun(["measure", "gpt_tiny", "--batch", "2", "--reps", "2", "--warmup", "1", "--parallel", "fsdp",
+                  "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.agent + "\n".join(r.stderr.values())
+    res = DistributedMeasurement.from_dict(json.loads((out / "distributed.json").read_text()))
+    model, spec = zoo.build("gpt_tiny", device="meta")
+    pred = predict(model, spec, "fsdp", 2, mode="inference", batch=2, count_flops=False)
+    assert _per_call(res.ranks[0].collectives) == _per_call(pred.collectives) == \
+        [("fwd_nograd", "all_gather_into_tensor", 788480)] * 2     # the two blocks, 788,480 B each
+
+
 def _one_error_line(text: str) -> str:
     lines = hwprof_lines(text)
     assert len(lines) == 1 and "Traceback" not in text, text
