@@ -2,8 +2,9 @@
 
 Public API: ``count``, ``measure``, ``measure_ceilings``, ``profile`` (measure + count +
 ceilings + join), ``join`` (a pure function of a count, a measurement and ceilings),
-``load_profile`` (a saved profile folder rebuilt with no model), ``estimate_memory``, and the
-records ``Profile``, ``Ceilings``. Imported lazily so that ``import hwprof`` stays cheap.
+``load_profile`` (a saved profile folder rebuilt with no model), ``estimate_memory``,
+``measure_distributed`` / ``predict_distributed`` (DDP / FSDP2 under torchrun, and per-rank
+predictions for any world size), and the records ``Profile``, ``Ceilings``. Imported lazily so that ``import hwprof`` stays cheap.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _EXPORTS = {
     "Profile": "hwprof.joining:Profile",
     "Ceilings": "hwprof.hardware.ceilings:Ceilings",
     "estimate_memory": "hwprof.memory.estimate:estimate_memory",
+    "measure_distributed": "hwprof.distributed.measure:measure",
+    "predict_distributed": "hwprof.distributed.predict:predict",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,9 +1,10 @@
 """No stage package imports a later stage (module-level and function-level imports alike).
 
 Stages, in data-flow order (docs/ARCHITECTURE.md): the base modules every stage may use, then
-count -> measure -> ceilings -> memory -> report (renderers of plain records) -> join (the
-``Profile`` records, which save themselves through the renderers) -> studies -> cli. Imports
-under ``if TYPE_CHECKING:`` are annotations only and are not counted.
+count -> measure -> ceilings -> memory -> distributed (DDP / FSDP2 runs and predictions, built on
+the four before it) -> report (renderers of plain records) -> join (the ``Profile`` records, which
+save themselves through the renderers) -> studies -> cli. Imports under ``if TYPE_CHECKING:`` are
+annotations only and are not counted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ STAGES: list[tuple[str, ...]] = [
     ("measuring",),
     ("hardware",),
     ("memory",),
+    ("distributed",),
     ("report",),
     ("roofline", "joining", "profiler"),
     ("studies",),

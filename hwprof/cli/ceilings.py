@@ -8,6 +8,7 @@ import json
 import pandas as pd
 
 from hwprof.cli.common import add_output_options, emit
+from hwprof.cli.parallel import add_group_options
 from hwprof.files import to_jsonable
 from hwprof.hardware.ceilings import Ceilings
 from hwprof.report.tables import human, render
@@ -22,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "e.g. ~/.cache/hwprof/ceilings)")
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved rounds of trials; a ceiling is the best trial (default 3, at least 2)")
+    p.add_argument("--collectives", action="store_true",
+                   help="under torchrun: busbw of all_reduce, all_gather, reduce_scatter and broadcast over 1 KiB to "
+                        "256 MiB messages, cached per backend and world size")
+    add_group_options(p)
     add_output_options(p)
 
 
@@ -41,6 +46,9 @@ def _pct(v: float | None, digits: int = 0) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.collectives:
+        from hwprof.cli.parallel import ceilings_command
+        return ceilings_command(args)
     from hwprof.hardware.ceilings import DEFAULT_ROUNDS, measure_ceilings
     k = measure_ceilings(device=args.device, refresh=args.refresh, cache_dir=args.cache_dir, quick=args.quick,
                          rounds=args.rounds or DEFAULT_ROUNDS)

@@ -15,6 +15,7 @@ from torch import nn
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit_all
+from hwprof.cli.parallel import add_predict_options
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
 from hwprof.report.count_table import count_outputs
@@ -29,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="whose kernels to count: cpu (default) or cuda (needs CUDA)")
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")
     p.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
+    add_predict_options(p)
     add_output_options(p)
 
 
@@ -42,8 +44,25 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     spec = args.input or default_spec
     c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
-    emit_all(args, count_outputs(c, args.model, spec, all_modules=args.all))
+    outputs = count_outputs(c, args.model, spec, all_modules=args.all)
+    if args.parallel:
+        outputs["table"] += "\n\n" + _collectives(args, model, spec)
+    emit_all(args, outputs)
     return 0
+
+
+def _collectives(args: argparse.Namespace, model: nn.Module, spec: str) -> str:
+    """The collectives per step of each ``--world-size`` (the FLOPs above are per rank: ``--batch`` is per rank)."""
+    from hwprof.cli.parallel import prediction_lines, world_sizes
+    from hwprof.distributed.predict import predict
+
+    lines = [f"per rank: the counts above ({args.parallel} keeps each rank's arithmetic; --batch is per rank)"]
+    for n in world_sizes(args):
+        p = predict(model, spec, args.parallel, n, mode="train" if args.backward else args.mode, optimizer=None,
+                    batch=args.batch, dtype=args.dtype or "fp32", device="cuda" if args.device.startswith("cuda")
+                    else "cpu", count_flops=False)
+        lines += ["", *prediction_lines(p)]
+    return "\n".join(lines)
 
 
 def _build_without_memory(name: str) -> tuple[nn.Module, str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.parallel import add_launch_options
 from hwprof.files import to_jsonable
 from hwprof.measuring.records import MeasureConfig
 from hwprof.report.profile_report import memory_lines
@@ -31,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (default 3)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the run")
     p.add_argument("--l2-flush", action="store_true", help="write a buffer larger than L2 before each repetition")
+    add_launch_options(p)
     add_output_options(p)
 
 
@@ -43,6 +45,9 @@ def config_of(args: argparse.Namespace) -> MeasureConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parallel:
+        from hwprof.cli.parallel import measure_command
+        return measure_command(args, config_of(args))
     from hwprof.measuring.runner import measure
     model, default_spec = zoo.build(args.model)
     spec = args.input or default_spec

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from hwprof.cli.common import add_model_options, add_output_options, build_model, emit_all
+from hwprof.cli.parallel import add_predict_options
 from hwprof.files import to_jsonable
 from hwprof.report.tables import human_bytes, mib, render
 
@@ -47,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the prediction's fake tensors live (cuda: real CUDA kernel choices; needs CUDA)")
     p.add_argument("--budget", type=float, default=0.5, metavar="S",
                    help="seconds of repetitions per measured phase with --validate (default 0.5)")
+    add_predict_options(p, several=True)
     add_output_options(p)
 
 
@@ -58,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
     meta_model, default_spec = build_model(args.model, device="meta")
     spec = args.input or default_spec
+    if args.parallel:
+        from hwprof.cli.parallel import memory_command
+        return memory_command(args, meta_model, spec, optimizer)
     real_model: Any = None
     if args.validate:
         _require_device(device)

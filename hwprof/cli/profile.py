@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from hwprof.cli.common import add_output_options, build_model, command_line, out_folder, progress_enabled
+from hwprof.cli.parallel import add_launch_options
 from hwprof.device import resolve_device
 from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import Ceilings, measure_ceilings
@@ -56,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="smoke run: quick (small) ceilings and a 0.1 s timing budget; numbers are not ceilings")
     p.add_argument("--no-html", action="store_true",
                    help="with --out: skip report.html (the interactive page; needs plotly: pip install 'hwprof[html]')")
+    add_launch_options(p)
     add_output_options(p)
 
 
@@ -98,6 +100,8 @@ def _show(p: Profile, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.parallel:
+        return _run_parallel(args)
     names = [args.model] if args.model else list(DEFAULT_PAIR)
     batch = args.batch or (1 if args.model else 8)
     if args.input:
@@ -182,3 +186,17 @@ def _contention_lines(paired: Any, threads: int) -> list[str]:
     return [f"Warning: the 1-minute load average was {max(loads):.1f} on {cpus} CPUs during this comparison (this "
             f"run's {threads} threads included): other processes competed for the cores. Pairing cancels a load "
             "that drifts, not one that changes the models' relative cost; rerun on a quiet machine."]
+
+
+def _run_parallel(args: argparse.Namespace) -> int:
+    """``torchrun ... -m hwprof profile MODEL --parallel ddp|fsdp`` (:func:`hwprof.cli.parallel.profile_command`)."""
+    from hwprof.cli.parallel import profile_command
+    from hwprof.errors import HwprofError
+    from hwprof.measuring.records import MeasureConfig
+
+    if not args.model:
+        raise HwprofError("--parallel needs a MODEL (the default MobileNetV1 pair runs on one device)")
+    return profile_command(args, MeasureConfig(
+        device=args.device, mode=args.mode, optimizer=args.optimizer, per_layer=True, per_op=True,
+        batch=args.batch or 1, dtype=args.dtype, channels_last=args.channels_last,
+        budget_s=0.1 if args.quick else args.budget))

@@ -42,12 +42,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["AllocTrace", "MemoryTimeline", "MAX_TIMELINE_POINTS", "memory_timeline", "window_peak_bytes", "workspace_at", "allocation_events", "op_transients",
-           "workspace_peak_bytes", "storage_bytes", "alloc_trace_peak", "summarize"]
+__all__ = ["AllocTrace", "MemoryTimeline", "MAX_TIMELINE_POINTS", "memory_timeline", "window_peak_bytes",
+           "workspace_at", "allocation_events", "op_transients", "workspace_peak_bytes", "storage_bytes",
+           "inner_tensors", "alloc_trace_peak", "summarize"]
 
 
 MAX_TIMELINE_POINTS = 2000
@@ -93,7 +94,14 @@ class AllocTrace:
     ``peak_without_workspace_bytes``: ``live_before_bytes`` + the peak of the same replay with
     every op's workspace allocations (and their frees) left out, i.e. the peak of the tensors
     the ops return, which is what a replay of op outputs on fake tensors predicts. ``timeline``: the
-    replay over time (:class:`MemoryTimeline`), not part of the flat :meth:`to_dict` summary."""
+    replay over time (:class:`MemoryTimeline`), not part of the flat :meth:`to_dict` summary.
+    ``peak_excess_bytes``: how much the peak may be too high because frees went unrecorded. A
+    block whose address is allocated again while the replay still holds it was freed unseen
+    (the profiler records a thread's allocator events only while that thread carries its
+    state, and a collective backend's worker thread can drop the last reference to a buffer
+    after its work ended); it is counted live until its address returns. The excess is the
+    peak minus the peak of the same replay without those blocks: 0 when every free was seen,
+    or when the unseen ones do not reach the peak."""
 
     live_before_bytes: int
     window_peak_bytes: int
@@ -104,6 +112,7 @@ class AllocTrace:
     peak_op: str = ""
     workspace_at_peak_bytes: int = 0
     peak_without_workspace_bytes: int = 0
+    peak_excess_bytes: int = 0
     timeline: MemoryTimeline | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -141,14 +150,6 @@ def _live_series(events: Iterable[Event]) -> list[tuple[Event, int]]:
     return out
 
 
-def _replay(events: Iterable[Event]) -> tuple[int, int, int, int | None]:
-    """(peak, net, allocations, time of the peak) of :func:`window_peak_bytes`."""
-    series = _live_series(events)
-    peak, t_peak = 0, None
-    for (t, _, _), cur in series:
-        if cur > peak:
-            peak, t_peak = cur, t
-    return peak, series[-1][1] if series else 0, sum(1 for e, _ in series if e[2] > 0), t_peak
 
 
 def _envelope(values: list[int], max_points: int) -> list[int]:
@@ -180,6 +181,50 @@ def memory_timeline(events: Iterable[Event], live_before_bytes: int, op_of: dict
                           tuple(ops.get(series[i][0], "") for i in keep), len(series))
 
 
+class _Replay(NamedTuple):
+    peak: int
+    net: int
+    allocations: int
+    t_peak: int | None
+    peak_excess: int
+
+
+def _replay_once(events: list[tuple[int, int, int]], skip: set[int]) -> tuple[int, int, int, int | None, set[int]]:
+    """One pass over time-sorted events, leaving out the allocations whose indices are in ``skip``: (peak, net,
+    allocations, time of the peak, indices of the allocations whose address was allocated again while live)."""
+    live: dict[int, tuple[int, int]] = {}          # ptr -> (size, index of its allocation)
+    cur = peak = count = 0
+    t_peak: int | None = None
+    missed: set[int] = set()
+    for i, (t, ptr, size) in enumerate(events):
+        if size > 0:
+            if ptr in live:          # a missed free: the block was reused
+                cur -= live[ptr][0]
+                missed.add(live[ptr][1])
+            count += 1
+            if i in skip:
+                live.pop(ptr, None)
+                continue
+            live[ptr] = (size, i)
+            cur += size
+            if cur > peak:
+                peak, t_peak = cur, t
+        elif size < 0 and ptr in live:
+            cur -= live.pop(ptr)[0]
+    return peak, cur, count, t_peak, missed
+
+
+def _replay(events: Iterable[tuple[int, int, int]]) -> _Replay:
+    """(peak, net, allocations, time of the peak, peak excess) of :func:`window_peak_bytes`. A block whose address
+    is allocated again while it is live had its free go unrecorded: it is counted live until its address
+    returns, and ``peak_excess`` is how much that can add to the peak (the peak minus that of the same
+    replay without those blocks)."""
+    ordered = sorted(events, key=lambda e: e[0])
+    peak, net, count, t_peak, missed = _replay_once(ordered, set())
+    low = _replay_once(ordered, missed)[0] if missed else peak
+    return _Replay(peak, net, count, t_peak, peak - low)
+
+
 def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
     """(peak, net, allocations) of the live bytes allocated inside a window.
 
@@ -188,8 +233,8 @@ def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int,
     ``ptr`` subtracts the size that ``ptr`` was allocated with; a free of any other ``ptr``
     (allocated before the window) is ignored.
     """
-    peak, net, count, _ = _replay(events)
-    return peak, net, count
+    r = _replay(events)
+    return r.peak, r.net, r.allocations
 
 
 def _freed_inside(events: list[tuple[int, int, int]]) -> set[int]:
@@ -314,20 +359,34 @@ def op_transients(prof: Any, device_type: str = "cpu") -> list[tuple[str, int]]:
             if events]
 
 
+def inner_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that hold ``t``'s memory: ``t`` itself, or for a tensor subclass that wraps
+    others (``__tensor_flatten__``: a DTensor's local shard, a quantized pair) its inner tensors,
+    recursively. A wrapper's own storage is a placeholder with no memory behind it."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if not is_traceable_wrapper_subclass(t):
+        return [t]
+    names, _ = t.__tensor_flatten__()  # type: ignore[attr-defined]
+    inner = (getattr(t, name) for name in names)   # a DTensor also lists its (non-tensor) device mesh
+    return [x for v in inner if isinstance(v, torch.Tensor) for x in inner_tensors(v)]
+
+
 def storage_bytes(tensors: Iterable[Any]) -> int:
     """Bytes of the distinct storages behind ``tensors`` (non-tensors skipped; views and shared
-    storages counted once)."""
+    storages counted once; a wrapper subclass such as a DTensor counted by its inner tensors)."""
     seen: set[int] = set()
     total = 0
     for t in tensors:
         if not isinstance(t, torch.Tensor):
             continue
-        s = t.untyped_storage()
-        key = s.data_ptr()
-        if key in seen:
-            continue
-        seen.add(key)
-        total += s.nbytes()
+        for inner in inner_tensors(t):
+            s = inner.untyped_storage()
+            key = s.data_ptr()
+            if key in seen:
+                continue
+            seen.add(key)
+            total += s.nbytes()
     return total
 
 
@@ -351,7 +410,7 @@ def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_typ
 def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
     """:class:`AllocTrace` of a finished ``profile(profile_memory=True)`` session."""
     events = allocation_events(prof, device_type)
-    peak, net, count, t_peak = _replay(events)
+    peak, net, count, t_peak, excess = _replay(events)
     ops = _outermost_ops(prof, device_type)
     scratch = [(name, _workspace_events(ev)) for name, _, _, ev in ops if ev]
     op, transient = max(((name, window_peak_bytes(ws)[0]) for name, ws in scratch), key=lambda t: t[1],
@@ -366,4 +425,4 @@ def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> Al
                 break
     timeline = memory_timeline(events, int(live_before_bytes), {e: name for name, _, _, ev in ops for e in ev})
     return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
-                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, timeline)
+                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, excess, timeline=timeline)

@@ -63,11 +63,14 @@ LayerRecord = dict[str, dict[str, float]]   # LayerTimer.collect(): module path 
 
 @dataclass(frozen=True)
 class RunContext:
-    """What every pass needs beside the model: the run's configuration, the resolved device and the clock."""
+    """What every pass needs beside the model: the run's configuration, the resolved device, the clock, and
+    the bytes a wrapper of the model holds for the whole run outside its parameters, buffers and inputs
+    (``resident_bytes``: a DDP reducer's gradient buckets; counted as live before the allocator trace)."""
 
     config: MeasureConfig
     device: torch.device
     clock: Clock
+    resident_bytes: int = 0
 
 
 @dataclass
@@ -233,7 +236,7 @@ def alloc_trace_pass(work: Work, ctx: RunContext) -> TracePass:
             torch.cuda.synchronize(dev)
             before = int(torch.cuda.memory_allocated(dev))
         else:
-            before = storage_bytes([*work.params, *work.model.buffers(), *work.inputs])
+            before = storage_bytes([*work.params, *work.model.buffers(), *work.inputs]) + ctx.resident_bytes
 
         def run() -> None:
             with work.optimizer(ctx.config.optimizer) as opt:
@@ -244,9 +247,11 @@ def alloc_trace_pass(work: Work, ctx: RunContext) -> TracePass:
 
         trace = alloc_trace_peak(run, before, dev.type)
     what = "two training iterations with a fresh optimizer" if work.train else "two forwards"
+    held = (f"; {ctx.resident_bytes} B held by the model's wrapper counted as live before the pass"
+            if ctx.resident_bytes and dev.type != "cuda" else "")
     return TracePass(trace, (f"alloc_trace_peak_bytes: peak bytes of live {dev.type} tensors (parameters, buffers "
                              "and inputs included) from torch's allocator events in a separate torch.profiler pass "
-                             f"({what})",))
+                             f"({what}){held}",))
 
 
 # --------------------------------------------------------------------------- per layer

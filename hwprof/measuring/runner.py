@@ -84,13 +84,20 @@ def default_loss(output: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- measure
 def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, *, clock: Clock | None = None,
-            loss_fn: Callable[[Any], torch.Tensor] | None = None, **overrides: Any) -> Measurement:
+            loss_fn: Callable[[Any], torch.Tensor] | None = None, resident_bytes: int = 0, restore: bool = True,
+            **overrides: Any) -> Measurement:
     """Time ``model`` on ``inputs`` and probe its memory; the model is left exactly as it was.
 
     ``config``: what to measure (:class:`MeasureConfig`, default ``MeasureConfig()``); keyword
     arguments named like its fields override them (``measure(m, "3x224x224", mode="train")``).
     ``clock`` (CPU timing, default ``time.perf_counter_ns``) and ``loss_fn`` (train mode; default
     the sum of the floating outputs) are code, so they are arguments, not configuration.
+    ``resident_bytes``: bytes that a wrapper of ``model`` holds outside its parameters, buffers and
+    inputs for the whole run (a DDP reducer's gradient buckets), which the CPU allocator trace
+    cannot see being allocated; they are counted as live before it. ``restore=False``: the caller
+    owns ``model`` (a copy made for this measurement), so its state is neither snapshotted nor put
+    back; a wrapper that swaps parameter objects itself (FSDP2 registers unsharded parameters after
+    a forward and sharded ones again when it reshards) must not have them swapped behind its back.
 
     ``inputs``: a tensor, a tuple of tensors, or a spec string like ``"3x224x224"`` (batch
     default 1). ``mode="inference"`` times ``fwd_nograd`` in eval mode; ``mode="train"`` times
@@ -111,11 +118,11 @@ def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, 
     cfg = _configure(config, overrides)
     device_notes: list[str] = []
     dev = resolve_device(cfg.device, device_notes)
-    ctx = RunContext(cfg, dev, clock or PerfCounterClock())
+    ctx = RunContext(cfg, dev, clock or PerfCounterClock(), int(resident_bytes))
     batch = _batch_of(as_input_tuple(inputs, batch=cfg.batch, device="meta", random=False), cfg.batch)
     try:
         with _environment(cfg.threads, dev):
-            return _run(model, inputs, ctx, loss_fn or default_loss, tuple(device_notes))
+            return _run(model, inputs, ctx, loss_fn or default_loss, tuple(device_notes), restore)
     except PhaseOutOfMemory as e:
         oom = e.oom   # plain data: leaving this block drops the failed run's frames and tensors
     free_device_memory(dev)
@@ -166,7 +173,7 @@ class _Passes:
 
 
 def _run(model: nn.Module, inputs: Any, ctx: RunContext, loss_fn: Callable[[Any], torch.Tensor],
-         device_notes: tuple[str, ...]) -> Measurement:
+         device_notes: tuple[str, ...], restore: bool = True) -> Measurement:
     """Setup, the passes, the combination. Every tensor of the run lives in this frame or below it, so an
     out-of-memory error leaving it drops them all."""
     cfg, dev = ctx.config, ctx.device
@@ -181,7 +188,7 @@ def _run(model: nn.Module, inputs: Any, ctx: RunContext, loss_fn: Callable[[Any]
                       batch=_batch_of(xs, cfg.batch), input_shapes=tuple(_shapes(xs)),
                       measured_copy=copy_note is not None, threads=torch.get_num_threads())
         work = Work(model_run, xs, cfg.train, loss_fn)
-        with contextlib.nullcontext() if copy_note else preserved_state(model_run):
+        with contextlib.nullcontext() if copy_note or not restore else preserved_state(model_run):
             work.zero_grads()   # a copy's grads (preserved_state sets the user's to None itself)
             passes = _passes(work, ctx)
         del work, model_run, xs

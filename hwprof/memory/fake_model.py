@@ -26,8 +26,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
-from hwprof.memory.storage import storage_key, storage_nbytes
-from hwprof.modules import tensor_leaves
+from hwprof.memory.storage import storage_key, storage_leaves, storage_nbytes
 from hwprof.spec import parse_dtype
 
 __all__ = ["FakeSetup", "fake_device_for", "prepare_fake"]
@@ -132,7 +131,7 @@ def _account_storages(setup: FakeSetup) -> None:
             seen.add(k)
             setup.param_keys[k] = "buffers"
             setup.buffers_bytes += storage_nbytes(b)
-    for t in tensor_leaves(setup.inputs):
+    for t in storage_leaves(setup.inputs):
         k = storage_key(t)
         if k not in seen:
             seen.add(k)

@@ -55,6 +55,8 @@ same idea in ~150 lines; ``tests/memory`` compares both on a small CNN where Mem
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,13 +70,17 @@ from torch import nn
 from hwprof.memory.allocator import make_allocator
 from hwprof.memory.cuda_kernels import target_kernels
 from hwprof.memory.fake_model import FakeSetup, fake_device_for, prepare_fake
+from hwprof.memory.storage import storage_leaves
 from hwprof.memory.tracker import MemoryTracker, cublas_workspace_bytes
-from hwprof.modules import ModuleCalls, tensor_leaves
+from hwprof.modules import ModuleCalls
 from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
 __all__ = ["SimulationResult", "simulate"]
 
 logger = logging.getLogger(__name__)
+
+Wrap = Callable[[nn.Module], contextlib.AbstractContextManager[nn.Module]]
+"""``wrap(fake_model)`` -> a context manager yielding the module a simulated step runs (see :func:`simulate`)."""
 
 
 @dataclass
@@ -116,19 +122,22 @@ class _Step:
     foreach: bool
     workspace_bytes: int
     record_timeline: bool
+    wrap: Wrap | None = None
 
 
 def simulate(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: str | None = None,
              dtype: torch.dtype | str = torch.float32, amp: bool = False, batch: int | None = None,
              device: str = "cuda", iterations: int | None = None, fake_device: torch.device | str | None = None,
              foreach: bool | None = None, workspace_bytes: int | None = None,
-             record_timeline: bool = True) -> SimulationResult:
+             record_timeline: bool = True, wrap: Wrap | None = None) -> SimulationResult:
     """Replay ``iterations`` training steps (default: 2 with an optimizer, else 1) or one
     inference forward on fake tensors and return the predicted peaks (see module docstring).
 
     ``foreach`` defaults to torch's own choice on the target device (True on CUDA, False on
     CPU); ``workspace_bytes`` to :func:`hwprof.memory.tracker.cublas_workspace_bytes` on CUDA
-    and 0 on CPU.
+    and 0 on CPU. ``wrap(fake_model)``: a context manager entered under the tracker before the first
+    iteration, yielding the module the iterations run (e.g. the fake model wrapped for data-parallel
+    training); what it allocates is tracked like everything else.
     """
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS} or None")
@@ -139,19 +148,19 @@ def simulate(model: nn.Module, inputs: Any, *, mode: str = "train", optimizer: s
     opt_name = optimizer if train else None
     try:
         return _simulate_on(prepare, fdev, notes, device, train, opt_name, iterations, foreach, workspace_bytes,
-                            record_timeline)
+                            record_timeline, wrap)
     except Exception as e:      # noqa: BLE001 - a kernel without a fake impl on this device: retry on CPU
         if fdev.type == "cpu":
             raise
         logger.warning("fake run on %s failed (%s); retrying on fake CPU tensors", fdev, e)
         notes.append(f"fake run on {fdev} failed ({type(e).__name__}); replayed on fake CPU tensors")
         return _simulate_on(prepare, torch.device("cpu"), notes, device, train, opt_name, iterations, foreach,
-                            workspace_bytes, record_timeline)
+                            workspace_bytes, record_timeline, wrap)
 
 
 def _simulate_on(prepare: Callable[..., FakeSetup], fdev: torch.device, notes: list[str], device: str, train: bool,
                  optimizer: str | None, iterations: int | None, foreach: bool | None, workspace_bytes: int | None,
-                 record_timeline: bool) -> SimulationResult:
+                 record_timeline: bool, wrap: Wrap | None = None) -> SimulationResult:
     """Prepare the fake model on ``fdev``, replay the step and gather the result."""
     setup = prepare(fake_device=fdev)
     step = _Step(device, train, optimizer,
@@ -159,34 +168,44 @@ def _simulate_on(prepare: Callable[..., FakeSetup], fdev: torch.device, notes: l
                  foreach if foreach is not None else device == "cuda",
                  workspace_bytes if workspace_bytes is not None else (cublas_workspace_bytes() if device == "cuda"
                                                                       else 0),
-                 record_timeline)
+                 record_timeline, wrap)
     tracker, activations = _replay(setup, step)
     return _result(setup, step, tracker, activations, notes)
 
 
 def _replay(setup: FakeSetup, step: _Step) -> tuple[MemoryTracker, int]:
-    """Run ``step`` on the fake model under a fresh tracker; returns the tracker and the largest
-    activation bytes live at the end of a forward."""
+    """Run ``step`` on the fake model (wrapped by ``step.wrap`` when given) under a fresh tracker;
+    returns the tracker and the largest activation bytes live at the end of a forward."""
     fmodel = setup.model
-    params = [p for p in fmodel.parameters() if p.requires_grad]
     with ModuleCalls(fmodel) as calls, setup.fake_mode:
         tracker = MemoryTracker(make_allocator(step.device), calls, workspace_bytes=step.workspace_bytes,
                                 skip_step_scalars=(step.device == "cuda"), record_timeline=step.record_timeline)
-        for p in fmodel.parameters():
-            tracker.register(p, "params")
-        for b in fmodel.buffers():
-            tracker.register(b, "buffers")
-        for t in tensor_leaves(setup.inputs):
-            tracker.register(t, "inputs")
+        _register_live(tracker, setup)
         activations = 0
+        wrapped = step.wrap(fmodel) if step.wrap is not None else contextlib.nullcontext(fmodel)
         try:
-            with tracker:
+            with tracker, wrapped as run_model:
+                run = setup if run_model is fmodel else dataclasses.replace(setup, model=run_model)
+                params = [p for p in run_model.parameters() if p.requires_grad]
+                tracker.mark(list(run_model.parameters()), "params")   # a wrapper's new (sharded) parameters
                 opt = make_optimizer(step.optimizer, params, step.foreach)
                 for it in range(step.iterations):
-                    activations = max(activations, _one_iteration(setup, tracker, calls, opt, params, it, step.train))
+                    activations = max(activations, _one_iteration(run, tracker, calls, opt, params, it, step.train))
         finally:
             tracker.close()
     return tracker, activations
+
+
+def _register_live(tracker: MemoryTracker, setup: FakeSetup) -> None:
+    """The parameters, buffers and inputs as live before the step (in a function of its own: a loop
+    variable left in the caller would keep the last parameter alive after a wrapper such as FSDP2
+    replaced it)."""
+    for p in setup.model.parameters():
+        tracker.register(p, "params")
+    for b in setup.model.buffers():
+        tracker.register(b, "buffers")
+    for t in storage_leaves(setup.inputs):
+        tracker.register(t, "inputs")
 
 
 def _one_iteration(setup: FakeSetup, tracker: MemoryTracker, calls: ModuleCalls, opt: torch.optim.Optimizer | None,

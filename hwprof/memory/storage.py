@@ -8,9 +8,14 @@ storage and count each storage once, in full.
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-__all__ = ["storage_key", "storage_nbytes"]
+import torch
+from torch.utils import _pytree as pytree
+
+from hwprof.measuring.alloc_trace import inner_tensors
+
+__all__ = ["storage_key", "storage_nbytes", "storage_leaves"]
 
 
 def storage_key(t: torch.Tensor) -> int:
@@ -21,3 +26,9 @@ def storage_key(t: torch.Tensor) -> int:
 def storage_nbytes(t: torch.Tensor) -> int:
     """Bytes of ``t``'s whole storage (a view keeps all of its base alive)."""
     return int(t.untyped_storage().nbytes())
+
+
+def storage_leaves(obj: Any) -> list[torch.Tensor]:
+    """All tensors in a (nested) output or argument structure, a wrapper subclass (a DTensor) by
+    the inner tensors that hold its memory (:func:`hwprof.measuring.alloc_trace.inner_tensors`)."""
+    return [t for x in pytree.tree_leaves(obj) if isinstance(x, torch.Tensor) for t in inner_tensors(x)]

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hwprof.counting.formulas import uses_cublas_workspace
 from hwprof.memory.allocator import AllocatorModel
-from hwprof.memory.storage import storage_key
-from hwprof.modules import ModuleCalls, backward_module, tensor_leaves
+from hwprof.memory.storage import storage_key, storage_leaves
+from hwprof.modules import ModuleCalls, backward_module
 
 __all__ = ["cublas_workspace_bytes", "StorageRecord", "MemoryTracker"]
 
@@ -101,6 +102,7 @@ class MemoryTracker(TorchDispatchMode):
         self.phase_peaks: dict[tuple[int, str], int] = {}
         self.timeline: list[tuple[int, int, str, str, str, int, int, int]] = []
         self._workspace_phases: set[str] = set()
+        self._watched: set[int] = set()
 
     # -- phases
     def set_phase(self, iteration: int, phase: str) -> None:
@@ -116,7 +118,7 @@ class MemoryTracker(TorchDispatchMode):
 
     def mark(self, tensors: list[torch.Tensor], category: str) -> None:
         """Label the live storages of ``tensors`` (e.g. the gradients after backward)."""
-        for t in tensors:
+        for t in storage_leaves(tensors):
             rec = self.live.get(storage_key(t))
             if rec is not None and rec.category in ("temporary", "activations"):
                 rec.category = category
@@ -133,15 +135,30 @@ class MemoryTracker(TorchDispatchMode):
     # -- dispatch
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        self._check_watched()
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
         if self.workspace_bytes and uses_cublas_workspace(func):
             self._maybe_workspace(name)
-        for t in tensor_leaves(out):
+        for t in storage_leaves(out):
             self._track(t, name)
-        for t in tensor_leaves((args, kwargs)):
+        for t in storage_leaves((args, kwargs)):
             self._check_resize(t)
+            if isinstance(t, nn.Parameter):
+                self._watched.add(storage_key(t))
         return out
+
+    def _check_watched(self) -> None:
+        """Parameters' storages resized between ops: a wrapper that gathers parameters (FSDP2) frees and
+        re-allocates them with ``untyped_storage().resize_()``, which dispatches no op, so they are checked
+        before every op once an op has taken them."""
+        for key in list(self._watched):
+            rec, fin = self.live.get(key), self._finalizers.get(key)
+            alive = fin.peek() if fin is not None else None
+            if rec is None or alive is None:
+                self._watched.discard(key)
+            elif int(alive[0].nbytes()) != rec.nbytes:
+                self._resized(rec, int(alive[0].nbytes()))
 
     def _maybe_workspace(self, op: str) -> None:
         thread = "backward" if self.phase == "backward" else "forward"
@@ -192,9 +209,12 @@ class MemoryTracker(TorchDispatchMode):
             return
         rec = self.live.get(int(st._cdata))
         if rec is not None and int(st.nbytes()) != rec.nbytes:
-            self.allocator.free(rec.key)
-            rec.nbytes = int(st.nbytes())
-            self._malloc(rec)
+            self._resized(rec, int(st.nbytes()))
+
+    def _resized(self, rec: StorageRecord, nbytes: int) -> None:
+        self.allocator.free(rec.key)
+        rec.nbytes = nbytes
+        self._malloc(rec)
 
     def _malloc(self, rec: StorageRecord) -> None:
         self.event += 1

@@ -67,7 +67,7 @@ def synthetic_profile(timeline: MemoryTimeline | None = TIMELINE, name: str = "s
     model = Net()
     c = hwprof.count(model, "4x8x8")
     ops = pd.DataFrame({"phase": "fwd", "op": list(c.ops["op"]), "time_s": OP_S})
-    trace = AllocTrace(100, 600, 100, 3, 0, "", "aten::relu", 0, 700, timeline)
+    trace = AllocTrace(100, 600, 100, 3, 0, "", "aten::relu", 0, 700, timeline=timeline)
     m = Measurement(
         config=MeasureConfig(device="cpu", per_layer=True, per_op=True), run=RunInfo("Net", "cpu", "float32", 1),
         phases=pd.DataFrame({"median_s": [7 * MS], "iqr_s": [0.1 * MS], "min_s": [6.9 * MS], "mean_s": [7 * MS],
