@@ -2,7 +2,8 @@
 
 Stages, in data-flow order (docs/ARCHITECTURE.md): the base modules every stage may use, then
 count -> measure -> ceilings -> memory -> report (renderers of plain records) -> join (the
-``Profile`` records, which save themselves through the renderers) -> studies -> cli. Imports
+roofline, the time prediction, the ``Profile`` records, which save themselves through the
+renderers, and the comparison of saved profiles) -> studies -> cli. Imports
 under ``if TYPE_CHECKING:`` are annotations only and are not counted.
 """
 
@@ -22,7 +23,7 @@ STAGES: list[tuple[str, ...]] = [
     ("hardware",),
     ("memory",),
     ("report",),
-    ("roofline", "joining", "profiler"),
+    ("roofline", "predict", "joining", "profiler", "compare"),
     ("studies",),
     ("cli", "__main__"),
 ]

@@ -1,0 +1,156 @@
+"""``hwprof predict``: time predicted from the counts and a ceilings record, before anything runs.
+
+The roofline read as a model of time (Williams et al., CACM 2009): an op doing ``F`` FLOPs and
+touching ``W`` bytes cannot finish before both its arithmetic and its traffic are done, and every
+op pays a fixed cost to start. Per aten op of the count (each op its own kernel, as the counter's
+bytes assume):
+
+    compute_s   = F / P[roof_key]            P: the compute roof of the op's class, dtype and math mode
+    memory_s    = W / B[level(W)]            B: the bandwidth of the level W fits in (cache-aware:
+                                                hwprof.roofline.place), W = bytes read + written
+    predicted_s = max(compute_s, memory_s) + op_overhead_s
+
+``op_overhead_s`` is the measured time of an empty op on the device (``Ceilings.op_overhead_s``:
+dispatch on a CPU, the kernel launch on a GPU). A layer's prediction is the sum over its own ops
+(forward; + backward in train mode), the whole model's the sum over all ops; the optimizer step is
+not predicted (as the measured whole-model time leaves it out). An op without a FLOP formula is
+predicted from its bytes alone (its compute term is 0, and the notes say how many).
+
+``predicted_bound`` names the term that sets an op's time: "compute", "memory", or "overhead"
+when the fixed cost exceeds both. The model assumes every kernel reaches its roofs: a kernel that
+does not (a depthwise convolution far below both roofs, a fused kernel doing less than counted)
+is where prediction and measurement part, and :func:`residuals` says by how much per layer class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from hwprof.counting.counter import CountResult
+from hwprof.device import MathModes
+from hwprof.errors import HwprofError
+from hwprof.hardware.ceilings import Ceilings
+from hwprof.roofline import place, roof_key
+
+__all__ = ["Prediction", "predict", "predict_ops", "predict_layers", "residuals", "PREDICT_COLUMNS", "phases_of"]
+
+PREDICT_COLUMNS = ("working_set_bytes", "memory_level", "level_bytes_per_s", "compute_s", "memory_s", "overhead_s",
+                   "predicted_s", "predicted_bound")
+"""The columns :func:`predict_ops` adds to an op table."""
+
+
+def phases_of(train: bool) -> tuple[str, ...]:
+    """The phases a prediction sums: forward, and backward in train mode."""
+    return ("fwd", "bwd") if train else ("fwd",)
+
+
+def predict_ops(ops: pd.DataFrame, ceilings: Ceilings, modes: MathModes | None = None) -> pd.DataFrame:
+    """A copy of an op table (counter columns ``op``, ``dtype``, ``flops``, ``bytes``, ``op_class``;
+    ``roof_key`` when already set) with the :data:`PREDICT_COLUMNS` of the module docstring.
+
+    ``modes``: the math modes the ops run under (None: the device's defaults, TF32 off for
+    matmuls and on for cuDNN convolutions). An op whose roof the ceilings lack gets NaN times."""
+    modes = modes or MathModes(ceilings.device_type, True, False)
+    out = ops.copy()
+    if "roof_key" not in out:
+        out["roof_key"] = [roof_key(d or "float32", c, modes) for d, c in zip(out["dtype"], out["op_class"], strict=True)]
+    out["working_set_bytes"] = out["bytes"].astype(float)
+    out = place(out, ceilings.memory_levels())
+    roof = out["roof_key"].map(lambda k: ceilings.flop_per_s.get(k, math.nan)).astype(float)
+    flops = out["flops"].astype(float).fillna(0.0)
+    out["compute_s"] = np.where(flops > 0, flops / roof, 0.0)
+    out["memory_s"] = out["working_set_bytes"] / out["level_bytes_per_s"]
+    out["overhead_s"] = float(ceilings.op_overhead_s or 0.0)
+    slowest = np.maximum(out["compute_s"], out["memory_s"])   # NaN propagates: no roof, no level
+    out["predicted_s"] = slowest + out["overhead_s"]
+    out["predicted_bound"] = np.where(slowest.isna(), "",
+                                      np.where(out["overhead_s"] > slowest, "overhead",
+                                               np.where(out["compute_s"] >= out["memory_s"], "compute", "memory")))
+    return out
+
+
+def predict_layers(ops: pd.DataFrame, phases: Sequence[str]) -> pd.DataFrame:
+    """Per module (index), sums of :func:`predict_ops`'s ``predicted_s``, ``compute_s``,
+    ``memory_s``, ``overhead_s`` over its own ops in ``phases``, the op count, and the largest op
+    working set (``working_set_bytes``: what one of its kernels touches)."""
+    sel = ops[ops["phase"].isin(list(phases))]
+    if sel.empty:
+        return pd.DataFrame(columns=["predicted_s", "compute_s", "memory_s", "overhead_s", "predicted_ops",
+                                     "working_set_bytes"])
+    g = sel.groupby("module", sort=False)
+    out = g[["predicted_s", "compute_s", "memory_s", "overhead_s"]].sum(min_count=1)
+    out["predicted_ops"] = g.size()
+    out["working_set_bytes"] = g["working_set_bytes"].max()
+    return out
+
+
+@dataclass
+class Prediction:
+    """Predicted times of one model on one device (:func:`predict`): ``ops`` (every counted op with
+    the :data:`PREDICT_COLUMNS`), ``layers`` (per module: type, variant, FLOPs, bytes and the sums of
+    :func:`predict_layers`), ``total_s`` (the whole model), the ``ceilings`` used and ``notes``."""
+
+    ops: pd.DataFrame
+    layers: pd.DataFrame
+    total_s: float
+    ceilings: Ceilings
+    train: bool
+    notes: list[str] = field(default_factory=list)
+
+    def by(self, column: str = "kind") -> pd.DataFrame:
+        """Predicted time per value of a layer column ("kind": the conv variant or the module type;
+        "memory_level"; ...), with its share of the whole, largest first."""
+        g = self.layers.groupby(column)["predicted_s"].agg(["sum", "size"]).rename(
+            columns={"sum": "predicted_s", "size": "layers"})
+        g["share"] = g["predicted_s"] / self.total_s if self.total_s > 0 else math.nan
+        return g.sort_values("predicted_s", ascending=False)
+
+
+def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, modes: MathModes | None = None) -> Prediction:
+    """Predict the time of the counted model on the device of ``ceilings`` (module docstring).
+
+    ``count`` must carry an ``op_class`` column on its ops (and, for the layer kinds, ``variant`` on
+    its layers): the counter's columns, or those the join's classification adds
+    (``hwprof.joining._classified``).
+    ``train``: sum forward and backward ops (count with ``backward=True``). Raises
+    :class:`~hwprof.errors.HwprofError` when the ceilings lack a roof the ops need."""
+    if "op_class" not in count.ops:
+        raise HwprofError("the count has no 'op_class' column: classify it first (hwprof.joining._classified)")
+    ops = predict_ops(count.ops, ceilings, modes)
+    phases = phases_of(train)
+    used = ops[ops["phase"].isin(list(phases))]
+    missing = sorted(set(used.loc[used["compute_s"].isna(), "roof_key"]))
+    if missing:
+        raise HwprofError(f"the ceilings of {ceilings.device_name} have no {', '.join(missing)} roof, which "
+                          f"{int(used['compute_s'].isna().sum())} ops need (roofs: {sorted(ceilings.flop_per_s)})")
+    if used["memory_s"].isna().any():
+        raise HwprofError(f"the ceilings of {ceilings.device_name} have no memory bandwidth")
+    lay = count.layers
+    variant = lay["variant"] if "variant" in lay else pd.Series("", index=lay.index)
+    layers = pd.DataFrame({"type": lay["type"], "variant": variant.fillna("")})
+    layers["kind"] = [v or t for v, t in zip(layers["variant"], layers["type"], strict=True)]
+    layers = layers.join(used.groupby("module")[["flops", "bytes"]].sum(min_count=1), how="inner")
+    layers = place(layers.join(predict_layers(used, phases), how="inner"), ceilings.memory_levels())
+    notes = list(ceilings.notes)
+    unc = int((~used["counted"]).sum()) if "counted" in used else 0
+    if unc:
+        notes.append(f"{unc} ops without a FLOP formula predicted from their bytes alone")
+    return Prediction(used, layers, float(used["predicted_s"].sum()), ceilings, train, notes)
+
+
+def residuals(layers: pd.DataFrame, by: str, measured: str = "time_s", predicted: str = "predicted_s") -> pd.DataFrame:
+    """Per value of ``by``: measured and predicted time summed over its layers, the prediction's
+    error ``(predicted - measured) / measured`` and its share of the total absolute residual
+    (which classes the model gets wrong, and how much of the whole-model gap each one makes).
+    Rows without a measured time are left out; largest measured time first."""
+    rows = layers[layers[measured].notna() & (layers[measured] > 0)]
+    g = rows.groupby(by).agg(layers=(measured, "size"), time_s=(measured, "sum"), predicted_s=(predicted, "sum"))
+    g["error"] = g["predicted_s"] / g["time_s"] - 1
+    gap = (g["predicted_s"] - g["time_s"]).abs()
+    g["residual_share"] = gap / gap.sum() if gap.sum() > 0 else 0.0
+    return g.sort_values("time_s", ascending=False)
