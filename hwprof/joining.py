@@ -465,7 +465,8 @@ def _plots(p: Profile, d: Path) -> tuple[list[Path], list[str]]:
     cfg = p.config
     title = f"{cfg['model']} ({cfg['dtype']}, {cfg['mode']}, batch {cfg['batch']})"
     try:
-        out = plots.roofline_plot(pts[pts["time_s"] > 0], p.ceilings, d / "roofline.png", title=title)
+        out = plots.roofline_plot(pts[pts["time_s"] > 0], p.ceilings, d / "roofline.png", title=title,
+                                  marker_by="memory_level" if p.ceilings.levels else None)
         out += plots.time_bar_plot(pts, d / "layer_time.png", title=title)
     except plots.PlotUnavailable as e:
         return [], [f"plots skipped: {e}"]

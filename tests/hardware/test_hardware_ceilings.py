@@ -298,3 +298,13 @@ def test_named_devices_and_derating() -> None:
     assert any("derated by measured efficiencies (measured H100, 2026-11-01): bf16 x 0.75, bytes_per_s x 0.90" in n
                for n in k.notes)
     assert Ceilings.from_datasheet("L4").levels[-1].name == "DRAM"      # GDDR6, not HBM
+
+
+def test_ceilings_cli_prints_and_plots_the_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _seed_cache(steady)
+    assert main(["ceilings", "--device", "cpu", "--quick", "--plot", str(tmp_path / "sweep.png")]) == 0
+    out = capsys.readouterr().out
+    assert "memory levels (working-set copy sweep, best of the rounds; op overhead 1.00 us taken out):" in out
+    assert "L2_bytes_per_s" in out and "175.04GB/s" in out             # 1048576 B / (6.9905 - 1.0000) us
+    assert "not resolved" in out and "unresolved" in out                # L1, and the 64 KiB point
+    assert (tmp_path / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep.svg").exists()
