@@ -267,7 +267,7 @@ def with_prediction(rows: pd.DataFrame, ops: pd.DataFrame, train: bool, k: Ceili
     has_ops = rows.index.isin(pred.index)
     pred = pred.reindex(rows.index)
     out = rows.assign(predicted_s=pred["predicted_s"].astype(float).where(has_ops, 0.0),
-                      working_set_bytes=pred["working_set_bytes"].astype(float).fillna(0.0))
+                      working_set_bytes=pred["working_set_bytes"].astype(float))   # NaN: no op, no level
     return place(out, k.memory_levels())
 
 

@@ -20,12 +20,20 @@ predicted from its bytes alone (its compute term is 0, and the notes say how man
 when the fixed cost exceeds both. The model assumes every kernel reaches its roofs: a kernel that
 does not (a depthwise convolution far below both roofs, a fused kernel doing less than counted)
 is where prediction and measurement part, and :func:`residuals` says by how much per layer class.
+
+Calibrated prediction (optional): the measured efficiency of each layer kind against this model,
+
+    efficiency[kind] = sum(predicted_s) / sum(measured time_s)     over the kind's layers in saved profiles
+    calibrated_s     = predicted_s / efficiency[kind]
+
+fitted on profiles measured on the same machine (:func:`fit_efficiency`); a kind the profiles do
+not contain keeps the roofline prediction (and the notes name it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +45,8 @@ from hwprof.errors import HwprofError
 from hwprof.hardware.ceilings import Ceilings
 from hwprof.roofline import place, roof_key
 
-__all__ = ["Prediction", "predict", "predict_ops", "predict_layers", "residuals", "PREDICT_COLUMNS", "phases_of"]
+__all__ = ["Prediction", "predict", "predict_ops", "predict_layers", "residuals", "PREDICT_COLUMNS", "phases_of",
+           "fit_efficiency", "calibrated", "layer_kind"]
 
 PREDICT_COLUMNS = ("working_set_bytes", "memory_level", "level_bytes_per_s", "compute_s", "memory_s", "overhead_s",
                    "predicted_s", "predicted_bound")
@@ -74,6 +83,32 @@ def predict_ops(ops: pd.DataFrame, ceilings: Ceilings, modes: MathModes | None =
     return out
 
 
+def layer_kind(layers: pd.DataFrame) -> pd.Series:
+    """A layer's kind: its conv variant ("depthwise", "pointwise", ...) or else its module type."""
+    variant = layers["variant"].fillna("") if "variant" in layers else pd.Series("", index=layers.index)
+    return pd.Series([v or t for v, t in zip(variant, layers["type"], strict=True)], index=layers.index, dtype=object)
+
+
+def fit_efficiency(profiles_layers: Iterable[pd.DataFrame]) -> dict[str, float]:
+    """Per layer kind, ``sum(predicted_s) / sum(time_s)`` over the layers of the given per-layer
+    tables (a profile's ``layers``) that have a measured time and a prediction: 1 when the roofline
+    model is right about that kind, 0.4 when its layers take 2.5x what the model predicts."""
+    frames = [lay.assign(kind=layer_kind(lay))[["kind", "predicted_s", "time_s"]] for lay in profiles_layers
+              if "predicted_s" in lay]
+    if not frames:
+        return {}
+    rows = pd.concat(frames)
+    rows = rows[(rows["time_s"] > 0) & (rows["predicted_s"] > 0)]
+    g = rows.groupby("kind")[["predicted_s", "time_s"]].sum()
+    return {str(k): float(r.predicted_s / r.time_s) for k, r in g.iterrows()}
+
+
+def calibrated(layers: pd.DataFrame, efficiency: Mapping[str, float]) -> pd.Series:
+    """``predicted_s / efficiency[kind]`` per layer; a kind without an efficiency keeps ``predicted_s``."""
+    e = layer_kind(layers).map(lambda k: efficiency.get(k, 1.0)).astype(float)
+    return layers["predicted_s"] / e
+
+
 def predict_layers(ops: pd.DataFrame, phases: Sequence[str]) -> pd.DataFrame:
     """Per module (index), sums of :func:`predict_ops`'s ``predicted_s``, ``compute_s``,
     ``memory_s``, ``overhead_s`` over its own ops in ``phases``, the op count, and the largest op
@@ -101,6 +136,8 @@ class Prediction:
     ceilings: Ceilings
     train: bool
     notes: list[str] = field(default_factory=list)
+    calibrated_total_s: float | None = None
+    """With efficiencies: the sum of the layers' ``calibrated_s`` (see the module docstring)."""
 
     def by(self, column: str = "kind") -> pd.DataFrame:
         """Predicted time per value of a layer column ("kind": the conv variant or the module type;
@@ -111,13 +148,15 @@ class Prediction:
         return g.sort_values("predicted_s", ascending=False)
 
 
-def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, modes: MathModes | None = None) -> Prediction:
+def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, modes: MathModes | None = None,
+            efficiency: Mapping[str, float] | None = None) -> Prediction:
     """Predict the time of the counted model on the device of ``ceilings`` (module docstring).
 
     ``count`` must carry an ``op_class`` column on its ops (and, for the layer kinds, ``variant`` on
     its layers): the counter's columns, or those the join's classification adds
     (``hwprof.joining._classified``).
-    ``train``: sum forward and backward ops (count with ``backward=True``). Raises
+    ``train``: sum forward and backward ops (count with ``backward=True``). ``efficiency``: per
+    layer kind (:func:`fit_efficiency`), adds ``calibrated_s`` to the layers. Raises
     :class:`~hwprof.errors.HwprofError` when the ceilings lack a roof the ops need."""
     if "op_class" not in count.ops:
         raise HwprofError("the count has no 'op_class' column: classify it first (hwprof.joining._classified)")
@@ -133,14 +172,22 @@ def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, mode
     lay = count.layers
     variant = lay["variant"] if "variant" in lay else pd.Series("", index=lay.index)
     layers = pd.DataFrame({"type": lay["type"], "variant": variant.fillna("")})
-    layers["kind"] = [v or t for v, t in zip(layers["variant"], layers["type"], strict=True)]
+    layers["kind"] = layer_kind(layers)
     layers = layers.join(used.groupby("module")[["flops", "bytes"]].sum(min_count=1), how="inner")
     layers = place(layers.join(predict_layers(used, phases), how="inner"), ceilings.memory_levels())
     notes = list(ceilings.notes)
     unc = int((~used["counted"]).sum()) if "counted" in used else 0
     if unc:
         notes.append(f"{unc} ops without a FLOP formula predicted from their bytes alone")
-    return Prediction(used, layers, float(used["predicted_s"].sum()), ceilings, train, notes)
+    total = None
+    if efficiency is not None:
+        layers["calibrated_s"] = calibrated(layers, efficiency)
+        total = float(layers["calibrated_s"].sum())
+        missing_kinds = sorted(set(layers["kind"]) - set(efficiency))
+        if missing_kinds:
+            notes.append(f"no measured efficiency for {', '.join(missing_kinds)}: those layers keep the roofline "
+                         "prediction")
+    return Prediction(used, layers, float(used["predicted_s"].sum()), ceilings, train, notes, total)
 
 
 def residuals(layers: pd.DataFrame, by: str, measured: str = "time_s", predicted: str = "predicted_s") -> pd.DataFrame:

@@ -16,12 +16,13 @@ import torch
 
 from hwprof import zoo
 from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.compare import load_run
 from hwprof.counting.counter import count
 from hwprof.device import MathModes
 from hwprof.hardware.datasheet import DATASHEET
 from hwprof.hardware.targets import target_ceilings
 from hwprof.joining import _classified
-from hwprof.predict import Prediction, predict
+from hwprof.predict import Prediction, fit_efficiency, predict
 from hwprof.report.tables import human, render
 
 
@@ -38,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inference: forward; train: forward + backward (the optimizer step is not predicted)")
     p.add_argument("--tf32", action="store_true", help="on a GPU: fp32 matmuls in TF32 too (convolutions are by default)")
     p.add_argument("--device", default="auto", help="without --on: whose ceilings to measure (default auto)")
+    p.add_argument("--calibrate", nargs="+", metavar="DIR", default=None,
+                   help="saved profiles (`hwprof profile --out`) measured on the target: each layer kind's measured "
+                        "efficiency against the roofline model derates its prediction (hwprof.predict.fit_efficiency)")
     p.add_argument("--top", type=int, default=25, help="rows of the table, by predicted time (default 25)")
     add_output_options(p)
 
@@ -53,6 +57,8 @@ def layer_table(pred: Prediction, top: int | None = None) -> pd.DataFrame:
         "compute_s": lay["compute_s"], "memory_s": lay["memory_s"], "overhead_s": lay["overhead_s"],
         "predicted_s": lay["predicted_s"], "share": lay["predicted_s"] / pred.total_s, "bound": bound,
     }, index=lay.index.map(lambda s: s or "(root)"))
+    if "calibrated_s" in lay:
+        df.insert(df.columns.get_loc("share"), "calibrated_s", lay["calibrated_s"].to_numpy())
     df.index.name = "layer"
     return df
 
@@ -66,8 +72,9 @@ def _time(s: float) -> str:
 
 def _shown(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
-    for col in ("compute_s", "memory_s", "overhead_s", "predicted_s"):
-        out[col] = df[col].map(_time)
+    for col in ("compute_s", "memory_s", "overhead_s", "predicted_s", "calibrated_s"):
+        if col in df:
+            out[col] = df[col].map(_time)
     out["flops"], out["bytes"] = df["flops"].map(human), df["bytes"].map(lambda b: human(b, "B", 1024))
     out["share"] = df["share"].map(lambda x: f"{100 * x:.1f}%")
     return out.rename(columns=lambda c: c.removesuffix("_s"))
@@ -85,6 +92,8 @@ def summary_lines(pred: Prediction) -> list[str]:
                                            for kind, r in pred.by("kind").head(6).iterrows()),
              "by memory level: " + "; ".join(f"{lvl} {_time(r.predicted_s)} ({100 * r.share:.1f}%)"
                                              for lvl, r in pred.by("memory_level").iterrows())]
+    if pred.calibrated_total_s is not None:
+        lines.insert(1, f"calibrated by the measured efficiency of each layer kind: {_time(pred.calibrated_total_s)}")
     roofs = ", ".join(f"{key} {human(v)}FLOP/s" for key, v in k.flop_per_s.items())
     levels = ", ".join(f"{lv.name} {human(lv.bytes_per_s)}B/s" if lv.bytes_per_s else f"{lv.name} (no bandwidth)"
                        for lv in k.memory_levels())
@@ -101,7 +110,14 @@ def run(args: argparse.Namespace) -> int:
     c = _classified(count(model, args.input or spec, backward=train, batch=args.batch, dtype=args.dtype,
                           device=torch.device(here), training=train), model)
     modes = MathModes(k.device_type, cudnn_tf32=k.device_type == "cuda", matmul_tf32=args.tf32)
-    pred = predict(c, k, train=train, modes=modes)
+    efficiency = None
+    if args.calibrate:
+        runs = [load_run(d) for d in args.calibrate]
+        efficiency = fit_efficiency(r.layers for r in runs)
+    pred = predict(c, k, train=train, modes=modes, efficiency=efficiency)
+    if efficiency is not None:
+        pred.notes.append("efficiencies (predicted / measured per layer kind, from " + ", ".join(args.calibrate) + "): "
+                          + ", ".join(f"{kind} {e:.2f}" for kind, e in sorted(efficiency.items())))
     if k.device_type == "cuda" and here == "cpu":
         pred.notes.append("counted with the CPU's kernels (no CUDA here): the op list follows them (attention, RNN "
                           "kernels); convolution and matmul FLOPs and bytes are the same on a GPU")

@@ -14,10 +14,10 @@ below that the op's own cost hides the cache (on a CPU, working sets of a few te
 Levels (:func:`memory_levels`), given the cache sizes the system reports (``reported_bytes``) and
 main memory's bandwidth (the large-copy ceiling):
 
-1. nominal ranges ``(C[i-1], C[i]]`` of the reported capacities; a level's nominal bandwidth is the
-   median of the resolved points in its range (main memory: the copy ceiling);
+1. nominal ranges ``(C[i-1], C[i]]`` of the reported capacities; a level's plateau is the highest
+   resolved bandwidth in its range (main memory's: the copy ceiling);
 2. effective capacity of a cache: walking up its range, the last point before the bandwidth falls
-   below the geometric mean of its own and the next level's bandwidth (where the curve steps
+   below the geometric mean of its own plateau and the next level's (where the curve steps
    down). A VM's share of a shared L3, or a cache partitioned between tenants, shows here as an
    effective capacity below the reported one;
 3. each level's bandwidth is then the median of the resolved points in its effective range, and
@@ -93,6 +93,11 @@ def _median(values: Sequence[float]) -> float | None:
     return float(statistics.median(ok)) if ok else None
 
 
+def _max(values: Sequence[float]) -> float | None:
+    ok = [v for v in values if v == v]
+    return float(max(ok)) if ok else None
+
+
 def _in(points: Sequence[SweepPoint], lo: float, hi: float) -> list[SweepPoint]:
     return [p for p in points if lo < p.working_set_bytes <= hi]
 
@@ -116,7 +121,7 @@ def memory_levels(caches: Sequence[CacheLevel], points: Sequence[SweepPoint], ma
     """The levels (caches ascending, then main memory) from the reported caches, the sweep points and
     main memory's bandwidth, by the three steps of the module docstring."""
     caps = [c.capacity_bytes for c in caches]
-    nominal = [_median([p.bytes_per_s for p in _in(points, caps[i - 1] if i else 0, cap)])
+    nominal = [_max([p.bytes_per_s for p in _in(points, caps[i - 1] if i else 0, cap)])
                for i, cap in enumerate(caps)] + [main_bytes_per_s]
     eff: list[int] = []
     for i, cap in enumerate(caps):

@@ -89,9 +89,9 @@ CACHES = [CacheLevel("L1", 1, 32 * KiB), CacheLevel("L2", 2, MiB), CacheLevel("L
 def test_levels_find_where_the_bandwidth_steps_down() -> None:
     levels = memory_levels(CACHES, _staircase(), 15 * GB)
     # L1: no resolved point -> no bandwidth, reported capacity.
-    # L2: nominal range (32 KiB, 1 MiB] -> 200 GB/s; next level's nominal (1, 64] MiB median of
-    #   [80, 80, 80, 20, 20, 20] = 50 GB/s; threshold sqrt(200 x 50) = 100: never crossed -> 1 MiB.
-    # LLC: threshold sqrt(50 x 15) = 27.4 GB/s, crossed after 8 MiB -> effective 8 MiB, bandwidth
+    # L2: plateau over (32 KiB, 1 MiB] 200 GB/s; the next level's over (1, 64] MiB: max of
+    #   [80, 80, 80, 20, 20, 20] = 80 GB/s; threshold sqrt(200 x 80) = 126.5: never crossed -> 1 MiB.
+    # LLC: threshold sqrt(80 x 15) = 34.6 GB/s, crossed after 8 MiB -> effective 8 MiB, bandwidth
     #   the median over (1, 8] MiB = 80 GB/s; DRAM: the copy ceiling.
     assert levels == (MemoryLevel("L1", 32 * KiB, None, 32 * KiB, "sweep"), MemoryLevel("L2", MiB, 200 * GB, MiB, "sweep"),
                       MemoryLevel("LLC", 8 * MiB, 80 * GB, 64 * MiB, "sweep"), MemoryLevel("DRAM", None, 15 * GB, None, "copy"))

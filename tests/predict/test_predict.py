@@ -5,6 +5,7 @@ placement leaving "ABOVE ROOF" to real anomalies."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from torch import nn
 
 import hwprof
 from hwprof.errors import HwprofError
+from hwprof.files import to_jsonable
 from hwprof.hardware.ceilings import Ceilings
 from hwprof.hardware.levels import MemoryLevel
 from hwprof.joining import _classified
-from hwprof.predict import predict, predict_layers, predict_ops, residuals
+from hwprof.predict import calibrated, fit_efficiency, predict, predict_layers, predict_ops, residuals
 from hwprof.roofline import MathModes
 
 MiB = 2**20
@@ -137,3 +139,31 @@ def test_layers_are_held_to_the_level_their_working_set_fits(saved: hwprof.Profi
     placed = hwprof.join(saved.counts, saved.measurement, dataclasses.replace(dram_only, levels=levels)).layers.loc["2"]
     assert placed["memory_level"] == "L2" and placed["level_bytes_per_s"] == 2 * rate
     assert not bool(placed["above_roof"]) and placed["pct_of_memory_roof"] == pytest.approx(50.0)
+
+
+def test_efficiency_per_kind_and_the_calibrated_prediction() -> None:
+    a = pd.DataFrame({"type": ["Conv2d", "Conv2d", "ReLU"], "variant": ["depthwise", "dense", ""],
+                      "predicted_s": [1.0, 3.0, 2.0], "time_s": [4.0, 4.0, 2.0]})
+    b = pd.DataFrame({"type": ["Conv2d", "ReLU"], "variant": ["depthwise", ""], "predicted_s": [1.0, 1.0],
+                      "time_s": [6.0, float("nan")]})
+    eff = fit_efficiency([a, b])
+    # depthwise (1 + 1) / (4 + 6) = 0.2; dense 3 / 4 = 0.75; ReLU 2 / 2 = 1 (b's ReLU has no time)
+    assert eff == pytest.approx({"depthwise": 0.2, "dense": 0.75, "ReLU": 1.0})
+    new = pd.DataFrame({"type": ["Conv2d", "Linear"], "variant": ["depthwise", ""], "predicted_s": [0.5, 0.5]})
+    assert list(calibrated(new, eff)) == pytest.approx([2.5, 0.5])          # 0.5 / 0.2; Linear: none known
+    model, c = _tiny()
+    p = predict(c, K, efficiency={"dense": 0.5})
+    assert p.layers.loc["0", "calibrated_s"] == pytest.approx(2 * p.layers.loc["0", "predicted_s"])
+    assert p.calibrated_total_s == pytest.approx(p.total_s + p.layers.loc["0", "predicted_s"])
+    assert any(n.startswith("no measured efficiency for Linear, ReLU") for n in p.notes)
+
+
+def test_predict_cli_calibrated_by_saved_profiles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hwprof.cli import main
+
+    f = tmp_path / "k.json"
+    f.write_text(json.dumps(to_jsonable(K.to_dict())))
+    assert main(["predict", "lenet5", "--on", str(f), "--calibrate", str(FIXTURE)]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated by the measured efficiency of each layer kind: " in out
+    assert f"efficiencies (predicted / measured per layer kind, from {FIXTURE}): " in out and "ReLU " in out
