@@ -22,7 +22,7 @@ ceilings and before every measurement the bench waits (at most ``--wait`` second
 load average to fall to ``--max-load``, and records the load each point ran under; ceilings whose
 rounds disagree (flagged) are measured again, up to three times, and the best kept.
 
-Writes: ``validation-cpu.csv`` (one row per point: measured best/median/max over the repeats,
+Writes (``cpu`` replaced by the device): ``validation-cpu.csv`` (one row per point: measured best/median/max over the repeats,
 predicted, whole-model errors and their range, calibrated prediction and its error, per-layer error
 quantiles), ``validation-cpu-layers.csv`` (every layer of every point, from the fastest repeat),
 ``validation-cpu-classes.csv`` (residual per layer type over all points),
@@ -80,15 +80,16 @@ POINTS = (
 )
 
 
-def _one(pt: Point, k: Ceilings, budget_s: float, counts: dict[Point, hwprof.counting.counter.CountResult]) -> hwprof.Profile:
+def _one(pt: Point, k: Ceilings, budget_s: float, counts: dict[Point, hwprof.counting.counter.CountResult],
+         device: str) -> hwprof.Profile:
     """Measure one point (per-layer pass, no op or allocator pass) and join it with its count."""
     model, spec = zoo.build(pt.model)
     train = pt.mode == "train"
-    m = measure(model, spec, device="cpu", mode=pt.mode, per_layer=True, batch=pt.batch, dtype=pt.dtype,
+    m = measure(model, spec, device=device, mode=pt.mode, per_layer=True, batch=pt.batch, dtype=pt.dtype,
                 budget_s=budget_s, alloc_trace=False)
     if pt not in counts:
         counts[pt] = _classified(hwprof.count(model, spec, backward=train, batch=pt.batch, dtype=pt.dtype,
-                                              training=train), model)
+                                              training=train, device=torch.device(device)), model)
     return join(counts[pt], m, k, name=pt.model)
 
 
@@ -103,13 +104,13 @@ def wait_quiet(max_load: float, wait_s: float) -> float:
     return load
 
 
-def quiet_ceilings(out: Path, rounds: int, max_load: float, wait_s: float) -> Ceilings:
+def quiet_ceilings(out: Path, rounds: int, max_load: float, wait_s: float, device: str = "cpu") -> Ceilings:
     """The ceilings measured in a quiet window, again (up to three times) while they come out
     flagged; the attempt with the highest fp32 roof is kept."""
     tries = []
     for _ in range(3):
         wait_quiet(max_load, wait_s)
-        tries.append(measure_ceilings("cpu", refresh=True, cache_dir=out / ".cache", rounds=rounds))
+        tries.append(measure_ceilings(device, refresh=True, cache_dir=out / ".cache", rounds=rounds))
         if not tries[-1].flagged:
             break
     k = max(tries, key=lambda c: c.flop_per_s.get("fp32", 0.0))
@@ -182,7 +183,7 @@ def _plot(df: pd.DataFrame, path: Path) -> None:
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured whole-model time (ms): the fastest repeat; bar: up to the slowest")
     ax.set_ylabel("predicted time (ms)")
-    ax.set_title("hwprof predict vs measured, CPU", fontsize=11)
+    ax.set_title(f"hwprof predict vs measured, {path.stem.removeprefix('validation-')}", fontsize=11)
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
     ax.legend(fontsize=8)
     for fmt in ("png", "svg"):
@@ -192,6 +193,7 @@ def _plot(df: pd.DataFrame, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda (then no wait for a quiet window)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget", type=float, default=1.0, help="timing budget per phase, seconds")
     ap.add_argument("--points", type=int, default=None, help="only the first N points (a smoke run)")
@@ -209,16 +211,16 @@ def main() -> None:
     if args.ceilings:
         k = Ceilings.from_dict(json.loads(args.ceilings.read_text()))
     else:
-        k = quiet_ceilings(args.out, args.rounds, args.max_load, args.wait)
-        write_json_atomic(args.out / "ceilings-cpu.json", k.to_dict())
+        k = quiet_ceilings(args.out, args.rounds, args.max_load, args.wait, args.device)
+        write_json_atomic(args.out / f"ceilings-{args.device}.json", k.to_dict())
     counts: dict[Point, hwprof.counting.counter.CountResult] = {}
     runs: dict[Point, list[hwprof.Profile]] = {pt: [] for pt in points}
     loads: dict[Point, list[float]] = {pt: [] for pt in points}
     t0 = time.perf_counter()
     for r in range(args.repeats):
         for pt in points:
-            loads[pt].append(wait_quiet(args.max_load, args.wait))
-            runs[pt].append(_one(pt, k, args.budget, counts))
+            loads[pt].append(wait_quiet(args.max_load, args.wait if args.device == "cpu" else 0.0))
+            runs[pt].append(_one(pt, k, args.budget, counts, args.device))
             if args.raw:
                 _keep(args.raw / pt.name.replace(" ", "_") / f"r{r}", runs[pt][-1])
             print(f"round {r + 1}/{args.repeats} {pt.name}: measured {1e3 * runs[pt][-1].summary['whole_model_time_s']:.2f} ms, "
@@ -245,15 +247,15 @@ def write(args: argparse.Namespace, k: Ceilings, points: tuple[Point, ...], runs
     layers["error_pct"] = 100 * (layers["predicted_s"] / layers["time_s"].where(layers["time_s"] > 0) - 1)
     classes = residuals(layers, "kind")
     classes["error_pct"] = 100 * classes.pop("error")
-    write_atomic(args.out / "validation-cpu.csv", df.to_csv(index=False))
-    write_atomic(args.out / "validation-cpu-layers.csv", layers.to_csv())
-    write_atomic(args.out / "validation-cpu-classes.csv", classes.to_csv())
-    _plot(df, args.out / "validation-cpu.png")
+    write_atomic(args.out / f"validation-{args.device}.csv", df.to_csv(index=False))
+    write_atomic(args.out / f"validation-{args.device}-layers.csv", layers.to_csv())
+    write_atomic(args.out / f"validation-{args.device}-classes.csv", classes.to_csv())
+    _plot(df, args.out / f"validation-{args.device}.png")
     med, cmed = float(df["error_pct"].abs().median()), float(df["calibrated_error_pct"].abs().median())
     head = (f"{datetime.date.today().isoformat()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{k.device_name}; {len(df)} points x {args.repeats} repeats in {elapsed_s / 60:.1f} min; "
             f"whole-model median |error| {med:.1f}% (roofline), {cmed:.1f}% (calibrated, leave-one-model-out)\n")
-    write_atomic(args.out / "validation-cpu.md", head + "\n" + render(df.round(2), "md", index=False) + "\n\n"
+    write_atomic(args.out / f"validation-{args.device}.md", head + "\n" + render(df.round(2), "md", index=False) + "\n\n"
                  + render(classes.round(4), "md") + "\n")
     print(head + df[["point", "measured_ms", "measured_median_ms", "predicted_ms", "error_pct", "error_vs_median_pct",
                      "calibrated_ms", "calibrated_error_pct", "layer_abs_error_median_pct"]].round(1).to_string(index=False))

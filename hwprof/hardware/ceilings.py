@@ -355,12 +355,22 @@ def gemm_flop_per_s(mode: str, n: int, dev: torch.device, budget_s: float = 0.3)
     return r._replace(rate_per_s=2 * n**3 / r.time_s)
 
 
-def copy_bytes_per_s(nbytes: int, dev: torch.device, budget_s: float = 0.3) -> TrialResult:
-    """Time ``dst.copy_(src)`` of ``nbytes``; ``rate_per_s = 2 x nbytes / median_s`` (read + write)."""
+def copy_bytes_per_s(nbytes: int, dev: torch.device, budget_s: float = 0.3, repeat: int = 1) -> TrialResult:
+    """Time ``dst.copy_(src)`` of ``nbytes``; ``rate_per_s = 2 x nbytes / median_s`` (read + write).
+
+    ``repeat > 1`` times that many copies back to back per repetition (``time_s`` is per copy): on
+    a GPU the launches then overlap the copies, so a small copy's time is the kernel's, not the
+    launch's."""
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)
     dst = torch.empty_like(src)
-    r = _bench(lambda: dst.copy_(src), dev, budget_s)
-    return r._replace(rate_per_s=2 * src.nbytes / r.time_s)
+
+    def copies() -> None:
+        for _ in range(repeat):
+            dst.copy_(src)
+
+    r = _bench(copies, dev, budget_s)
+    per_copy = r.time_s / repeat
+    return r._replace(rate_per_s=2 * src.nbytes / per_copy, time_s=per_copy)
 
 
 def op_overhead(dev: torch.device, budget_s: float = 0.3) -> TrialResult:
@@ -375,12 +385,15 @@ def op_overhead(dev: torch.device, budget_s: float = 0.3) -> TrialResult:
 def device_trial(dev: torch.device, budget_s: float) -> TrialFn:
     """The real trial on ``dev``: :func:`gemm_flop_per_s`; for ``"copy"`` :func:`copy_bytes_per_s`
     of ``size`` bytes; for ``"sweep"`` the same copy of ``size / 2`` bytes (working set ``size``);
-    for ``"overhead"`` :func:`op_overhead`."""
+    for ``"overhead"`` :func:`op_overhead`. On a GPU each sweep repetition is a batch of back-to-back
+    copies (:func:`copy_bytes_per_s`'s ``repeat``): the launch cost overlaps them, so it is not
+    taken out of the sweep's times (``_hierarchy``'s ``overlapped``)."""
     def trial(mode: str, size: int) -> TrialResult:
         if mode == COPY:
             return copy_bytes_per_s(size, dev, budget_s)
-        if mode == SWEEP:
-            return copy_bytes_per_s(size // 2, dev, budget_s)
+        if mode == SWEEP:   # GPU: back-to-back copies of at least 256 MiB in all, so launches overlap
+            repeat = max(1, 2**28 // size) if dev.type == "cuda" else 1
+            return copy_bytes_per_s(size // 2, dev, budget_s, repeat)
         if mode == OVERHEAD:
             return op_overhead(dev, budget_s)
         return gemm_flop_per_s(mode, size, dev, budget_s)
@@ -477,11 +490,13 @@ def _flag(spread: Mapping[str, float], bound: float) -> tuple[tuple[str, ...], l
 
 
 # --------------------------------------------------------------------------- measure
-def _hierarchy(trials: Sequence[Trial], caches: Sequence[CacheLevel], bw: float | None,
-               main_name: str) -> tuple[tuple[MemoryLevel, ...], tuple[SweepPoint, ...], float | None, dict[str, float]]:
+def _hierarchy(trials: Sequence[Trial], caches: Sequence[CacheLevel], bw: float | None, main_name: str,
+               overlapped: bool = False) -> tuple[tuple[MemoryLevel, ...], tuple[SweepPoint, ...], float | None,
+                                                  dict[str, float]]:
     """From the sweep and overhead trials: the memory levels, the sweep points (each labelled with
     its level), the op overhead (the lowest of its rounds) and each cache level's spread (keyed
-    ``"<level>_bytes_per_s"``). See :mod:`hwprof.hardware.levels`."""
+    ``"<level>_bytes_per_s"``). See :mod:`hwprof.hardware.levels`. ``overlapped``: the sweep timed
+    back-to-back copies (GPU), so the op overhead is not taken out of its times."""
     over = [t.time_s for t in trials if t.mode == OVERHEAD and t.time_s > 0]
     overhead = min(over) if over else None
     per_round: dict[int, dict[int, float]] = {}
@@ -492,10 +507,11 @@ def _hierarchy(trials: Sequence[Trial], caches: Sequence[CacheLevel], bw: float 
     for times in per_round.values():
         for ws, t_s in times.items():
             best[ws] = min(best.get(ws, math.inf), t_s)
-    points = sweep_points(best, overhead)
+    subtract = None if overlapped else overhead
+    points = sweep_points(best, subtract)
     levels = memory_levels(caches, points, bw, main_name)
     labelled = tuple(dataclasses.replace(p, level=level_of(p.working_set_bytes, levels)[0]) for p in points)
-    spreads = level_spreads(levels, [sweep_points(r, overhead) for _, r in sorted(per_round.items())])
+    spreads = level_spreads(levels, [sweep_points(r, subtract) for _, r in sorted(per_round.items())])
     return levels, labelled, overhead, {f"{k}_bytes_per_s": v for k, v in spreads.items()}
 
 
@@ -527,7 +543,8 @@ def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
         spread.pop(mode, None)
     sheet = lookup(name) if dev.type == "cuda" else None
     found = system_caches(dev) if caches is None else list(caches)
-    levels, points, overhead, level_spread = _hierarchy(trials, found, bw, main_memory_name(dev.type, name, sheet))
+    levels, points, overhead, level_spread = _hierarchy(trials, found, bw, main_memory_name(dev.type, name, sheet),
+                                                        overlapped=dev.type == "cuda")
     spread.update(level_spread)
     flagged, flag_notes = _flag(spread, AGREEMENT_BOUND)
     ratio = {k: v / sheet[k] for k, v in best.items() if sheet.get(k)} if sheet else {}

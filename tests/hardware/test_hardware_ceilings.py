@@ -308,3 +308,20 @@ def test_ceilings_cli_prints_and_plots_the_levels(tmp_path: Path, capsys: pytest
     assert "L2_bytes_per_s" in out and "175.04GB/s" in out             # 1048576 B / (6.9905 - 1.0000) us
     assert "not resolved" in out and "unresolved" in out                # L1, and the 64 KiB point
     assert (tmp_path / "sweep.png").stat().st_size > 1000 and (tmp_path / "sweep.svg").exists()
+
+
+def test_copy_repeated_back_to_back_reports_the_time_per_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU sweep's batches of copies: one timed repetition runs ``repeat`` copies, and time and
+    rate are per copy."""
+    calls: list[int] = []
+
+    def bench(fn: Callable[[], None], dev: torch.device, budget_s: float) -> TrialResult:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(torch.Tensor, "copy_", lambda self, src: calls.append(1) or self)
+            fn()
+        return TrialResult(0.0, 8e-6 * len(calls))   # 8 us per copy
+
+    monkeypatch.setattr(C, "_bench", bench)
+    r = C.copy_bytes_per_s(4096, torch.device("cpu"), repeat=4)
+    assert len(calls) == 4 and r.time_s == pytest.approx(8e-6)          # 32 us for the batch of 4 -> 8 us each
+    assert r.rate_per_s == pytest.approx(2 * 4096 / 8e-6)                 # 1.024 GB/s: one copy's bytes per copy
