@@ -17,10 +17,19 @@ measured efficiency against the model), validated leave-one-model-out: the effic
 predict a point are fitted on the other models' profiles only, never on the model itself.
 
 Measured time: the fastest repeat (load only slows a run down; the ceilings are the best of their
-rounds likewise), with the median and slowest repeat beside it. The machine is shared: before the
-ceilings and before every measurement the bench waits (at most ``--wait`` seconds) for the 1-minute
-load average to fall to ``--max-load``, and records the load each point ran under; ceilings whose
-rounds disagree (flagged) are measured again, up to three times, and the best kept.
+rounds likewise), with the median and slowest repeat beside it.
+
+A machine other jobs share: by default the bench runs single-threaded (``--threads 1``) and times
+every repetition, of the ceilings' trials and of the models alike, with the thread's CPU clock
+(``--clock thread``: ``time.thread_time_ns``, which stops while the thread is preempted). With two
+OpenMP threads on two cores that other processes also use, wall-clock times of a forward pass grew
+10-40x in this project's runs (a thread descheduled at a barrier stalls the other); the thread's CPU
+time of a single-threaded run does not count the time other jobs hold the core (what it still
+counts: their effect on the caches and on memory bandwidth). ``--threads 2 --clock wall`` measures
+as hwprof does by default, for a quiet machine; with ``--clock wall`` the bench waits (at most
+``--wait`` seconds) for the 1-minute load average to fall to ``--max-load`` before each
+measurement. Ceilings whose rounds disagree (flagged) are measured again, up to three times, and
+the best kept; the load average at each measurement is recorded.
 
 Writes (``cpu`` replaced by the device): ``validation-cpu.csv`` (one row per point: measured best/median/max over the repeats,
 predicted, whole-model errors and their range, calibrated prediction and its error, per-layer error
@@ -80,17 +89,25 @@ POINTS = (
 )
 
 
-def _one(pt: Point, k: Ceilings, budget_s: float, counts: dict[Point, hwprof.counting.counter.CountResult],
-         device: str) -> hwprof.Profile:
+def _one(pt: Point, k: Ceilings, args: argparse.Namespace, counts: dict[Point, hwprof.counting.counter.CountResult],
+         clock: ThreadClock | None) -> hwprof.Profile:
     """Measure one point (per-layer pass, no op or allocator pass) and join it with its count."""
     model, spec = zoo.build(pt.model)
     train = pt.mode == "train"
+    device = args.device
     m = measure(model, spec, device=device, mode=pt.mode, per_layer=True, batch=pt.batch, dtype=pt.dtype,
-                budget_s=budget_s, alloc_trace=False)
+                budget_s=args.budget, alloc_trace=False, clock=clock, threads=args.threads)
     if pt not in counts:
         counts[pt] = _classified(hwprof.count(model, spec, backward=train, batch=pt.batch, dtype=pt.dtype,
                                               training=train, device=torch.device(device)), model)
     return join(counts[pt], m, k, name=pt.model)
+
+
+class ThreadClock:
+    """The calling thread's CPU time (``CLOCK_THREAD_CPUTIME_ID``), in ns: a hwprof ``Clock``."""
+
+    def now_ns(self) -> int:
+        return time.thread_time_ns()
 
 
 def wait_quiet(max_load: float, wait_s: float) -> float:
@@ -104,13 +121,14 @@ def wait_quiet(max_load: float, wait_s: float) -> float:
     return load
 
 
-def quiet_ceilings(out: Path, rounds: int, max_load: float, wait_s: float, device: str = "cpu") -> Ceilings:
+def quiet_ceilings(out: Path, rounds: int, max_load: float, wait_s: float, device: str = "cpu",
+                   clock: ThreadClock | None = None) -> Ceilings:
     """The ceilings measured in a quiet window, again (up to three times) while they come out
     flagged; the attempt with the highest fp32 roof is kept."""
     tries = []
     for _ in range(3):
         wait_quiet(max_load, wait_s)
-        tries.append(measure_ceilings(device, refresh=True, cache_dir=out / ".cache", rounds=rounds))
+        tries.append(measure_ceilings(device, refresh=True, cache_dir=out / ".cache", rounds=rounds, clock=clock))
         if not tries[-1].flagged:
             break
     k = max(tries, key=lambda c: c.flop_per_s.get("fp32", 0.0))
@@ -199,19 +217,27 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=None, help="only the first N points (a smoke run)")
     ap.add_argument("--ceilings", type=Path, default=None, help="use this ceilings JSON instead of measuring")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the ceilings' trials (best of them)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--clock", choices=("thread", "wall"), default="thread",
+                    help="thread: the thread's CPU time (default; needs --threads 1); wall: perf_counter")
     ap.add_argument("--max-load", type=float, default=2.5,
-                    help="wait for the 1-minute load average to fall to this before each measurement")
-    ap.add_argument("--wait", type=float, default=120.0, help="longest wait for a quiet window, seconds")
+                    help="with --clock wall: wait for the 1-minute load average to fall to this before each measurement")
+    ap.add_argument("--wait", type=float, default=120.0, help="with --clock wall: longest wait for a quiet window, s")
     ap.add_argument("--raw", type=Path, default=None,
                     help="also keep every repeat's records (count, measurement, ceilings) here, for hwprof.join")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.clock == "thread" and (args.threads != 1 or args.device != "cpu"):
+        ap.error("--clock thread times one CPU thread: use it with --threads 1 on the CPU")
+    torch.set_num_threads(args.threads)
+    clock = ThreadClock() if args.clock == "thread" else None
+    wait_s = args.wait if args.clock == "wall" and args.device == "cpu" else 0.0
     args.out.mkdir(parents=True, exist_ok=True)
     points = POINTS[: args.points] if args.points else POINTS
     if args.ceilings:
         k = Ceilings.from_dict(json.loads(args.ceilings.read_text()))
     else:
-        k = quiet_ceilings(args.out, args.rounds, args.max_load, args.wait, args.device)
+        k = quiet_ceilings(args.out, args.rounds, args.max_load, wait_s, args.device, clock)
         write_json_atomic(args.out / f"ceilings-{args.device}.json", k.to_dict())
     counts: dict[Point, hwprof.counting.counter.CountResult] = {}
     runs: dict[Point, list[hwprof.Profile]] = {pt: [] for pt in points}
@@ -219,8 +245,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for r in range(args.repeats):
         for pt in points:
-            loads[pt].append(wait_quiet(args.max_load, args.wait if args.device == "cpu" else 0.0))
-            runs[pt].append(_one(pt, k, args.budget, counts, args.device))
+            loads[pt].append(wait_quiet(args.max_load, wait_s))
+            runs[pt].append(_one(pt, k, args, counts, clock))
             if args.raw:
                 _keep(args.raw / pt.name.replace(" ", "_") / f"r{r}", runs[pt][-1])
             print(f"round {r + 1}/{args.repeats} {pt.name}: measured {1e3 * runs[pt][-1].summary['whole_model_time_s']:.2f} ms, "
@@ -252,7 +278,8 @@ def write(args: argparse.Namespace, k: Ceilings, points: tuple[Point, ...], runs
     write_atomic(args.out / f"validation-{args.device}-classes.csv", classes.to_csv())
     _plot(df, args.out / f"validation-{args.device}.png")
     med, cmed = float(df["error_pct"].abs().median()), float(df["calibrated_error_pct"].abs().median())
-    head = (f"{datetime.date.today().isoformat()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    head = (f"{datetime.date.today().isoformat()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+            f"{args.clock} clock, "
             f"{k.device_name}; {len(df)} points x {args.repeats} repeats in {elapsed_s / 60:.1f} min; "
             f"whole-model median |error| {med:.1f}% (roofline), {cmed:.1f}% (calibrated, leave-one-model-out)\n")
     write_atomic(args.out / f"validation-{args.device}.md", head + "\n" + render(df.round(2), "md", index=False) + "\n\n"

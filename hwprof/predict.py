@@ -26,8 +26,9 @@ Calibrated prediction (optional): the measured efficiency of each layer kind aga
     efficiency[kind] = sum(predicted_s) / sum(measured time_s)     over the kind's layers in saved profiles
     calibrated_s     = predicted_s / efficiency[kind]
 
-fitted on profiles measured on the same machine (:func:`fit_efficiency`); a kind the profiles do
-not contain keeps the roofline prediction (and the notes name it).
+fitted on profiles measured on the same machine (:func:`fit_efficiency`). A kind the profiles do
+not contain takes the efficiency of its layers' op class (``"class:matmul"``: all layers whose top
+op is a matmul, ...), and without that keeps the roofline prediction (the notes name it).
 """
 
 from __future__ import annotations
@@ -89,24 +90,33 @@ def layer_kind(layers: pd.DataFrame) -> pd.Series:
     return pd.Series([v or t for v, t in zip(variant, layers["type"], strict=True)], index=layers.index, dtype=object)
 
 
+def _class_key(layers: pd.DataFrame) -> pd.Series:
+    op_class = layers["op_class"].fillna("other") if "op_class" in layers else pd.Series("other", index=layers.index)
+    return "class:" + op_class.astype(str)
+
+
 def fit_efficiency(profiles_layers: Iterable[pd.DataFrame]) -> dict[str, float]:
-    """Per layer kind, ``sum(predicted_s) / sum(time_s)`` over the layers of the given per-layer
-    tables (a profile's ``layers``) that have a measured time and a prediction: 1 when the roofline
-    model is right about that kind, 0.4 when its layers take 2.5x what the model predicts."""
-    frames = [lay.assign(kind=layer_kind(lay))[["kind", "predicted_s", "time_s"]] for lay in profiles_layers
-              if "predicted_s" in lay]
+    """Per layer kind, and per op class (keys ``"class:<op_class>"``), ``sum(predicted_s) /
+    sum(time_s)`` over the layers of the given per-layer tables (a profile's ``layers``) that have a
+    measured time and a prediction: 1 when the roofline model is right about them, 0.4 when they
+    take 2.5x what the model predicts."""
+    frames = [lay.assign(kind=layer_kind(lay), cls=_class_key(lay))[["kind", "cls", "predicted_s", "time_s"]]
+              for lay in profiles_layers if "predicted_s" in lay]
     if not frames:
         return {}
     rows = pd.concat(frames)
     rows = rows[(rows["time_s"] > 0) & (rows["predicted_s"] > 0)]
-    g = rows.groupby("kind")[["predicted_s", "time_s"]].sum()
-    return {str(k): float(r.predicted_s / r.time_s) for k, r in g.iterrows()}
+    out = {}
+    for key in ("kind", "cls"):
+        g = rows.groupby(key)[["predicted_s", "time_s"]].sum()
+        out.update({str(k): float(r.predicted_s / r.time_s) for k, r in g.iterrows()})
+    return out
 
 
 def calibrated(layers: pd.DataFrame, efficiency: Mapping[str, float]) -> pd.Series:
-    """``predicted_s / efficiency[kind]`` per layer; a kind without an efficiency keeps ``predicted_s``."""
-    e = layer_kind(layers).map(lambda k: efficiency.get(k, 1.0)).astype(float)
-    return layers["predicted_s"] / e
+    """``predicted_s / efficiency`` per layer: its kind's, else its op class's; neither keeps ``predicted_s``."""
+    e = [efficiency.get(k, efficiency.get(c, 1.0)) for k, c in zip(layer_kind(layers), _class_key(layers), strict=True)]
+    return layers["predicted_s"] / pd.Series(e, index=layers.index, dtype=float)
 
 
 def predict_layers(ops: pd.DataFrame, phases: Sequence[str]) -> pd.DataFrame:
@@ -171,7 +181,8 @@ def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, mode
         raise HwprofError(f"the ceilings of {ceilings.device_name} have no memory bandwidth")
     lay = count.layers
     variant = lay["variant"] if "variant" in lay else pd.Series("", index=lay.index)
-    layers = pd.DataFrame({"type": lay["type"], "variant": variant.fillna("")})
+    layers = pd.DataFrame({"type": lay["type"], "variant": variant.fillna(""),
+                           "op_class": lay["op_class"].fillna("other") if "op_class" in lay else "other"})
     layers["kind"] = layer_kind(layers)
     layers = layers.join(used.groupby("module")[["flops", "bytes"]].sum(min_count=1), how="inner")
     layers = place(layers.join(predict_layers(used, phases), how="inner"), ceilings.memory_levels())
@@ -185,8 +196,8 @@ def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, mode
         total = float(layers["calibrated_s"].sum())
         missing_kinds = sorted(set(layers["kind"]) - set(efficiency))
         if missing_kinds:
-            notes.append(f"no measured efficiency for {', '.join(missing_kinds)}: those layers keep the roofline "
-                         "prediction")
+            notes.append(f"no measured efficiency for {', '.join(missing_kinds)}: those layers take their op class's, "
+                         "or keep the roofline prediction")
     return Prediction(used, layers, float(used["predicted_s"].sum()), ceilings, train, notes, total)
 
 

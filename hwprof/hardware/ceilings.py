@@ -66,7 +66,7 @@ from hwprof.hardware.levels import (
     memory_levels,
     sweep_points,
 )
-from hwprof.measuring.timers import time_fn
+from hwprof.measuring.timers import Clock, time_fn
 
 __all__ = ["Ceilings", "Trial", "TrialResult", "TrialFn", "measure_ceilings", "cache_path", "default_cache_dir",
            "run_trials", "best_of_trials", "gemm_flop_per_s", "copy_bytes_per_s", "AGREEMENT_BOUND", "DEFAULT_ROUNDS",
@@ -332,30 +332,32 @@ def _tf32(enabled: bool) -> Iterator[None]:
         matmul.allow_tf32 = prev
 
 
-def _bench(fn: Callable[[], Any], dev: torch.device, budget_s: float) -> TrialResult:
+def _bench(fn: Callable[[], Any], dev: torch.device, budget_s: float, clock: Clock | None = None) -> TrialResult:
     """time_fn with a warm-up sized to ~0.1 s of work (GPU clocks ramp), at least 5 timed reps;
-    ``rate_per_s`` is left 0 for the caller to fill."""
+    ``rate_per_s`` is left 0 for the caller to fill. ``clock``: time_fn's CPU clock."""
     fn()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    one = time_fn(fn, device=dev, warmup=0, min_reps=1, max_reps=1, budget_s=0)
+    one = time_fn(fn, device=dev, warmup=0, min_reps=1, max_reps=1, budget_s=0, clock=clock)
     warm = int(min(100, max(2, 0.1 / max(one.median_s, 1e-6))))
-    s = time_fn(fn, device=dev, warmup=warm, min_reps=5, max_reps=200, budget_s=budget_s, target_iqr=0.01)
+    s = time_fn(fn, device=dev, warmup=warm, min_reps=5, max_reps=200, budget_s=budget_s, target_iqr=0.01,
+                clock=clock)
     return TrialResult(0.0, s.median_s, s.reps, s.iqr_over_median)
 
 
-def gemm_flop_per_s(mode: str, n: int, dev: torch.device, budget_s: float = 0.3) -> TrialResult:
+def gemm_flop_per_s(mode: str, n: int, dev: torch.device, budget_s: float = 0.3, clock: Clock | None = None) -> TrialResult:
     """Time an n x n x n matmul in ``mode``; ``rate_per_s = 2 n^3 / median_s``."""
     dtype = MODES[mode]
     a = torch.randn(n, n, device=dev).to(dtype)
     b = torch.randn(n, n, device=dev).to(dtype)
     c = torch.empty(n, n, device=dev, dtype=dtype)
     with _tf32(mode == "tf32") if dev.type == "cuda" else contextlib.nullcontext():
-        r = _bench(lambda: torch.mm(a, b, out=c), dev, budget_s)
+        r = _bench(lambda: torch.mm(a, b, out=c), dev, budget_s, clock)
     return r._replace(rate_per_s=2 * n**3 / r.time_s)
 
 
-def copy_bytes_per_s(nbytes: int, dev: torch.device, budget_s: float = 0.3, repeat: int = 1) -> TrialResult:
+def copy_bytes_per_s(nbytes: int, dev: torch.device, budget_s: float = 0.3, repeat: int = 1,
+                     clock: Clock | None = None) -> TrialResult:
     """Time ``dst.copy_(src)`` of ``nbytes``; ``rate_per_s = 2 x nbytes / median_s`` (read + write).
 
     ``repeat > 1`` times that many copies back to back per repetition (``time_s`` is per copy): on
@@ -368,35 +370,35 @@ def copy_bytes_per_s(nbytes: int, dev: torch.device, budget_s: float = 0.3, repe
         for _ in range(repeat):
             dst.copy_(src)
 
-    r = _bench(copies, dev, budget_s)
+    r = _bench(copies, dev, budget_s, clock)
     per_copy = r.time_s / repeat
     return r._replace(rate_per_s=2 * src.nbytes / per_copy, time_s=per_copy)
 
 
-def op_overhead(dev: torch.device, budget_s: float = 0.3) -> TrialResult:
+def op_overhead(dev: torch.device, budget_s: float = 0.3, clock: Clock | None = None) -> TrialResult:
     """Time a one-element ``dst.copy_(src)``: an op that moves nothing, so its time is the per-op
     cost (dispatch; on a GPU the kernel launch). ``rate_per_s = 1 / median_s`` (ops per second)."""
     src = torch.ones(1, device=dev)
     dst = torch.empty_like(src)
-    r = _bench(lambda: dst.copy_(src), dev, budget_s)
+    r = _bench(lambda: dst.copy_(src), dev, budget_s, clock)
     return r._replace(rate_per_s=1.0 / r.time_s)
 
 
-def device_trial(dev: torch.device, budget_s: float) -> TrialFn:
+def device_trial(dev: torch.device, budget_s: float, clock: Clock | None = None) -> TrialFn:
     """The real trial on ``dev``: :func:`gemm_flop_per_s`; for ``"copy"`` :func:`copy_bytes_per_s`
     of ``size`` bytes; for ``"sweep"`` the same copy of ``size / 2`` bytes (working set ``size``);
-    for ``"overhead"`` :func:`op_overhead`. On a GPU each sweep repetition is a batch of back-to-back
+    for ``"overhead"`` :func:`op_overhead`; ``clock`` times them on a CPU (default ``perf_counter``). On a GPU each sweep repetition is a batch of back-to-back
     copies (:func:`copy_bytes_per_s`'s ``repeat``): the launch cost overlaps them, so it is not
     taken out of the sweep's times (``_hierarchy``'s ``overlapped``)."""
     def trial(mode: str, size: int) -> TrialResult:
         if mode == COPY:
-            return copy_bytes_per_s(size, dev, budget_s)
+            return copy_bytes_per_s(size, dev, budget_s, clock=clock)
         if mode == SWEEP:   # GPU: back-to-back copies of at least 256 MiB in all, so launches overlap
             repeat = max(1, 2**28 // size) if dev.type == "cuda" else 1
-            return copy_bytes_per_s(size // 2, dev, budget_s, repeat)
+            return copy_bytes_per_s(size // 2, dev, budget_s, repeat, clock)
         if mode == OVERHEAD:
-            return op_overhead(dev, budget_s)
-        return gemm_flop_per_s(mode, size, dev, budget_s)
+            return op_overhead(dev, budget_s, clock)
+        return gemm_flop_per_s(mode, size, dev, budget_s, clock)
     return trial
 
 
@@ -517,23 +519,26 @@ def _hierarchy(trials: Sequence[Trial], caches: Sequence[CacheLevel], bw: float 
 
 def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
                      cache_dir: str | Path | None = None, quick: bool = False, rounds: int = DEFAULT_ROUNDS,
-                     trial: TrialFn | None = None, caches: Sequence[CacheLevel] | None = None) -> Ceilings:
+                     trial: TrialFn | None = None, caches: Sequence[CacheLevel] | None = None,
+                     clock: Clock | None = None) -> Ceilings:
     """Peak FLOP/s per mode, copy bandwidth, memory levels and op overhead of ``device``: the best
     of ``rounds`` interleaved rounds of trials, cached per machine, torch build and thread count
     unless a roof's rounds disagree (see the module docstring).
 
     ``quick=True`` uses small sizes (a check, not a ceiling: a few seconds on a 2-core CPU).
     ``trial`` replaces the real GEMM/copy trial (tests pass a fake one); ``caches`` the cache sizes
-    the system reports (:func:`hwprof.hardware.caches.system_caches`).
+    the system reports (:func:`hwprof.hardware.caches.system_caches`). ``clock`` times the CPU
+    trials with another clock (e.g. the thread's CPU time on a machine other jobs share): such
+    ceilings are a different measurement and are neither read from nor written to the cache.
     """
     dev = resolve_device(device)
     name = device_name(dev)
     path = cache_path(cache_dir, name, quick)
-    cached = None if refresh else _read_cache(path)
+    cached = None if refresh or clock is not None else _read_cache(path)
     if cached is not None:
         return cached
     plan, budget_s = _plan(dev, quick)
-    trials, notes = run_trials(plan, rounds, trial or device_trial(dev, budget_s), budget_s)
+    trials, notes = run_trials(plan, rounds, trial or device_trial(dev, budget_s, clock), budget_s)
     best, spread = best_of_trials(trials)
     bw = best.pop(COPY, None)
     if COPY in spread:
@@ -552,13 +557,14 @@ def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
         ratio["bytes_per_s"] = bw / sheet["bytes_per_s"]
     notes += _level_notes(found, levels) + flag_notes
     notes += ["quick=True: small sizes, a smoke check rather than a ceiling"] if quick else []
+    notes += [f"timed with {type(clock).__name__}, not perf_counter: not cached"] if clock is not None else []
     result = Ceilings(dev.type, name, torch.__version__, _today(), "measured", best, bw, sheet, ratio, tuple(trials),
                       spread, flagged, threads=torch.get_num_threads(), host=socket.gethostname(), quick=quick,
                       notes=notes, levels=levels, sweep=points, op_overhead_s=overhead)
-    if flagged:
+    if flagged and clock is None:
         log.warning("ceilings of %s not cached: %s; re-run `%s` on a quiet machine", name, "; ".join(flag_notes),
                     refresh_command(str(dev)))
-    else:
+    elif clock is None:
         write_json_atomic(path, result.to_dict())
         result.cache_file = str(path)
     return result

@@ -315,7 +315,7 @@ def test_copy_repeated_back_to_back_reports_the_time_per_copy(monkeypatch: pytes
     rate are per copy."""
     calls: list[int] = []
 
-    def bench(fn: Callable[[], None], dev: torch.device, budget_s: float) -> TrialResult:
+    def bench(fn: Callable[[], None], dev: torch.device, budget_s: float, clock: object = None) -> TrialResult:
         with pytest.MonkeyPatch.context() as m:
             m.setattr(torch.Tensor, "copy_", lambda self, src: calls.append(1) or self)
             fn()
@@ -325,3 +325,16 @@ def test_copy_repeated_back_to_back_reports_the_time_per_copy(monkeypatch: pytes
     r = C.copy_bytes_per_s(4096, torch.device("cpu"), repeat=4)
     assert len(calls) == 4 and r.time_s == pytest.approx(8e-6)          # 32 us for the batch of 4 -> 8 us each
     assert r.rate_per_s == pytest.approx(2 * 4096 / 8e-6)                 # 1.024 GB/s: one copy's bytes per copy
+
+
+def test_ceilings_timed_with_another_clock_are_never_cached(_cache_dir: Path) -> None:
+    class CpuClock:
+        def now_ns(self) -> int:
+            return 0
+
+    k = measure_ceilings(device="cpu", quick=True, trial=steady(), caches=CACHES, clock=CpuClock())
+    assert k.cache_file is None and not list(_cache_dir.glob("ceilings/*.json"))
+    assert "timed with CpuClock, not perf_counter: not cached" in k.notes
+    _seed_cache(steady)                      # a cached perf_counter record is not taken for it either
+    again = measure_ceilings(device="cpu", quick=True, trial=steady(fp32=7e11), caches=CACHES, clock=CpuClock())
+    assert again.source == "measured" and again.roof("fp32") == 7e11

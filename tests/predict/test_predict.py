@@ -143,14 +143,17 @@ def test_layers_are_held_to_the_level_their_working_set_fits(saved: hwprof.Profi
 
 def test_efficiency_per_kind_and_the_calibrated_prediction() -> None:
     a = pd.DataFrame({"type": ["Conv2d", "Conv2d", "ReLU"], "variant": ["depthwise", "dense", ""],
-                      "predicted_s": [1.0, 3.0, 2.0], "time_s": [4.0, 4.0, 2.0]})
-    b = pd.DataFrame({"type": ["Conv2d", "ReLU"], "variant": ["depthwise", ""], "predicted_s": [1.0, 1.0],
-                      "time_s": [6.0, float("nan")]})
+                      "op_class": ["conv", "conv", "other"], "predicted_s": [1.0, 3.0, 2.0], "time_s": [4.0, 4.0, 2.0]})
+    b = pd.DataFrame({"type": ["Conv2d", "ReLU"], "variant": ["depthwise", ""], "op_class": ["conv", "other"],
+                      "predicted_s": [1.0, 1.0], "time_s": [6.0, float("nan")]})
     eff = fit_efficiency([a, b])
-    # depthwise (1 + 1) / (4 + 6) = 0.2; dense 3 / 4 = 0.75; ReLU 2 / 2 = 1 (b's ReLU has no time)
-    assert eff == pytest.approx({"depthwise": 0.2, "dense": 0.75, "ReLU": 1.0})
-    new = pd.DataFrame({"type": ["Conv2d", "Linear"], "variant": ["depthwise", ""], "predicted_s": [0.5, 0.5]})
-    assert list(calibrated(new, eff)) == pytest.approx([2.5, 0.5])          # 0.5 / 0.2; Linear: none known
+    # depthwise (1 + 1) / (4 + 6) = 0.2; dense 3 / 4 = 0.75; ReLU 2 / 2 = 1 (b's ReLU has no time);
+    # the conv class (1 + 3 + 1) / (4 + 4 + 6) = 5 / 14; the other class 2 / 2 = 1
+    assert eff == pytest.approx({"depthwise": 0.2, "dense": 0.75, "ReLU": 1.0, "class:conv": 5 / 14, "class:other": 1.0})
+    new = pd.DataFrame({"type": ["Conv2d", "Linear", "Conv1d"], "variant": ["depthwise", "", "grouped"],
+                        "op_class": ["conv", "matmul", "conv"], "predicted_s": [0.5, 0.5, 0.5]})
+    # depthwise 0.5 / 0.2; Linear: no kind, no matmul class -> kept; a grouped conv: the conv class's 5 / 14
+    assert list(calibrated(new, eff)) == pytest.approx([2.5, 0.5, 0.5 * 14 / 5])
     model, c = _tiny()
     p = predict(c, K, efficiency={"dense": 0.5})
     assert p.layers.loc["0", "calibrated_s"] == pytest.approx(2 * p.layers.loc["0", "predicted_s"])
