@@ -44,9 +44,11 @@ import argparse
 import datetime
 import json
 import logging
+import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +62,7 @@ from hwprof.files import write_atomic, write_json_atomic
 from hwprof.hardware.ceilings import Ceilings, measure_ceilings
 from hwprof.joining import _classified, join
 from hwprof.measuring.runner import measure
-from hwprof.predict import calibrated, fit_efficiency, layer_kind, residuals
+from hwprof.predict import calibrated, fit_efficiency, layer_kind, residuals, uncalibrated_kinds
 from hwprof.report.tables import render
 
 
@@ -121,14 +123,14 @@ def wait_quiet(max_load: float, wait_s: float) -> float:
     return load
 
 
-def quiet_ceilings(out: Path, rounds: int, max_load: float, wait_s: float, device: str = "cpu",
+def quiet_ceilings(rounds: int, max_load: float, wait_s: float, device: str = "cpu",
                    clock: ThreadClock | None = None) -> Ceilings:
     """The ceilings measured in a quiet window, again (up to three times) while they come out
     flagged; the attempt with the highest fp32 roof is kept."""
     tries = []
     for _ in range(3):
         wait_quiet(max_load, wait_s)
-        tries.append(measure_ceilings(device, refresh=True, cache_dir=out / ".cache", rounds=rounds, clock=clock))
+        tries.append(measure_ceilings(device, refresh=True, cache_dir=tempfile.mkdtemp(), rounds=rounds, clock=clock))
         if not tries[-1].flagged:
             break
     k = max(tries, key=lambda c: c.flop_per_s.get("fp32", 0.0))
@@ -146,6 +148,12 @@ def _keep(d: Path, p: hwprof.Profile) -> None:
     write_json_atomic(d / "profile.json", {"config": p.config})
 
 
+def from_raw(raw: Path, points: tuple[Point, ...]) -> tuple[dict[Point, list[hwprof.Profile]], dict[Point, list[float]]]:
+    """The profiles of an earlier run's ``--raw`` records, joined again (load_profile)."""
+    runs = {pt: [hwprof.load_profile(d) for d in sorted((raw / pt.name.replace(" ", "_")).iterdir())] for pt in points}
+    return runs, {pt: [math.nan] * len(runs[pt]) for pt in points}
+
+
 def best(profiles: list[hwprof.Profile]) -> hwprof.Profile:
     """The repeat with the lowest whole-model time: load on the shared machine only ever slows a
     run down, so the fastest repeat is the closest to the machine the ceilings describe (the
@@ -153,13 +161,16 @@ def best(profiles: list[hwprof.Profile]) -> hwprof.Profile:
     return min(profiles, key=lambda p: p.summary["whole_model_time_s"])
 
 
-def _calibrated_ms(pt: Point, runs: dict[Point, list[hwprof.Profile]]) -> tuple[float, list[str]]:
+def _calibrated(pt: Point, runs: dict[Point, list[hwprof.Profile]]) -> dict[str, object]:
     """Leave-one-model-out: ``pt`` predicted with the efficiencies of the other models' layers
-    (their fastest repeats); returns the prediction and the kinds that had no efficiency."""
+    (their fastest repeats): the whole model, the median per-layer |error|, the kinds left bare."""
     eff = fit_efficiency(best(runs[q]).layers for q in runs if q.model != pt.model)
     lay = best(runs[pt]).layers
-    missing = sorted(set(layer_kind(lay[lay["predicted_s"] > 0])) - set(eff))
-    return 1e3 * float(calibrated(lay, eff).sum()), missing
+    cal = calibrated(lay, eff)
+    timed = lay["time_s"] > 0
+    return {"calibrated_ms": 1e3 * float(cal.sum()),
+            "layer_abs_error_calibrated_median_pct": 100 * float((cal[timed] / lay.loc[timed, "time_s"] - 1).abs().median()),
+            "uncalibrated_kinds": ", ".join(uncalibrated_kinds(lay[lay["predicted_s"] > 0], eff))}
 
 
 def _row(pt: Point, profiles: list[hwprof.Profile]) -> dict[str, object]:
@@ -225,6 +236,8 @@ def main() -> None:
     ap.add_argument("--wait", type=float, default=120.0, help="with --clock wall: longest wait for a quiet window, s")
     ap.add_argument("--raw", type=Path, default=None,
                     help="also keep every repeat's records (count, measurement, ceilings) here, for hwprof.join")
+    ap.add_argument("--from-raw", type=Path, default=None,
+                    help="measure nothing: re-join the records a run kept with --raw (the same points, repeats)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.clock == "thread" and (args.threads != 1 or args.device != "cpu"):
@@ -237,8 +250,13 @@ def main() -> None:
     if args.ceilings:
         k = Ceilings.from_dict(json.loads(args.ceilings.read_text()))
     else:
-        k = quiet_ceilings(args.out, args.rounds, args.max_load, wait_s, args.device, clock)
+        k = quiet_ceilings(args.rounds, args.max_load, wait_s, args.device, clock)
         write_json_atomic(args.out / f"ceilings-{args.device}.json", k.to_dict())
+    if args.from_raw:
+        runs, loads = from_raw(args.from_raw, points)
+        k = next(iter(runs.values()))[0].ceilings
+        write(args, k, points, runs, loads, 0.0)
+        return
     counts: dict[Point, hwprof.counting.counter.CountResult] = {}
     runs: dict[Point, list[hwprof.Profile]] = {pt: [] for pt in points}
     loads: dict[Point, list[float]] = {pt: [] for pt in points}
@@ -258,12 +276,10 @@ def main() -> None:
 def write(args: argparse.Namespace, k: Ceilings, points: tuple[Point, ...], runs: dict[Point, list[hwprof.Profile]],
           loads: dict[Point, list[float]], elapsed_s: float) -> None:
     """The CSVs, the plot and the Markdown summary."""
-    df = pd.DataFrame([_row(pt, runs[pt]) for pt in points])
+    df = pd.DataFrame([{**_row(pt, runs[pt]), **_calibrated(pt, runs)} for pt in points])
+    df.insert(df.columns.get_loc("calibrated_ms") + 1, "calibrated_error_pct",
+              100 * (df["calibrated_ms"] / df["measured_ms"] - 1))
     df["load_at_start"] = [" ".join(f"{x:.1f}" for x in loads[pt]) for pt in points]
-    cal = [_calibrated_ms(pt, runs) for pt in points]
-    df["calibrated_ms"] = [c for c, _ in cal]
-    df["calibrated_error_pct"] = 100 * (df["calibrated_ms"] / df["measured_ms"] - 1)
-    df["uncalibrated_kinds"] = [", ".join(m) for _, m in cal]
     layer_rows = []
     for pt in points:
         mid = best(runs[pt])

@@ -23,12 +23,15 @@ is where prediction and measurement part, and :func:`residuals` says by how much
 
 Calibrated prediction (optional): the measured efficiency of each layer kind against this model,
 
-    efficiency[kind] = sum(predicted_s) / sum(measured time_s)     over the kind's layers in saved profiles
-    calibrated_s     = predicted_s / efficiency[kind]
+    efficiency[key] = sum(predicted_s) / sum(measured time_s)     over the key's layers in saved profiles
+    calibrated_s    = predicted_s / efficiency[key]
 
-fitted on profiles measured on the same machine (:func:`fit_efficiency`). A kind the profiles do
-not contain takes the efficiency of its layers' op class (``"class:matmul"``: all layers whose top
-op is a matmul, ...), and without that keeps the roofline prediction (the notes name it).
+fitted on profiles measured on the same machine (:func:`fit_efficiency`). A layer's key is the
+narrowest of: its kind and dtype ("depthwise|float32"), its kind, its op class and dtype
+("class:matmul|bfloat16"), its op class, that the profiles hold at least :data:`MIN_LAYERS` layers
+of; with none the layer keeps the roofline prediction (and the notes name its kind). Kernels of
+one kind run at very different fractions of their roofs per dtype (a bf16 convolution against
+the AMX GEMM roof), hence the dtype in the first key.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from hwprof.hardware.ceilings import Ceilings
 from hwprof.roofline import place, roof_key
 
 __all__ = ["Prediction", "predict", "predict_ops", "predict_layers", "residuals", "PREDICT_COLUMNS", "phases_of",
-           "fit_efficiency", "calibrated", "layer_kind"]
+           "fit_efficiency", "calibrated", "layer_kind", "MIN_LAYERS", "uncalibrated_kinds"]
 
 PREDICT_COLUMNS = ("working_set_bytes", "memory_level", "level_bytes_per_s", "compute_s", "memory_s", "overhead_s",
                    "predicted_s", "predicted_bound")
@@ -90,32 +93,48 @@ def layer_kind(layers: pd.DataFrame) -> pd.Series:
     return pd.Series([v or t for v, t in zip(variant, layers["type"], strict=True)], index=layers.index, dtype=object)
 
 
-def _class_key(layers: pd.DataFrame) -> pd.Series:
-    op_class = layers["op_class"].fillna("other") if "op_class" in layers else pd.Series("other", index=layers.index)
-    return "class:" + op_class.astype(str)
+MIN_LAYERS = 3
+"""Layers a calibration key needs before its efficiency is used (else the next, broader key)."""
 
 
-def fit_efficiency(profiles_layers: Iterable[pd.DataFrame]) -> dict[str, float]:
-    """Per layer kind, and per op class (keys ``"class:<op_class>"``), ``sum(predicted_s) /
-    sum(time_s)`` over the layers of the given per-layer tables (a profile's ``layers``) that have a
-    measured time and a prediction: 1 when the roofline model is right about them, 0.4 when they
-    take 2.5x what the model predicts."""
-    frames = [lay.assign(kind=layer_kind(lay), cls=_class_key(lay))[["kind", "cls", "predicted_s", "time_s"]]
-              for lay in profiles_layers if "predicted_s" in lay]
-    if not frames:
-        return {}
-    rows = pd.concat(frames)
-    rows = rows[(rows["time_s"] > 0) & (rows["predicted_s"] > 0)]
-    out = {}
-    for key in ("kind", "cls"):
-        g = rows.groupby(key)[["predicted_s", "time_s"]].sum()
-        out.update({str(k): float(r.predicted_s / r.time_s) for k, r in g.iterrows()})
-    return out
+def _keys(layers: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Per layer its calibration keys, narrowest first: kind and dtype, kind, op class and dtype, op class."""
+    n = len(layers)
+    dtype = layers["dtype"].fillna("").astype(str) if "dtype" in layers else pd.Series([""] * n, index=layers.index)
+    op_class = layers["op_class"].fillna("other").astype(str) if "op_class" in layers else pd.Series(["other"] * n,
+                                                                                                       index=layers.index)
+    return [(f"{k}|{d}", k, f"class:{c}|{d}", f"class:{c}")
+            for k, d, c in zip(layer_kind(layers), dtype, op_class, strict=True)]
+
+
+def fit_efficiency(profiles_layers: Iterable[pd.DataFrame], min_layers: int = MIN_LAYERS) -> dict[str, float]:
+    """``sum(predicted_s) / sum(time_s)`` per calibration key (``"<kind>|<dtype>"``, ``"<kind>"``,
+    ``"class:<op_class>|<dtype>"``, ``"class:<op_class>"``) over the layers of the given per-layer
+    tables (a profile's ``layers``) that have a measured time and a prediction; a key with fewer
+    than ``min_layers`` layers is left out. 1 when the roofline model is right about those layers,
+    0.4 when they take 2.5x what it predicts."""
+    sums: dict[str, list[float]] = {}
+    for lay in profiles_layers:
+        if "predicted_s" not in lay:
+            continue
+        ok = lay[(lay["time_s"] > 0) & (lay["predicted_s"] > 0)]
+        for keys, p, t in zip(_keys(ok), ok["predicted_s"], ok["time_s"], strict=True):
+            for key in keys:
+                acc = sums.setdefault(key, [0.0, 0.0, 0])
+                acc[0], acc[1], acc[2] = acc[0] + float(p), acc[1] + float(t), acc[2] + 1
+    return {key: pred / meas for key, (pred, meas, n) in sums.items() if n >= min_layers}
+
+
+def uncalibrated_kinds(layers: pd.DataFrame, efficiency: Mapping[str, float]) -> list[str]:
+    """The kinds of the layers no key of which has an efficiency (they keep the roofline prediction)."""
+    return sorted({k for k, keys in zip(layer_kind(layers), _keys(layers), strict=True)
+                   if not any(x in efficiency for x in keys)})
 
 
 def calibrated(layers: pd.DataFrame, efficiency: Mapping[str, float]) -> pd.Series:
-    """``predicted_s / efficiency`` per layer: its kind's, else its op class's; neither keeps ``predicted_s``."""
-    e = [efficiency.get(k, efficiency.get(c, 1.0)) for k, c in zip(layer_kind(layers), _class_key(layers), strict=True)]
+    """``predicted_s / efficiency`` per layer, with the efficiency of its narrowest key that has one
+    (:func:`fit_efficiency`); a layer with none keeps ``predicted_s``."""
+    e = [next((efficiency[k] for k in keys if k in efficiency), 1.0) for keys in _keys(layers)]
     return layers["predicted_s"] / pd.Series(e, index=layers.index, dtype=float)
 
 
@@ -182,7 +201,8 @@ def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, mode
     lay = count.layers
     variant = lay["variant"] if "variant" in lay else pd.Series("", index=lay.index)
     layers = pd.DataFrame({"type": lay["type"], "variant": variant.fillna(""),
-                           "op_class": lay["op_class"].fillna("other") if "op_class" in lay else "other"})
+                           "op_class": lay["op_class"].fillna("other") if "op_class" in lay else "other",
+                           "dtype": used.groupby("module")["dtype"].first().reindex(lay.index)})
     layers["kind"] = layer_kind(layers)
     layers = layers.join(used.groupby("module")[["flops", "bytes"]].sum(min_count=1), how="inner")
     layers = place(layers.join(predict_layers(used, phases), how="inner"), ceilings.memory_levels())
@@ -194,10 +214,9 @@ def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, mode
     if efficiency is not None:
         layers["calibrated_s"] = calibrated(layers, efficiency)
         total = float(layers["calibrated_s"].sum())
-        missing_kinds = sorted(set(layers["kind"]) - set(efficiency))
-        if missing_kinds:
-            notes.append(f"no measured efficiency for {', '.join(missing_kinds)}: those layers take their op class's, "
-                         "or keep the roofline prediction")
+        bare = uncalibrated_kinds(layers, efficiency)
+        if bare:
+            notes.append(f"no measured efficiency for {', '.join(bare)}: those layers keep the roofline prediction")
     return Prediction(used, layers, float(used["predicted_s"].sum()), ceilings, train, notes, total)
 
 

@@ -142,20 +142,25 @@ def test_layers_are_held_to_the_level_their_working_set_fits(saved: hwprof.Profi
 
 
 def test_efficiency_per_kind_and_the_calibrated_prediction() -> None:
-    a = pd.DataFrame({"type": ["Conv2d", "Conv2d", "ReLU"], "variant": ["depthwise", "dense", ""],
-                      "op_class": ["conv", "conv", "other"], "predicted_s": [1.0, 3.0, 2.0], "time_s": [4.0, 4.0, 2.0]})
-    b = pd.DataFrame({"type": ["Conv2d", "ReLU"], "variant": ["depthwise", ""], "op_class": ["conv", "other"],
-                      "predicted_s": [1.0, 1.0], "time_s": [6.0, float("nan")]})
-    eff = fit_efficiency([a, b])
-    # depthwise (1 + 1) / (4 + 6) = 0.2; dense 3 / 4 = 0.75; ReLU 2 / 2 = 1 (b's ReLU has no time);
-    # the conv class (1 + 3 + 1) / (4 + 4 + 6) = 5 / 14; the other class 2 / 2 = 1
-    assert eff == pytest.approx({"depthwise": 0.2, "dense": 0.75, "ReLU": 1.0, "class:conv": 5 / 14, "class:other": 1.0})
-    new = pd.DataFrame({"type": ["Conv2d", "Linear", "Conv1d"], "variant": ["depthwise", "", "grouped"],
-                        "op_class": ["conv", "matmul", "conv"], "predicted_s": [0.5, 0.5, 0.5]})
-    # depthwise 0.5 / 0.2; Linear: no kind, no matmul class -> kept; a grouped conv: the conv class's 5 / 14
-    assert list(calibrated(new, eff)) == pytest.approx([2.5, 0.5, 0.5 * 14 / 5])
+    conv, relu = ("Conv2d", "conv", "float32"), ("ReLU", "other", "float32")
+    rows = [(*conv, "depthwise", 1.0, 4.0), (*conv, "depthwise", 1.0, 4.0), (*conv, "depthwise", 1.0, 2.0),
+            (*conv, "dense", 3.0, 4.0), (*relu, "", 1.0, 1.0), (*relu, "", 1.0, 1.0), (*relu, "", 1.0, 2.0),
+            (*relu, "", 1.0, float("nan"))]
+    a = pd.DataFrame(rows, columns=["type", "op_class", "dtype", "variant", "predicted_s", "time_s"])
+    eff = fit_efficiency([a.iloc[:5], a.iloc[5:]])          # two profiles
+    # depthwise 3 / 10 = 0.3; the single dense layer is below MIN_LAYERS (3): no key of its own;
+    # the conv class (1 + 1 + 1 + 3) / (4 + 4 + 2 + 4) = 6 / 14; ReLU 3 / 4 (the NaN time left out)
+    assert eff == pytest.approx({"depthwise|float32": 0.3, "depthwise": 0.3, "class:conv|float32": 6 / 14,
+                                 "class:conv": 6 / 14, "ReLU|float32": 0.75, "ReLU": 0.75,
+                                 "class:other|float32": 0.75, "class:other": 0.75})
+    new = pd.DataFrame({"type": ["Conv2d", "Conv2d", "Linear", "Conv2d"], "variant": ["depthwise", "dense", "", "depthwise"],
+                        "op_class": ["conv", "conv", "matmul", "conv"], "dtype": ["float32", "float32", "float32", "bfloat16"],
+                        "predicted_s": [0.3, 0.6, 0.5, 0.3]})
+    # depthwise fp32 0.3 / 0.3; dense: the conv class 0.6 / (6 / 14) = 1.4; Linear: no key, kept;
+    # a bf16 depthwise: no "depthwise|bfloat16", so the kind's 0.3
+    assert list(calibrated(new, eff)) == pytest.approx([1.0, 1.4, 0.5, 1.0])
     model, c = _tiny()
-    p = predict(c, K, efficiency={"dense": 0.5})
+    p = predict(c, K, efficiency={"dense|float32": 0.5})
     assert p.layers.loc["0", "calibrated_s"] == pytest.approx(2 * p.layers.loc["0", "predicted_s"])
     assert p.calibrated_total_s == pytest.approx(p.total_s + p.layers.loc["0", "predicted_s"])
     assert any(n.startswith("no measured efficiency for Linear, ReLU") for n in p.notes)
