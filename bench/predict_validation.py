@@ -148,10 +148,14 @@ def _keep(d: Path, p: hwprof.Profile) -> None:
     write_json_atomic(d / "profile.json", {"config": p.config})
 
 
-def from_raw(raw: Path, points: tuple[Point, ...]) -> tuple[dict[Point, list[hwprof.Profile]], dict[Point, list[float]]]:
-    """The profiles of an earlier run's ``--raw`` records, joined again (load_profile)."""
+def from_raw(raw: Path, points: tuple[Point, ...]) -> tuple[dict[Point, list[hwprof.Profile]], dict[Point, list[float]],
+                                                             float]:
+    """The profiles of an earlier run's ``--raw`` records, joined again (load_profile), with the
+    load averages and duration that run recorded (``run.json``; NaN without it)."""
     runs = {pt: [hwprof.load_profile(d) for d in sorted((raw / pt.name.replace(" ", "_")).iterdir())] for pt in points}
-    return runs, {pt: [math.nan] * len(runs[pt]) for pt in points}
+    info = json.loads((raw / "run.json").read_text()) if (raw / "run.json").is_file() else {}
+    loads = {pt: list((info.get("loads") or {}).get(pt.name) or [math.nan] * len(runs[pt])) for pt in points}
+    return runs, loads, float(info.get("elapsed_s", math.nan))
 
 
 def best(profiles: list[hwprof.Profile]) -> hwprof.Profile:
@@ -201,20 +205,22 @@ def _plot(df: pd.DataFrame, path: Path) -> None:
     ax = fig.add_subplot(1, 1, 1)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    lo = min(df["measured_ms"].min(), df["predicted_ms"].min()) / 2
-    hi = max(df["measured_max_ms"].max(), df["predicted_ms"].max()) * 2
+    lo = min(df["measured_ms"].min(), df["predicted_ms"].min(), df["calibrated_ms"].min()) / 2
+    hi = max(df["measured_max_ms"].max(), df["predicted_ms"].max(), df["calibrated_ms"].max()) * 2
     ax.plot([lo, hi], [lo, hi], color="0.3", linewidth=1)
     ax.fill_between([lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15], color="0.85", label="within 15%")
     for i, (kind, g) in enumerate(df.groupby("kind", sort=False)):
         ax.errorbar(g["measured_ms"], g["predicted_ms"], xerr=[0 * g["measured_ms"], g["measured_max_ms"] - g["measured_ms"]],
-                    fmt="os^Dv"[i % 5], label=kind, capsize=2)
+                    fmt="os^Dv"[i % 5], color=f"C{i}", label=f"{kind}: roofline", capsize=2)
+        ax.plot(g["measured_ms"], g["calibrated_ms"], "os^Dv"[i % 5], mfc="none", color=f"C{i}",
+                label=f"{kind}: calibrated (leave-one-model-out)")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured whole-model time (ms): the fastest repeat; bar: up to the slowest")
     ax.set_ylabel("predicted time (ms)")
     ax.set_title(f"hwprof predict vs measured, {path.stem.removeprefix('validation-')}", fontsize=11)
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     for fmt in ("png", "svg"):
         fig.savefig(path.with_suffix(f".{fmt}"), format=fmt, bbox_inches="tight", metadata={"Software": None} if fmt == "png" else {"Date": None})
 
@@ -253,9 +259,9 @@ def main() -> None:
         k = quiet_ceilings(args.rounds, args.max_load, wait_s, args.device, clock)
         write_json_atomic(args.out / f"ceilings-{args.device}.json", k.to_dict())
     if args.from_raw:
-        runs, loads = from_raw(args.from_raw, points)
+        runs, loads, elapsed = from_raw(args.from_raw, points)
         k = next(iter(runs.values()))[0].ceilings
-        write(args, k, points, runs, loads, 0.0)
+        write(args, k, points, runs, loads, elapsed)
         return
     counts: dict[Point, hwprof.counting.counter.CountResult] = {}
     runs: dict[Point, list[hwprof.Profile]] = {pt: [] for pt in points}
@@ -270,7 +276,10 @@ def main() -> None:
             print(f"round {r + 1}/{args.repeats} {pt.name}: measured {1e3 * runs[pt][-1].summary['whole_model_time_s']:.2f} ms, "
                   f"predicted {1e3 * runs[pt][-1].summary['predicted_time_s']:.2f} ms ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr)
-    write(args, k, points, runs, loads, time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    if args.raw:
+        write_json_atomic(args.raw / "run.json", {"elapsed_s": elapsed, "loads": {pt.name: loads[pt] for pt in points}})
+    write(args, k, points, runs, loads, elapsed)
 
 
 def write(args: argparse.Namespace, k: Ceilings, points: tuple[Point, ...], runs: dict[Point, list[hwprof.Profile]],
