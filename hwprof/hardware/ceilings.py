@@ -47,7 +47,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -437,13 +437,14 @@ def _one(trial: TrialFn, rnd: int, mode: str, size: int, notes: list[str]) -> Tr
 
 
 def run_trials(plan: Mapping[str, Sequence[int]], rounds: int, trial: TrialFn,
-               budget_s: float) -> tuple[list[Trial], list[str]]:
+               budget_s: float, every_size: Collection[str] = ()) -> tuple[list[Trial], list[str]]:
     """Interleaved trials: ``rounds`` rounds, each running every (mode, size) of ``plan`` once in
     the same order, so that a load that comes and goes hits every mode alike.
 
     In the first round a mode stops at a size that fails (noted) or whose one repetition takes
-    over ``budget_s / 5`` (larger sizes would blow the budget); later rounds run the sizes the
-    first round kept. Returns the trials and the notes."""
+    over ``budget_s / 5`` (larger sizes would blow the budget), except the modes in
+    ``every_size`` (the sweep: a level it skipped would have no bandwidth); later rounds run the
+    sizes the first round kept. Returns the trials and the notes."""
     if rounds < 2:
         raise ValueError(f"rounds must be >= 2 (a ceiling is checked against its second-best round), got {rounds}")
     notes: list[str] = []
@@ -456,7 +457,7 @@ def run_trials(plan: Mapping[str, Sequence[int]], rounds: int, trial: TrialFn,
                 break
             trials.append(t)
             kept[mode].append(n)
-            if t.time_s > budget_s / 5:
+            if t.time_s > budget_s / 5 and mode not in every_size:
                 break
     for rnd in range(1, rounds):
         for mode, sizes in kept.items():
@@ -538,7 +539,7 @@ def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
     if cached is not None:
         return cached
     plan, budget_s = _plan(dev, quick)
-    trials, notes = run_trials(plan, rounds, trial or device_trial(dev, budget_s, clock), budget_s)
+    trials, notes = run_trials(plan, rounds, trial or device_trial(dev, budget_s, clock), budget_s, (SWEEP,))
     best, spread = best_of_trials(trials)
     bw = best.pop(COPY, None)
     if COPY in spread:
@@ -581,6 +582,6 @@ def _level_notes(caches: Sequence[CacheLevel], levels: Sequence[MemoryLevel]) ->
             notes.append(f"{lv.name}: the sweep's bandwidth steps down at {lv.capacity_bytes / 2**20:.3g} MiB, below "
                          f"the {lv.reported_bytes / 2**20:.3g} MiB the system reports; placed by the measured size")
         if lv.capacity_bytes is not None and lv.bytes_per_s is None:
-            notes.append(f"{lv.name}: bandwidth not resolved (the per-op overhead dominates working sets this small); "
-                         "placed against the next level's bandwidth")
+            notes.append(f"{lv.name}: bandwidth not resolved (no sweep point in it, or the per-op overhead hides working "
+                         "sets this small); placed against the next level's bandwidth")
     return notes

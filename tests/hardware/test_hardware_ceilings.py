@@ -338,3 +338,14 @@ def test_ceilings_timed_with_another_clock_are_never_cached(_cache_dir: Path) ->
     _seed_cache(steady)                      # a cached perf_counter record is not taken for it either
     again = measure_ceilings(device="cpu", quick=True, trial=steady(fp32=7e11), caches=CACHES, clock=CpuClock())
     assert again.source == "measured" and again.roof("fp32") == 7e11
+
+
+def test_the_sweep_runs_every_size_even_a_slow_one() -> None:
+    """A loaded machine can make a small copy take over budget / 5: the GEMMs stop there, the
+    sweep does not (a level it skipped would have no bandwidth)."""
+    def trial(mode: str, size: int) -> TrialResult:
+        return TrialResult(1e9, 0.5)                                   # every repetition over 1.0 / 5
+    trials, _ = C.run_trials({"fp32": (256, 512), "sweep": (2**16, 2**20, 2**24)}, 2, trial, budget_s=1.0,
+                             every_size=("sweep",))
+    assert sorted({t.size for t in trials if t.mode == "fp32"}) == [256]
+    assert sorted({t.size for t in trials if t.mode == "sweep"}) == [2**16, 2**20, 2**24]
