@@ -120,3 +120,21 @@ def test_level_spreads_compare_the_levels_measured_by_each_round() -> None:
     spreads = level_spreads(levels, rounds)
     assert spreads["L2"] == pytest.approx(0.10) and "L1" not in spreads   # unresolved: nothing to judge
     assert math.isnan(spreads["LLC"])                                     # no round resolved it
+
+
+@pytest.mark.cuda
+def test_gpu_levels_from_a_quick_sweep(tmp_path: Path) -> None:
+    """On a GPU: the L2 from torch's device properties, main memory named by the part, the launch
+    cost measured, and the sweep's points labelled with their level."""
+    import torch
+
+    from hwprof.hardware.caches import gpu_caches
+    from hwprof.hardware.ceilings import measure_ceilings
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    (l2,) = gpu_caches(dev)
+    assert l2.name == "L2" and l2.capacity_bytes == torch.cuda.get_device_properties(dev).L2_cache_size
+    k = measure_ceilings("cuda", quick=True, cache_dir=tmp_path)
+    assert [lv.name for lv in k.levels][0] == "L2" and k.levels[-1].name in ("HBM", "DRAM")
+    assert k.levels[-1].bytes_per_s == k.bytes_per_s and (k.op_overhead_s or 0) > 0
+    assert {p.level for p in k.sweep} <= {lv.name for lv in k.levels}
