@@ -4,8 +4,17 @@ counts + a measurement + ceilings, joined per layer into a :class:`Profile`.
     count (CountResult)        ->  per-layer FLOPs, bytes (self: the layer's own ops), op class, variant
     measurement (Measurement)  ->  per-layer self times, whole-model phase times, per-op times,
                                    the math modes (TF32 switches) the run ran under
-    ceilings (Ceilings)        ->  compute roofs per dtype/math mode, memory bandwidth
+    ceilings (Ceilings)        ->  compute roofs per dtype/math mode, memory levels, op overhead
     join + derive              ->  achieved FLOP/s, bytes/s, intensity, attainable, efficiency, bound
+    predict                    ->  predicted time per op, layer and whole model (hwprof.predict)
+
+Each op and layer is held to the bandwidth of the memory level its working set fits in (bytes
+touched against each level's effective capacity; a layer's working set is its largest op's:
+``working_set_bytes``, ``memory_level``, ``level_bytes_per_s``), so a small tensor served from
+the L2 is no longer "above" a DRAM roof. ``predicted_s`` (per op and layer) and
+``summary["predicted_time_s"]`` beside ``["whole_model_time_s"]`` come from the counts and the
+ceilings alone (:mod:`hwprof.predict`); ``summary["prediction_error"]`` is (predicted - measured) /
+measured, and ``summary["by_type"]`` carries the residual per layer class.
 
 :func:`join` is a pure function of those three records: no model, no live torch state (the
 compute roof of an op follows the math modes the measurement recorded, not the switches in force
@@ -45,7 +54,8 @@ from hwprof.errors import HwprofError
 from hwprof.files import atomic_dir, write_atomic, write_json_atomic
 from hwprof.hardware.ceilings import Ceilings, refresh_command
 from hwprof.measuring.records import Measurement
-from hwprof.roofline import MathModes, derive, roof_key
+from hwprof.predict import phases_of, predict_layers, predict_ops, residuals
+from hwprof.roofline import MathModes, derive, place, roof_key
 
 __all__ = ["join", "load_profile", "Profile", "RoofViolation", "roof_violations", "LAYER_ROOF_MARGIN", "join_layers", "join_ops", "summarize", "whole_model_time_s"]
 
@@ -136,8 +146,10 @@ def _join(count: CountResult, m: Measurement, k: Ceilings, *, name: str | None) 
     c = _with_classes(count)
     train = m.config.mode == "train"
     bw = k.bytes_per_s if k.bytes_per_s is not None else math.nan
-    layers = derive(join_layers(c, m.layers, train, m.math_modes), k.flop_per_s, bw)
-    ops = derive(join_ops(c.ops, m.ops, m.math_modes), k.flop_per_s, bw)
+    ops = predict_ops(join_ops(c.ops, m.ops, m.math_modes), k, m.math_modes)
+    layers = with_prediction(join_layers(c, m.layers, train, m.math_modes), ops, train, k)
+    layers = derive(layers, k.flop_per_s, bw)
+    ops = derive(ops, k.flop_per_s, bw)
     summary = summarize(layers, c, whole_model_time_s(m.phases, train), k, train, ops)
     summary["layer_sum_paired"] = paired_layer_ratios(m.layer_sum, train)
     violations = roof_violations(layers, summary)
@@ -208,6 +220,19 @@ def join_layers(c: CountResult, times: pd.DataFrame, train: bool, modes: MathMod
     return rows
 
 
+def with_prediction(rows: pd.DataFrame, ops: pd.DataFrame, train: bool, k: Ceilings) -> pd.DataFrame:
+    """Layer rows with their predicted time (the sum over their own ops in the headline phases,
+    :func:`hwprof.predict.predict_layers`) and their memory level: the level of their largest op's
+    working set (:func:`hwprof.roofline.place`). A layer without ops of its own (a view such as
+    Flatten) is predicted 0 s; one whose ops could not be predicted (a roof the ceilings lack) NaN."""
+    pred = predict_layers(ops, phases_of(train))
+    has_ops = rows.index.isin(pred.index)
+    pred = pred.reindex(rows.index)
+    out = rows.assign(predicted_s=pred["predicted_s"].astype(float).where(has_ops, 0.0),
+                      working_set_bytes=pred["working_set_bytes"].astype(float))   # NaN: no op, no level
+    return place(out, k.memory_levels())
+
+
 def whole_model_time_s(phases: pd.DataFrame, train: bool) -> float:
     """Median time of the timed forward (+ backward) phases; the optimizer step is excluded."""
     names = ["fwd", "bwd"] if train else ["fwd_nograd"]
@@ -230,11 +255,16 @@ def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Ceilings,
     by_type["time_share"] = by_type["time_s"] / by_type["time_s"].sum()
     by_type["flops_share"] = by_type["flops"] / by_type["flops"].sum()
     by_type["achieved_flop_per_s"] = by_type["flops"] / by_type["time_s"].where(by_type["time_s"] > 0)
+    if "predicted_s" in by:
+        res = residuals(by, "kind")
+        by_type = by_type.join(res[["predicted_s", "error", "residual_share"]].rename(
+            columns={"error": "prediction_error"}))
     by_type = by_type.sort_values("time_s", ascending=False)
     unc = layers["uncounted_calls"] > 0
     layer_sum = float(layers["time_s"].sum())
     return {
         "whole_model_time_s": whole_s,
+        **_predicted(ops, train, whole_s),
         "sum_of_layer_times_s": layer_sum,
         "layer_sum_over_whole": layer_sum / whole_s if whole_s else float("nan"),
         "flops": flops,
@@ -265,6 +295,19 @@ def paired_layer_ratios(layer_sum: Mapping[str, Any], train: bool) -> dict[str, 
     return out
 
 
+def _predicted(ops: pd.DataFrame | None, train: bool, whole_s: float) -> dict[str, Any]:
+    """``predicted_time_s`` (the sum of the ops' predictions in the headline phases; NaN when an op
+    could not be predicted: a roof the ceilings lack), ``prediction_error`` ((predicted - measured)
+    / measured) and ``op_overhead_time_s`` (the predicted time that is per-op overhead)."""
+    if ops is None or "predicted_s" not in ops:
+        return {"predicted_time_s": math.nan, "prediction_error": math.nan, "op_overhead_time_s": math.nan}
+    sel = ops[ops["phase"].isin(list(phases_of(train)))]
+    total = float(sel["predicted_s"].sum()) if len(sel) and sel["predicted_s"].notna().all() else math.nan
+    return {"predicted_time_s": total,
+            "prediction_error": total / whole_s - 1 if whole_s and total == total else math.nan,
+            "op_overhead_time_s": float(sel["overhead_s"].sum()) if len(sel) else math.nan}
+
+
 def _uncounted_share(layers: pd.DataFrame, unc: pd.Series, ops: pd.DataFrame | None) -> float:
     if ops is not None and len(ops) and ops["time_s"].notna().any():
         t = ops["time_s"].fillna(0.0)
@@ -278,16 +321,21 @@ def roof_violations(layers: pd.DataFrame, summary: Mapping[str, Any],
     """Rates above their roofs, largest excess first: layers whose achieved FLOP/s exceeds ``(1 +
     margin)`` x their compute roof, layers whose achieved bytes/s exceeds ``(1 + margin)`` x the
     memory roof (``summary["bytes_per_s_roof"]``), then the whole model when its achieved FLOP/s
-    exceeds its peak at all. NaN rates (no time, no bytes) are never above anything."""
+    exceeds its peak at all. NaN rates (no time, no bytes) are never above anything.
+
+    The memory roof of a layer is the bandwidth of its memory level (``level_bytes_per_s``, named
+    by ``memory_level``) where the layers carry one, else ``summary["bytes_per_s_roof"]`` ("memory")."""
     bw = float(summary["bytes_per_s_roof"])
     checks: tuple[tuple[str | None, str, Literal["FLOP/s", "B/s"]], ...] = (
         ("compute_roof_flop_per_s", "achieved_flop_per_s", "FLOP/s"), (None, "achieved_bytes_per_s", "B/s"))
+    level_bw = layers["level_bytes_per_s"].fillna(bw) if "level_bytes_per_s" in layers else pd.Series(bw, index=layers.index)
+    level = layers["memory_level"].replace("", "memory") if "memory_level" in layers else pd.Series("memory", index=layers.index)
     found = []
     for roof_col, rate_col, unit in checks:
-        roof = layers[roof_col] if roof_col else pd.Series(bw, index=layers.index)
+        roof = layers[roof_col] if roof_col else level_bw
         ratio = layers[rate_col] / roof
         for path in ratio.index[ratio > 1 + margin]:
-            key = str(layers.loc[path, "roof_key"]) if roof_col else "memory"
+            key = str(layers.loc[path, "roof_key"]) if roof_col else str(level[path])
             found.append((float(ratio[path]), RoofViolation(f"layer {path or '(root)'}", key, float(roof[path]),
                                                             float(layers.loc[path, rate_col]), unit)))
     out = [v for _, v in sorted(found, key=lambda rv: -rv[0])]
@@ -312,7 +360,8 @@ def roof_warnings(violations: Sequence[RoofViolation], k: Ceilings, device: str)
     fix = f"re-measure the ceilings with `{refresh_command(device)}` on a quiet machine"
     why = {"FLOP/s": "a roof measured under load is too low; a kernel that does fewer operations than counted, "
                      "e.g. Winograd, also runs above it",
-           "B/s": "data served from cache runs above the DRAM bandwidth; a bandwidth measured under load is too low"}
+           "B/s": "data served from cache runs above the bandwidth of a larger level (an op reading what the one before "
+                  "it just wrote); a bandwidth measured under load is too low"}
     out = []
     layers = [v for v in violations if v.what != "whole model"]
     for key in dict.fromkeys(v.roof_key for v in layers):
@@ -391,7 +440,8 @@ def _plots(p: Profile, d: Path) -> tuple[list[Path], list[str]]:
     cfg = p.config
     title = f"{cfg['model']} ({cfg['dtype']}, {cfg['mode']}, batch {cfg['batch']})"
     try:
-        out = plots.roofline_plot(pts[pts["time_s"] > 0], p.ceilings, d / "roofline.png", title=title)
+        out = plots.roofline_plot(pts[pts["time_s"] > 0], p.ceilings, d / "roofline.png", title=title,
+                                  marker_by="memory_level" if p.ceilings.levels else None)
         out += plots.time_bar_plot(pts, d / "layer_time.png", title=title)
     except plots.PlotUnavailable as e:
         return [], [f"plots skipped: {e}"]

@@ -2,8 +2,9 @@
 
 Stages, in data-flow order (docs/ARCHITECTURE.md): the base modules every stage may use, then
 count -> measure -> ceilings -> memory -> distributed (DDP / FSDP2 runs and predictions, built on
-the four before it) -> report (renderers of plain records) -> join (the ``Profile`` records, which
-save themselves through the renderers) -> studies -> cli. Imports under ``if TYPE_CHECKING:`` are
+the four before it) -> report (renderers of plain records) -> join (the roofline, the time
+prediction, the ``Profile`` records, which save themselves through the renderers, and the
+comparison of saved profiles) -> studies -> cli. Imports under ``if TYPE_CHECKING:`` are
 annotations only and are not counted.
 """
 
@@ -24,7 +25,7 @@ STAGES: list[tuple[str, ...]] = [
     ("memory",),
     ("distributed",),
     ("report",),
-    ("roofline", "joining", "profiler"),
+    ("roofline", "predict", "joining", "profiler", "compare"),
     ("studies",),
     ("cli", "__main__"),
 ]

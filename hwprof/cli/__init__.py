@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("hwprof.cli.profile", "count + measure + ceilings joined into per-layer roofline records"),
     "memory": ("hwprof.cli.memory", "predict training/inference memory and validate against measured peaks"),
     "study": ("hwprof.cli.study", "studies: `hwprof study depthwise`"),
+    "predict": ("hwprof.cli.predict", "predicted time per layer and model from counts and ceilings (or a named GPU)"),
+    "compare": ("hwprof.cli.compare", "two or more saved profiles joined per layer: speedup, bound changes, moves"),
 }
 
 OPTIONAL_DEPENDENCIES: frozenset[str] = frozenset({"matplotlib", "torchvision", "timm", "pynvml"})

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="under torchrun: busbw of all_reduce, all_gather, reduce_scatter and broadcast over 1 KiB to "
                         "256 MiB messages, cached per backend and world size")
     add_group_options(p)
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="also plot the memory-level sweep (bandwidth against working set) to PNG (+ SVG beside it)")
     add_output_options(p)
 
 
@@ -38,7 +40,25 @@ def table(k: Ceilings) -> pd.DataFrame:
              "ratio": k.ratio_to_datasheet.get(mode), "spread": k.spread.get(mode)} for mode, v in k.flop_per_s.items()]
     rows.append({"ceiling": "bytes_per_s", "measured": k.bytes_per_s, "datasheet": sheet.get("bytes_per_s"),
                  "ratio": k.ratio_to_datasheet.get("bytes_per_s"), "spread": k.spread.get("bytes_per_s")})
+    rows += [{"ceiling": f"{lv.name}_bytes_per_s", "measured": lv.bytes_per_s, "datasheet": None, "ratio": None,
+              "spread": k.spread.get(f"{lv.name}_bytes_per_s")} for lv in k.levels if lv.capacity_bytes is not None]
     return pd.DataFrame(rows).set_index("ceiling")
+
+
+def level_table(k: Ceilings) -> pd.DataFrame:
+    """One row per memory level: effective and reported capacity, bandwidth (strings)."""
+    return pd.DataFrame([{"level": lv.name,
+                          "capacity": human(lv.capacity_bytes, "B", 1024) if lv.capacity_bytes else "-",
+                          "reported": human(lv.reported_bytes, "B", 1024) if lv.reported_bytes else "-",
+                          "bandwidth": human(lv.bytes_per_s, "B/s") if lv.bytes_per_s else "not resolved",
+                          "from": lv.source} for lv in k.levels]).set_index("level")
+
+
+def sweep_table(k: Ceilings) -> pd.DataFrame:
+    """One row per working set of the sweep: best time, bandwidth without and with the op overhead, level."""
+    return pd.DataFrame([{"working_set": human(p.working_set_bytes, "B", 1024), "time": f"{p.time_s * 1e6:.2f} us",
+                          "bandwidth": human(p.bytes_per_s, "B/s") if p.bytes_per_s == p.bytes_per_s else "unresolved",
+                          "raw": human(p.raw_bytes_per_s, "B/s"), "level": p.level} for p in k.sweep])
 
 
 def _pct(v: float | None, digits: int = 0) -> str:
@@ -61,14 +81,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     shown = df.copy()
     for col in ("measured", "datasheet"):
-        shown[col] = [human(v, "B/s" if name == "bytes_per_s" else "FLOP/s") for name, v in df[col].items()]
+        shown[col] = [human(v, "B/s" if name.endswith("bytes_per_s") else "FLOP/s") for name, v in df[col].items()]
     shown["ratio"] = df["ratio"].map(_pct)
     shown["spread"] = [_pct(v, 1) + (" FLAGGED" if name.removesuffix("_flop_per_s") in k.flagged else "")
                        for name, v in df["spread"].items()]
+    if args.plot:
+        from hwprof.report.plots import sweep_plot
+
+        sweep_plot(k, args.plot)
     rounds = len({t.round for t in k.trials})
     head = (f"{k.device_name} ({k.device_type}, torch {k.torch_version}, {k.threads} threads, host {k.host}): "
             f"source {k.source}, measured {k.date}, best of {rounds} rounds"
             + (f", cached in {k.cache_file}" if k.cache_file else ", not cached"))
     notes = "".join(f"\nnote: {n}" for n in k.notes)
-    emit(head + "\n" + render(shown, "table") + notes, args.out)
+    levels = ""
+    if k.levels:
+        over = f"{k.op_overhead_s * 1e6:.2f} us" if k.op_overhead_s else "-"
+        levels = (f"\n\nmemory levels (working-set copy sweep, best of the rounds; op overhead {over} taken out):\n"
+                  + render(level_table(k), "table") + "\n\n" + render(sweep_table(k), "table", index=False))
+    emit(head + "\n" + render(shown, "table") + levels + notes, args.out)
     return 0

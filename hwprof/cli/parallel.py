@@ -305,7 +305,7 @@ def _rank0_profile(args: argparse.Namespace, res: Any, model: Any, spec: str, te
     m = user_paths(res.ranks[0].measurement, res.parallel)
     train = m.config.mode == "train"
     c = count(model, spec, backward=train, batch=m.run.batch, dtype=m.config.dtype,
-              device=torch.device(m.math_modes.device_type), training=train)
+              device=torch.device(m.math_modes.device_type), mode="train" if train else "inference")
     k = measure_ceilings(m.run.device, cache_dir=args.ceilings_cache, quick=args.quick)
     p = trusted_join(c, m, k, name=args.model)
     print("\n".join(["", f"== rank 0's layers on the roofline of {k.device_name}", *summary_lines(p)]))

@@ -9,7 +9,9 @@ as PNG (Agg) and SVG beside it, each rendered to memory first and then written a
 
 Roofline (Williams, Waterman, Patterson, CACM 2009): attainable FLOP/s at arithmetic
 intensity I (FLOP/byte) is ``min(peak_flop_per_s, bytes_per_s * I)``; the ridge point
-``peak_flop_per_s / bytes_per_s`` separates memory-bound from compute-bound intensities.
+``peak_flop_per_s / bytes_per_s`` separates memory-bound from compute-bound intensities. With
+memory levels (cache-aware roofline, Ilic et al. 2014) each cache level adds its own slope
+``level_bytes_per_s * I``; a point is held to the slope of the level its working set fits in.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from hwprof.errors import HwprofError
 from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import Ceilings
 
-__all__ = ["PlotUnavailable", "roofline_plot", "roofline_figure", "time_bar_plot", "flops_vs_time_plot", "MARKERS"]
+__all__ = ["PlotUnavailable", "roofline_plot", "roofline_figure", "time_bar_plot", "flops_vs_time_plot", "MARKERS",
+           "sweep_plot", "sweep_figure", "moves_plot", "moves_figure"]
 
 #: Marker shapes used for ``marker_by`` categories, in order of first appearance.
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p", "d", "8")
@@ -35,6 +38,7 @@ MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">
 # Roofs are drawn in neutral greys so that the category colours stay with the points.
 _ROOF_COLOR = "0.25"
 _DATASHEET_COLOR = "0.55"
+_LEVEL_COLOR = "0.45"
 _ROOF_ORDER = ("fp64", "fp32", "tf32", "bf16", "fp16")
 
 
@@ -180,6 +184,9 @@ class _Roofs:
     sheet_bw: float | None
     hidden: list[tuple[str, float]]
     device_name: str
+    caches: tuple[tuple[str, float], ...] = ()
+    """Cache levels with a bandwidth (name, bytes/s), fastest first: slopes above main memory's."""
+    main_name: str = "memory"
 
     @property
     def all_flop_per_s(self) -> list[float]:
@@ -192,9 +199,13 @@ def _select_roofs(ceilings: Ceilings, keys: Collection[str] | None) -> _Roofs:
     wanted = set(valid) | {k for k in _ROOF_ORDER if ceilings.datasheet_roof(k)} if keys is None else set(keys)
     sheet = {k: v for k in wanted if (v := ceilings.datasheet_roof(k)) is not None}
     bw = ceilings.bytes_per_s
+    caches = tuple(sorted(((lv.name, float(lv.bytes_per_s)) for lv in ceilings.levels
+                           if lv.capacity_bytes is not None and lv.bytes_per_s and _finite_positive(lv.bytes_per_s)
+                           and (bw is None or lv.bytes_per_s > bw)), key=lambda kv: -kv[1]))
     return _Roofs(_roof_sort((k, v) for k, v in valid.items() if k in wanted), _roof_sort(sheet.items()),
                   float(bw) if bw is not None and _finite_positive(bw) else None, ceilings.datasheet_roof("bytes_per_s"),
-                  _roof_sort((k, v) for k, v in valid.items() if k not in wanted), ceilings.device_name)
+                  _roof_sort((k, v) for k, v in valid.items() if k not in wanted), ceilings.device_name, caches,
+                  ceilings.levels[-1].name if ceilings.levels else "memory")
 
 
 def roofline_plot(
@@ -293,13 +304,20 @@ def _draw_roofs(ax: Any, r: _Roofs, x_lo: float, x_hi: float) -> None:
     if r.bw:
         x_end = top_roof / r.bw if top_roof else x_hi
         ax.plot([x_lo, x_end], [r.bw * x_lo, r.bw * x_end], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
+    for level, level_bw in r.caches:   # each cache level's slope, up to the highest roof
+        x_end = top_roof / level_bw if top_roof else x_hi
+        ax.plot([x_lo, x_end], [level_bw * x_lo, level_bw * x_end], color=_LEVEL_COLOR, linewidth=1.0, linestyle="-.",
+                zorder=2)
+        ax.text(x_lo * 1.3, level_bw * x_lo * 1.3 * 1.15, f"{level} {_si(level_bw, 'B/s')}", fontsize=7,
+                color=_LEVEL_COLOR, zorder=4, bbox=_TEXT_BOX)
+    fastest = r.caches[0][1] if r.caches else r.bw
     if r.sheet_bw:
         x_end = (max(v for _, v in r.sheet) if r.sheet else (top_roof or ax.get_ylim()[1])) / r.sheet_bw
         ax.plot([x_lo, x_end], [r.sheet_bw * x_lo, r.sheet_bw * x_end], color=_DATASHEET_COLOR,
                 linewidth=1.2, linestyle="--", zorder=2)
     sheet_of = dict(r.sheet)
     for name, roof in r.measured:
-        x0 = roof / r.bw if r.bw else x_lo
+        x0 = roof / fastest if fastest else x_lo
         ax.plot([x0, x_hi], [roof, roof], color=_ROOF_COLOR, linewidth=1.8, zorder=2)
         label = f"{name} {_si(roof, 'FLOP/s')} measured"
         if name in sheet_of:
@@ -334,7 +352,7 @@ def _label_slope(fig: Any, ax: Any, r: _Roofs, x_lo: float) -> None:
     p1 = ax.transData.transform((xa, r.bw * xa))
     p2 = ax.transData.transform((xa * 10, r.bw * xa * 10))
     angle = math.degrees(math.atan2(p2[1] - p1[1], p2[0] - p1[0]))
-    label = f"memory {_si(r.bw, 'B/s')} measured"
+    label = f"{r.main_name} {_si(r.bw, 'B/s')} measured"
     if r.sheet_bw:
         label += f" (datasheet {_si(r.sheet_bw, 'B/s')}, dashed)"
     ax.text(xa, r.bw * xa * 1.6, label, rotation=angle, rotation_mode="anchor", fontsize=8, color=_ROOF_COLOR,
@@ -483,3 +501,121 @@ def flops_vs_time_plot(
     if colours:
         _legends(ax, colours, color_by, markers, marker_by)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- memory-level sweep
+def sweep_plot(ceilings: Ceilings, path: str | Path, *, title: str = "") -> list[Path]:
+    """The working-set sweep of ``ceilings`` (:func:`sweep_figure`); writes PNG + SVG, returns the paths."""
+    return _save(sweep_figure(ceilings, title=title), path)
+
+
+def sweep_figure(ceilings: Ceilings, *, title: str = "") -> Any:
+    """Log-log bandwidth against working set: each sweep point's bandwidth with the op overhead
+    taken out (filled; unresolved points left out) and raw (hollow, ``W / t``), each level's
+    bandwidth as a horizontal segment over its effective range, and the cache sizes the system
+    reports as dotted vertical lines (the effective capacity solid where the sweep found it smaller)."""
+    fig = _new_figure((9.0, 5.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    pts = [p for p in ceilings.sweep if _finite_positive(p.raw_bytes_per_s)]
+    if pts:
+        ax.plot([p.working_set_bytes for p in pts], [p.raw_bytes_per_s for p in pts], "o", mfc="none", color="0.5",
+                label="raw: W / t", zorder=3)
+        ok = [p for p in pts if _finite_positive(p.bytes_per_s)]
+        ax.plot([p.working_set_bytes for p in ok], [p.bytes_per_s for p in ok], "o-", color="C0",
+                label="W / (t - op overhead)", zorder=4)
+    _draw_levels(ax, ceilings, pts)
+    ax.set_xlabel("working set W (bytes: source + destination of the copy)")
+    ax.set_ylabel("bandwidth (bytes/s)")
+    over = f", op overhead {ceilings.op_overhead_s * 1e6:.2f} us" if ceilings.op_overhead_s else ""
+    ax.set_title((title or "Memory levels") + f" — {ceilings.device_name}{over}", fontsize=11)
+    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def _binary(x: float) -> str:
+    """Bytes with a binary prefix: 4194304 -> '4 MiB', 98304 -> '96 KiB'."""
+    for factor, prefix in ((2**30, "Gi"), (2**20, "Mi"), (2**10, "Ki")):
+        if x >= factor:
+            return f"{x / factor:.3g} {prefix}B"
+    return f"{x:.3g} B"
+
+
+def _draw_levels(ax: Any, ceilings: Ceilings, pts: Sequence[Any]) -> None:
+    """Level segments and capacity lines of :func:`sweep_figure`."""
+    reported = [float(lv.reported_bytes) for lv in ceilings.levels if lv.reported_bytes]
+    xs = [float(p.working_set_bytes) for p in pts] + reported or [2.0**14, 2.0**30]
+    lo, hi = min(xs) / 1.5, max(xs) * 1.5
+    ys = [float(v) for p in pts for v in (p.raw_bytes_per_s, p.bytes_per_s) if _finite_positive(v)]
+    start = lo
+    for lv in ceilings.memory_levels():
+        end = float(lv.capacity_bytes) if lv.capacity_bytes is not None else hi
+        if lv.bytes_per_s:
+            ys.append(float(lv.bytes_per_s))
+            ax.plot([start, end], [lv.bytes_per_s, lv.bytes_per_s], color=_ROOF_COLOR, linewidth=2.0, zorder=2)
+            ax.text(math.sqrt(start * end), lv.bytes_per_s * 1.08, f"{lv.name} {_si(lv.bytes_per_s, 'B/s')}",
+                    ha="center", va="bottom", fontsize=8, color=_ROOF_COLOR, bbox=_TEXT_BOX)
+        if lv.reported_bytes:
+            ax.axvline(lv.reported_bytes, color=_DATASHEET_COLOR, linestyle=":", linewidth=1.0, zorder=1)
+            ax.text(lv.reported_bytes, 0.02, f" {lv.name} {_binary(lv.reported_bytes)} reported ", rotation=90,
+                    ha="right", va="bottom", fontsize=7, color=_DATASHEET_COLOR, transform=ax.get_xaxis_transform())
+        if lv.capacity_bytes is not None and lv.reported_bytes and lv.capacity_bytes < lv.reported_bytes:
+            ax.axvline(lv.capacity_bytes, color=_ROOF_COLOR, linestyle="-", linewidth=0.8, zorder=1)
+            ax.text(lv.capacity_bytes, 0.02, f" {lv.name} effective {_binary(lv.capacity_bytes)} ", rotation=90,
+                    ha="right", va="bottom", fontsize=7, color=_ROOF_COLOR, transform=ax.get_xaxis_transform())
+        start = end
+    ax.set_xlim(lo, hi)
+    if ys:
+        ax.set_ylim(min(ys) / 1.6, max(ys) * 1.6)
+
+
+# --------------------------------------------------------------------------- moves between runs
+def moves_plot(moves: pd.DataFrame, ceilings: Sequence[Ceilings], path: str | Path, *, labels: Sequence[str],
+               title: str = "", label_top: int = 8) -> list[Path]:
+    """Each layer's move between two runs on one roofline (:func:`moves_figure`); writes PNG + SVG."""
+    return _save(moves_figure(moves, ceilings, labels=labels, title=title, label_top=label_top), path)
+
+
+def moves_figure(moves: pd.DataFrame, ceilings: Sequence[Ceilings], *, labels: Sequence[str], title: str = "",
+                 label_top: int = 8) -> Any:
+    """Roofline of two runs: ``moves`` columns ``name``, ``layer_type``, ``intensity_a``,
+    ``achieved_flop_per_s_a``, ``intensity_b``, ``achieved_flop_per_s_b``, ``time_s_b`` (and
+    ``roof_key_a``/``roof_key_b``). The second run's points are drawn over its roofs
+    (``ceilings[-1]``), the first run's as hollow markers, an arrow from each first-run point to
+    its second-run point; when the runs' ceilings differ (another device), the first run's roofs
+    are drawn dotted and named. ``labels``: the two runs' names (legend)."""
+    end = moves.rename(columns={"intensity_b": "intensity", "achieved_flop_per_s_b": "achieved_flop_per_s",
+                                "time_s_b": "time_s", "roof_key_b": "roof_key"})
+    keys = {str(k) for c in ("roof_key_a", "roof_key_b") if c in moves for k in moves[c].dropna()}
+    fig = roofline_figure(end, ceilings[-1], title=title, label_top=label_top, size_by=None, roofs=keys or None)
+    ax = fig.axes[0]
+    a = _positive_rows(moves, ["intensity_a", "achieved_flop_per_s_a", "intensity_b", "achieved_flop_per_s_b"])
+    ax.scatter(a["intensity_a"], a["achieved_flop_per_s_a"], s=30, facecolors="none", edgecolors="0.3",
+               linewidths=0.8, zorder=3)
+    for _, row in a.iterrows():
+        ax.annotate("", xy=(row["intensity_b"], row["achieved_flop_per_s_b"]),
+                    xytext=(row["intensity_a"], row["achieved_flop_per_s_a"]),
+                    arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 0.7, "shrinkA": 3, "shrinkB": 4}, zorder=3)
+    if len(ceilings) > 1 and ceilings[0].device_name != ceilings[-1].device_name:
+        _draw_other_roofs(ax, ceilings[0], keys, labels[0])
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="", marker="o", mfc="none", color="0.3", label=f"{labels[0]} (hollow)"),
+               Line2D([], [], linestyle="", marker="o", color="0.3", label=f"{labels[-1]} (filled, arrow head)")]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    return fig
+
+
+def _draw_other_roofs(ax: Any, k: Ceilings, keys: Collection[str], label: str) -> None:
+    """The first run's compute roofs and bandwidth, dotted, when it ran on another device."""
+    x_lo, x_hi = ax.get_xlim()
+    for key, roof in sorted(k.flop_per_s.items()):
+        if keys and key not in keys or not _finite_positive(roof):
+            continue
+        ax.plot([x_lo, x_hi], [roof, roof], color=_DATASHEET_COLOR, linestyle=":", linewidth=1.2, zorder=2)
+        ax.text(x_lo * 1.2, roof * 1.05, f"{label}: {key} {_si(roof, 'FLOP/s')}", fontsize=7, color=_DATASHEET_COLOR)
+    if k.bytes_per_s and _finite_positive(k.bytes_per_s):
+        bw = float(k.bytes_per_s)
+        ax.plot([x_lo, x_hi], [bw * x_lo, bw * x_hi], color=_DATASHEET_COLOR, linestyle=":", linewidth=1.2, zorder=2)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from hwprof.joining import Profile
 
 __all__ = ["terminal_table", "op_table", "summary_lines", "markdown_report", "variant_shares", "comparison_lines",
-           "phase_table", "memory_table", "memory_line", "memory_lines"]
+           "phase_table", "memory_table", "memory_line", "memory_lines", "level_lines", "prediction_lines"]
 
 MIB = 2**20
 
@@ -31,8 +31,13 @@ def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _ms(x: float) -> str:
+    return "-" if x != x else f"{x * 1e3:.3f} ms"
+
+
 def terminal_table(p: Profile, top: int | None = None) -> pd.DataFrame:
-    """name, type, shape, FLOPs, time, achieved FLOP/s, % of roof, intensity, bound (strings)."""
+    """name, type, shape, FLOPs, time, predicted time, achieved FLOP/s, % of roof, intensity,
+    memory level, bound (strings)."""
     lay = p.layers.sort_values("time_s", ascending=False) if top else p.layers
     if top:
         lay = lay.head(top)
@@ -40,12 +45,14 @@ def terminal_table(p: Profile, top: int | None = None) -> pd.DataFrame:
         "type": [f"{t}/{v}" if v else t for t, v in zip(lay["type"], lay["variant"], strict=True)],
         "output": lay["output_shapes"],
         "flops": lay["flops"].map(human),
-        "time": lay["time_s"].map(lambda s: f"{s * 1e3:.3f} ms" if s == s else "-"),
+        "time": lay["time_s"].map(_ms),
+        "predicted": lay["predicted_s"].map(_ms) if "predicted_s" in lay else "-",
         "time%": lay["time_share"].map(_pct),
         "flop/s": lay["achieved_flop_per_s"].map(human),
         "%roof": lay["pct_of_compute_roof"].map(lambda x: "-" if x != x else f"{x:.2f}%"),
         "roof": lay["roof_key"],
         "AI": lay["intensity"].map(lambda x: "-" if x != x else f"{x:.2f}"),
+        "level": lay["memory_level"] if "memory_level" in lay else "",
         "bound": lay["bound"] + lay["above_roof"].map(lambda f: " ABOVE ROOF" if f else ""),
     }, index=lay.index.map(lambda s: s or "(root)"))
     df.index.name = "layer"
@@ -60,8 +67,10 @@ def summary_lines(p: Profile) -> list[str]:
                       for key, v in k.flop_per_s.items())
     lines = [
         f"device {k.device_name}: roofs {roofs}, bandwidth {human(k.bytes_per_s)}B/s ({k.source})",
+        *level_lines(p),
         f"whole model: {s['whole_model_time_s'] * 1e3:.3f} ms for {human(s['flops'])}FLOPs = "
         f"{human(s['achieved_flop_per_s'])}FLOP/s, {_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak",
+        *prediction_lines(p),
         f"sum of per-layer times {s['sum_of_layer_times_s'] * 1e3:.3f} ms = {_pct(s['layer_sum_over_whole'])} of the "
         "whole-model time (from the hooked pass: below 100%, time between layers that no layer owns; "
         "above, the hooks' own overhead)" + _paired_text(s.get("layer_sum_paired") or {}),
@@ -80,8 +89,9 @@ def summary_lines(p: Profile) -> list[str]:
         names = ", ".join(n or "(root)" for n in above.index[:5]) + (", ..." if len(above) > 5 else "")
         lines.append(
             f"ABOVE ROOF: {len(above)} layers ({_pct(float(above['time_share'].sum()))} of the time) ran faster than "
-            f"their roof allows: data resident in cache (the memory roof is DRAM bandwidth), fewer operations "
-            f"than counted (Winograd/FFT), or a roof measured low; flagged, not clipped: {names}")
+            f"their roof allows: data still in a faster level than their working set was placed in (left there by "
+            f"the op before), fewer operations than counted (Winograd/FFT), or a roof measured low; flagged, not "
+            f"clipped: {names}")
     mem = memory_line(p.measurement.memory)
     if mem:
         lines.append(mem)
@@ -92,6 +102,38 @@ def summary_lines(p: Profile) -> list[str]:
         lines.append(f"per-op times (torch.profiler pass): {_pct(s['ops_matched_share'])} of the counted ops "
                      "matched a measured op (the rest keep no time in ops.csv)")
     lines += [f"warning: {n}" if n in p.warnings else f"note: {n}" for n in p.notes]
+    return lines
+
+
+def level_lines(p: Profile) -> list[str]:
+    """One line on the memory levels the layers were placed against (none without a sweep)."""
+    k = p.ceilings
+    if not k.levels:
+        return []
+    parts = []
+    for lv in k.levels:
+        bw = f"{human(lv.bytes_per_s)}B/s" if lv.bytes_per_s else "not resolved"
+        parts.append(f"{lv.name} {bw}" + (f" up to {human(lv.capacity_bytes, 'B', 1024)}" if lv.capacity_bytes else ""))
+    overhead = f"; op overhead {k.op_overhead_s * 1e6:.2f} us" if k.op_overhead_s else ""
+    return ["memory levels: " + ", ".join(parts) + overhead]
+
+
+def prediction_lines(p: Profile) -> list[str]:
+    """The whole model's predicted time beside the measured one, and the residual per layer type
+    (the classes the roofline model gets most wrong, by their share of the gap)."""
+    s = p.summary
+    pred = s.get("predicted_time_s", float("nan"))
+    if pred != pred:
+        return []
+    lines = [f"predicted (max(FLOPs / roof, bytes / level bandwidth) + op overhead, per op): {pred * 1e3:.3f} ms vs "
+             f"{s['whole_model_time_s'] * 1e3:.3f} ms measured, error {100 * s['prediction_error']:+.1f}% "
+             f"({s['op_overhead_time_s'] * 1e3:.3f} ms of it per-op overhead)"]
+    by = s["by_type"]
+    if "prediction_error" in by:
+        top = by.sort_values("residual_share", ascending=False).head(4)
+        lines.append("predicted vs measured by layer type (largest share of the gap first): " + "; ".join(
+            f"{kind} {r.predicted_s * 1e3:.3f} vs {r.time_s * 1e3:.3f} ms ({100 * r.prediction_error:+.0f}%, "
+            f"{_pct(r.residual_share)} of the gap)" for kind, r in top.iterrows()))
     return lines
 
 
@@ -213,10 +255,6 @@ def memory_table(memory: Mapping[str, Any]) -> pd.DataFrame:
     rows = [{"quantity": k, "value": _value(k, v)} for k, v in memory.items()
             if not (v is None or (isinstance(v, float) and math.isnan(v)) or v == "")]
     return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
-
-
-def _ms(x: float) -> str:
-    return "-" if x != x else f"{x * 1e3:.3f} ms"
 
 
 def phase_table(phases: pd.DataFrame) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from hwprof.cli import profile as cli_profile
 from hwprof.measuring.paired import PairedTiming
 
 LENET_LAYERS = ["conv1", "pool1", "conv2", "pool2", "fc1", "relu", "fc2"]
-TABLE_COLUMNS = ["type", "output", "flops", "time", "time%", "flop/s", "%roof", "roof", "AI", "bound"]
+TABLE_COLUMNS = ["type", "output", "flops", "time", "predicted", "time%", "flop/s", "%roof", "roof", "AI", "level", "bound"]
 PROFILE_FILES = ["ceilings.json", "count.json", "layer_time.png", "layer_time.svg", "layers.csv", "manifest.json",
                  "measurement.json", "ops.csv", "profile.json", "report.html", "report.md", "roofline.png", "roofline.svg",
                  "trace.json"]
