@@ -57,7 +57,7 @@ def test_profile_prints_header_table_and_summary(lenet: SimpleNamespace) -> None
     times = [float(re.search(r" (\d+\.\d{3}) ms ", r)[1]) for r in rows]  # type: ignore[index]
     assert times == sorted(times, reverse=True)                           # slowest first
     for r in rows:
-        assert re.search(r" fp32 +\d+\.\d\d +(memory|compute)( ABOVE ROOF)?$", r), r
+        assert re.search(r" fp32 +\d+\.\d\d +(L1|L2|L3|LLC|DRAM|HBM|-)? +(memory|compute)( ABOVE ROOF)?$", r), r
     summary = lines[lines.index("") + 1:]
     assert summary[0].startswith("device test cpu: roofs fp32 300.00GFLOP/s, bf16 2.40TFLOP/s, bandwidth 25.00GB/s")
     assert re.match(r"whole model: \d+\.\d{3} ms for 4\.60MFLOPs = ", summary[1])   # LeNet-5 forward: 4.60 MFLOPs
