@@ -9,7 +9,6 @@ itself is checked by test_gpu_session.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_scripts import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_session.sh"
@@ -74,17 +74,9 @@ def test_hwprof_ran_without_the_packages_the_device_lacks(session: dict[str, Any
     assert env["device"]["type"] == "cpu"
 
 
-def _ingest() -> Any:
-    spec = importlib.util.spec_from_file_location("ingest_gpu", ROOT / "bench" / "ingest_gpu.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_ingest_unpacks_records_and_prints_the_tables(session: dict[str, Any], capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
-    ingest = _ingest()
+    ingest = bench_module("ingest_gpu")
     results = session["tmp"] / "results"
     archive = session["tmp"] / "out" / "gpu-results.tar.gz"
     assert ingest.main([str(archive), "--results", str(results)]) == 0

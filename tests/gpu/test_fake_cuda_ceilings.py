@@ -7,28 +7,19 @@ that each rate is exactly work / 1 ms and a unit slip shows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from bench_scripts import bench_module
 from fake_cuda import FakeGpu
 
 from hwprof.hardware import ceilings as C
 from hwprof.hardware.ceilings import TrialResult, measure_ceilings
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 STEP_S = 1e-3
-
-
-def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_gpu_plan_keeps_the_sizes_free_memory_allows(fake_gpu: FakeGpu) -> None:
@@ -80,14 +71,14 @@ def test_ceilings_on_a_gpu_with_its_datasheet(fake_gpu: FakeGpu, tmp_path: Path)
 
 
 def test_hand_probes_time_with_events(fake_gpu: FakeGpu) -> None:
-    probe = _load("test_ceiling_probe")
+    probe = bench_module("test_ceiling_probe")
     assert probe.hand_bf16_gemm_flop_per_s(32) == pytest.approx(2 * 32**3 / STEP_S)
     assert probe.hand_copy_bytes_per_s(2**16) == pytest.approx(2 * 2**16 / STEP_S)
 
 
 def test_probe_script_compares_with_the_runs_ceilings(fake_gpu: FakeGpu, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    probe = _load("test_ceiling_probe")
+    probe = bench_module("test_ceiling_probe")
     monkeypatch.setattr(probe, "hand_bf16_gemm_flop_per_s", lambda n: 1000.0)
     monkeypatch.setattr(probe, "hand_copy_bytes_per_s", lambda nbytes: 100.0)
     k = C.Ceilings("cuda", "NVIDIA H200", "2.11", "2026-12-01", "measured", {"bf16": 980.0}, 90.0)

@@ -10,7 +10,6 @@ verdict on a predictor."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from bench_scripts import bench_module
 from fake_cuda import FakeGpu
 
 from hwprof.cli import main as cli_main
@@ -26,16 +26,7 @@ from hwprof.memory.fake_model import fake_device_for
 from hwprof.memory.fit import FitResult, capped_cuda_memory, check_fit, device_total_bytes
 from hwprof.memory.validate import error_pct, validate
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "memory_validation.py"
 LINEAR_STATE = 1024 * 4 * 4 + 4 * 4   # nn.Linear(1024, 4): weight and bias, float32
-
-
-def load_script() -> Any:
-    spec = importlib.util.spec_from_file_location("memory_validation", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_validation_compares_with_the_allocator_peaks(fake_gpu: FakeGpu) -> None:
@@ -74,7 +65,7 @@ def test_fit_budget_and_capped_allocator(fake_gpu: FakeGpu) -> None:
 
 
 def test_sweep_on_cuda_compares_with_max_memory_allocated(fake_gpu: FakeGpu, tmp_path: Path) -> None:
-    bench = load_script()
+    bench = bench_module("memory_validation")
     assert bench.main(["--out", str(tmp_path), "--device", "cuda", "--quick", "--models", "lenet5", "--modes",
                        "inference", "--batches-per-model", "1", "--budget", "0.01", "--point-timeout", "120"]) == 0
     df = pd.read_csv(tmp_path / "memory-validation-cuda.csv")
@@ -86,7 +77,7 @@ def test_sweep_on_cuda_compares_with_max_memory_allocated(fake_gpu: FakeGpu, tmp
 
 def test_a_point_past_its_time_is_recorded_and_the_sweep_goes_on(fake_gpu: FakeGpu, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = load_script()
+    bench = bench_module("memory_validation")
     ran: list[tuple[str, int]] = []
 
     def one_point(name: str, spec: str, model: Any, batch: int, mode: str, *args: Any) -> list[dict[str, Any]]:
@@ -109,7 +100,7 @@ def test_a_point_past_its_time_is_recorded_and_the_sweep_goes_on(fake_gpu: FakeG
 
 
 def test_time_budget_records_the_points_left(tmp_path: Path) -> None:
-    bench = load_script()
+    bench = bench_module("memory_validation")
     assert bench.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--models", "lenet5",
                        "--time-budget", "0"]) == 0
     df = pd.read_csv(tmp_path / "memory-validation-cpu.csv")

@@ -9,7 +9,6 @@ prints fixed counters)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from bench_scripts import bench_module
 from fake_cuda import FakeGpu, write_fake_ncu
 
 import hwprof
@@ -28,7 +28,6 @@ from hwprof.studies.depthwise import counters, study
 
 H200 = Ceilings("cuda", "NVIDIA H200", torch.__version__, "2026-12-01", "measured",
                 {"fp32": 6e13, "tf32": 4e14, "bf16": 8e14}, 4.4e12)
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _tiny(**overrides: Any) -> D.SweepConfig:
@@ -113,10 +112,7 @@ def test_profile_counts_with_cuda_kernels(fake_gpu: FakeGpu) -> None:
 
 
 def test_verify_script_on_cuda(fake_gpu: FakeGpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location("gpu_verify_measure", BENCH / "gpu_verify_measure.py")
-    assert spec is not None and spec.loader is not None
-    verify = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(verify)
+    verify = bench_module("gpu_verify_measure")
     db, why = verify.do_bench_median_s(lambda: None, torch.device("cuda", 0))
     assert db is None and why is not None and "triton" in why
     cache = tmp_path / "cache"
