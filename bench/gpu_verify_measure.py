@@ -72,7 +72,7 @@ def verify_model(name: str, batch: int, spec: str, dev: torch.device, budget_s: 
 
     m = measure(model, x, device=dev, mode="inference", budget_s=budget_s)
     st = m.timings["fwd_nograd"]
-    rows = [{"model": name, "batch": batch, "method": "hwprof.measure (CUDA events / perf_counter)",
+    rows: list[dict[str, Any]] = [{"model": name, "batch": batch, "method": "hwprof.measure (CUDA events / perf_counter)",
              "median_s": st.median_s, "iqr_s": st.iqr_s, "iqr_over_median": st.iqr_over_median, "reps": st.reps}]
     fwd()
     _sync(dev)

@@ -255,8 +255,8 @@ def _device_class(gpu: FakeGpu) -> type:
         def __enter__(self) -> None:
             gpu.called("device.__enter__")
 
-        def __exit__(self, *exc: object) -> bool:
-            return False
+        def __exit__(self, *exc: object) -> None:
+            return None
     return device
 
 
@@ -406,8 +406,9 @@ def fake_pynvml(gpu: FakeGpu, process_listed: bool = True) -> types.ModuleType:
               nvmlDeviceGetClockInfo, nvmlDeviceGetMaxClockInfo, nvmlDeviceGetEnforcedPowerLimit,
               nvmlDeviceGetTemperature):
         setattr(nv, f.__name__, f)
-    nv.NVML_CLOCK_SM, nv.NVML_CLOCK_MEM, nv.NVML_TEMPERATURE_GPU = 1, 2, 0   # pynvml's values
-    nv.NVMLError = NVMLError
+    for name, value in (("NVML_CLOCK_SM", 1), ("NVML_CLOCK_MEM", 2), ("NVML_TEMPERATURE_GPU", 0),   # pynvml's values
+                        ("NVMLError", NVMLError)):
+        setattr(nv, name, value)
     return nv
 
 
