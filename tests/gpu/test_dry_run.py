@@ -3,7 +3,7 @@ with tiny sizes on the CPU (platformdirs and psutil hidden, as on the device ima
 typo in a stage fails here and not in the GPU window; then ``bench/ingest_gpu.py`` on the archive
 it returns. The numbers are a loaded CPU's: only the files, exit codes and tables are checked.
 
-The session runs once for the module. Its default budget is 120 s (about 50 s of CPU time);
+The session runs once for the module. Its default budget is 120 s (about 55 s of CPU time);
 here it gets 400 s, so that a shared machine's load does not fail the check: the schedule
 itself is checked by test_gpu_session.py."""
 
