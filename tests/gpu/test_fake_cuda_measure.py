@@ -118,7 +118,8 @@ def test_nvml_failures_leave_its_fields_none(fake_gpu: FakeGpu, monkeypatch: pyt
 
 
 def test_train_per_layer_pairs_and_allocator_trace(fake_gpu: FakeGpu) -> None:
-    m = measure(TinyNet(), "3x8x8", batch=4, device="cuda", mode="train", optimizer="adam", per_layer=True,
+    model = TinyNet()
+    m = measure(model, "3x8x8", batch=4, device="cuda", mode="train", optimizer="adam", per_layer=True,
                 layer_reps=2, clock=FakeClock(1000), **QUICK)
     for phase in ("fwd", "bwd", "step"):
         assert m.timings[phase].median_s == pytest.approx(STEP_S)
@@ -133,8 +134,10 @@ def test_train_per_layer_pairs_and_allocator_trace(fake_gpu: FakeGpu) -> None:
     assert (lay["fwd_s"] >= 0).all() and (lay["bwd_s"] >= 0).all()
     assert lay["fwd_s"].sum() == pytest.approx(lay.loc["", "fwd_incl_s"])
     assert all(v * 1e3 == pytest.approx(round(v * 1e3)) for v in lay["fwd_incl_s"])   # whole 1 ms steps
-    # the trace pass starts from what the allocator holds (memory_allocated, not a sum of storages)
-    assert m.memory["alloc_trace_live_before_bytes"] > 0 and fake_gpu.calls["profiler.CUDA"] >= 1
+    # the trace pass starts from what the allocator holds (memory_allocated: the copy and the input,
+    # not the 2 MiB reserved, nor a sum of storages)
+    assert m.memory["alloc_trace_live_before_bytes"] == _bytes(*model.parameters(), *model.buffers()) + 4 * 3 * 8 * 8 * 4
+    assert fake_gpu.calls["profiler.CUDA"] >= 1
 
 
 def test_l2_flush_buffer_is_counted_and_noted(fake_gpu: FakeGpu) -> None:
