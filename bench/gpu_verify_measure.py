@@ -6,12 +6,14 @@ For zoo resnet50 and mobilenet_v1 (batch 64 at 3x224x224; --quick: batch 2 at 3x
   (median mode) vs ``torch.utils.benchmark.Timer.blocked_autorange``; ratios and IQR/median;
 * per-layer: sum of per-layer self times vs the whole-model median, forward (inference) and
   forward + backward (train);
-* the ceilings of the device (``measure_ceilings(refresh=True)``).
+* the ceilings of the device (``measure_ceilings``: from ``--ceilings-cache`` when they are
+  cached there, as after the ceilings stage of ``bench/gpu_session.sh``; ``--refresh-ceilings``
+  re-measures them).
 
-Writes ``timers.csv``, ``layer_sums.csv``, ``ceilings.json`` and ``summary.json`` under ``--out``.
-Usage::
+Writes ``timers.csv``, ``layer_sums.csv``, ``ceilings.json`` and ``summary.json`` under ``--out``;
+the CSVs after each model, so a run cut short keeps the models it finished. Usage::
 
-    python bench/gpu_verify_measure.py --out results/verify-h100            # on the GPU machine
+    python bench/gpu_verify_measure.py --out results/verify-h200            # on the GPU machine
     python bench/gpu_verify_measure.py --out /tmp/verify --quick --device cpu   # smoke check
 """
 
@@ -62,7 +64,7 @@ def torch_timer(fn: Any, dev: torch.device, min_run_time: float) -> tuple[float,
 def verify_model(name: str, batch: int, spec: str, dev: torch.device, budget_s: float) -> tuple[list[dict], list[dict]]:
     model, _ = build(name)
     model = model.to(dev).eval()
-    x = torch.randn(batch, *(int(d) for d in spec.split("x")), device=dev)
+    x = torch.randn(batch, *(int(d) for d in spec.split("x")), device=dev)   # float inputs: image models
 
     def fwd() -> None:
         with torch.no_grad():
@@ -70,7 +72,7 @@ def verify_model(name: str, batch: int, spec: str, dev: torch.device, budget_s: 
 
     m = measure(model, x, device=dev, mode="inference", budget_s=budget_s)
     st = m.timings["fwd_nograd"]
-    rows = [{"model": name, "batch": batch, "method": "hwprof.measure (CUDA events / perf_counter)",
+    rows: list[dict[str, Any]] = [{"model": name, "batch": batch, "method": "hwprof.measure (CUDA events / perf_counter)",
              "median_s": st.median_s, "iqr_s": st.iqr_s, "iqr_over_median": st.iqr_over_median, "reps": st.reps}]
     fwd()
     _sync(dev)
@@ -102,6 +104,13 @@ def verify_model(name: str, batch: int, spec: str, dev: torch.device, budget_s: 
     return rows, sums
 
 
+def _write_tables(out: Path, timers: list[dict], sums: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    timers_df, sums_df = pd.DataFrame(timers), pd.DataFrame(sums)
+    write_atomic(out / "timers.csv", timers_df.to_csv(index=False))
+    write_atomic(out / "layer_sums.csv", sums_df.to_csv(index=False))
+    return timers_df, sums_df
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="directory for the CSV/JSON results")
@@ -109,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small batch and images, quick ceilings (CPU smoke check)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 64; --quick: 2)")
     p.add_argument("--budget", type=float, default=None, help="seconds per timed phase (default 2; --quick: 0.2)")
+    p.add_argument("--models", default="resnet50,mobilenet_v1", help="comma-separated zoo models")
+    p.add_argument("--ceilings-cache", default=None, metavar="DIR", help="where ceilings are cached")
+    p.add_argument("--refresh-ceilings", action="store_true", help="re-measure the ceilings")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dev = resolve_device(args.device)
@@ -116,30 +128,37 @@ def main(argv: list[str] | None = None) -> int:
     spec = "3x64x64" if args.quick else "3x224x224"
     budget = args.budget or (0.2 if args.quick else 2.0)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
-    timers, sums = [], []
-    for name in ("resnet50", "mobilenet_v1"):
+    timers: list[dict] = []
+    sums: list[dict] = []
+    for name in (m for m in args.models.split(",") if m):
         log.info("%s batch %d on %s", name, batch, dev)
-        rows, s = verify_model(name, batch, spec, dev, budget)
+        rows, s = verify_model(name, batch, zoo_spec(name, spec), dev, budget)
         timers += rows
         sums += s
-    k = measure_ceilings(device=dev, refresh=True, cache_dir=out / "ceilings", quick=args.quick)
-
-    timers_df, sums_df = pd.DataFrame(timers), pd.DataFrame(sums)
-    write_atomic(out / "timers.csv", timers_df.to_csv(index=False))
-    write_atomic(out / "layer_sums.csv", sums_df.to_csv(index=False))
+        timers_df, sums_df = _write_tables(out, timers, sums)
+    k = measure_ceilings(device=dev, refresh=args.refresh_ceilings, cache_dir=args.ceilings_cache, quick=args.quick)
+    timers_df, sums_df = _write_tables(out, timers, sums)
     write_json_atomic(out / "ceilings.json", k.to_dict())
     write_json_atomic(out / "summary.json", {
         "command": " ".join([sys.executable, *sys.argv]), "date": dt.datetime.now(dt.timezone.utc).isoformat(),
         "device": describe_device(dev), "batch": batch, "input": spec, "budget_s": budget,
         "timers": timers, "layer_sums": sums, "ceilings": {"flop_per_s": k.flop_per_s, "bytes_per_s": k.bytes_per_s,
-                                                            "ratio_to_datasheet": k.ratio_to_datasheet}})
+                                                            "ratio_to_datasheet": k.ratio_to_datasheet,
+                                                            "source": k.source}})
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(timers_df.to_string(index=False))
         print(sums_df.to_string(index=False))
         print({"flop_per_s": k.flop_per_s, "bytes_per_s": k.bytes_per_s, "ratio_to_datasheet": k.ratio_to_datasheet})
     print(f"wrote {out}/timers.csv, layer_sums.csv, ceilings.json, summary.json")
     return 0
+
+
+def zoo_spec(name: str, spec: str) -> str:
+    """``spec`` for an image model (3 x H x W), else the zoo model's own input."""
+    default = build(name, device="meta")[1]
+    return spec if default.startswith("3x") else default
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Sweep: every memory predictor against measured peaks, over models, batch sizes and modes.
 
-    python bench/memory_validation.py --out results/memory --device cuda      # the H100 run
+    python bench/memory_validation.py --out results/memory --device cuda      # the GPU run
     python bench/memory_validation.py --out /tmp/mem --quick                 # CPU smoke check (~1 min)
+    python bench/memory_validation.py --out D --device cuda --time-budget 90 --point-timeout 60
 
 For each model x batch x mode (train with Adam, inference): ``hwprof.estimate_memory`` on a
 meta-device build (fake tensors), then one real measured step (``hwprof.measure``, few
@@ -9,6 +10,13 @@ repetitions) of a real build. Writes ``memory-validation-<device>.csv`` (one row
 predicted and measured bytes, error in %) and ``memory-validation-<device>.png``
 (predicted vs measured, log-log; needs matplotlib). An out-of-memory point is recorded as such
 (``oom=True``) and the sweep goes on.
+
+Bounded in time (``bench/gpu_session.sh``): the points run batch size first (every model and
+mode at its first batch size, then at its second), so a sweep cut short still covers every
+model; ``--time-budget S`` starts no point after S seconds (the rest are recorded as skipped);
+``--point-timeout S`` interrupts a point after S seconds (SIGALRM in the main thread: a point
+stuck inside one long C call ends when that call returns) and records it as timed out. The CSV
+is rewritten after every point, so a sweep that is killed keeps the points it finished.
 
 What is compared: on CUDA each predictor's peak against ``max_memory_allocated`` and the
 simulated reserved bytes against ``max_memory_reserved``; on CPU each predictor's peak against
@@ -24,10 +32,13 @@ column).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +46,7 @@ import pandas as pd
 import torch
 
 from hwprof import zoo
+from hwprof.device import free_device_memory
 from hwprof.errors import HwprofError
 from hwprof.files import write_atomic
 from hwprof.memory.estimate import estimate_memory
@@ -76,9 +88,10 @@ def _have_torchvision() -> bool:
     return True
 
 
-def sweep_points(quick: bool, device: str = "cuda") -> list[tuple[str, str | None, tuple[int, int]]]:
-    """(model, input spec or None, the two batch sizes for ``device``) of the sweep."""
-    points = [(n, spec, gpu if device == "cuda" else cpu) for n, spec, gpu, cpu in (QUICK if quick else FULL)]
+def sweep_points(quick: bool, device: str = "cuda") -> list[tuple[str, str | None, tuple[int, ...]]]:
+    """(model, input spec or None, the batch sizes for ``device``) of the sweep."""
+    points: list[tuple[str, str | None, tuple[int, ...]]] = [
+        (n, spec, gpu if device == "cuda" else cpu) for n, spec, gpu, cpu in (QUICK if quick else FULL)]
     if not _have_torchvision():
         skipped = [n for n, _, _ in points if n.startswith("torchvision:")]
         if skipped:
@@ -185,6 +198,78 @@ def plot(df: pd.DataFrame, path: Path, device: str) -> Path | None:
     return path
 
 
+class PointTimeout(BaseException):
+    """A point ran past ``--point-timeout`` (a BaseException, so that no ``except Exception`` on the
+    way swallows it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`PointTimeout` in the main thread once ``seconds`` have passed (SIGALRM; None or
+    <= 0: no limit)."""
+    if not seconds or seconds <= 0:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise PointTimeout(f"timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def ordered(points: list[tuple[str, str | None, tuple[int, ...]]], modes: list[str],
+            batches_per_model: int = 2) -> list[tuple[str, str | None, int, str]]:
+    """(model, spec override, batch, mode) in the order they run: the first batch size of every
+    model and mode, then the second, so that a sweep cut short covers every model."""
+    return [(name, spec, batches[k], mode) for k in range(batches_per_model)
+            for name, spec, batches in points if k < len(batches) for mode in modes]
+
+
+def _failed(name: str, spec: str, batch: int, mode: str, note: str) -> list[dict[str, Any]]:
+    return [{"model": name, "input": spec, "batch": batch, "mode": mode, "predictor": "", "oom": False, "notes": note}]
+
+
+def run_point(name: str, spec_override: str | None, batch: int, mode: str, args: argparse.Namespace,
+              models: dict[str, tuple[torch.nn.Module, str]]) -> list[dict[str, Any]]:
+    """One point, bounded by ``--point-timeout``; a failure or a timeout is a row, never the end of the sweep.
+    ``models`` caches each built model (name -> (model, default spec)) for the model's other points."""
+    spec = spec_override or "?"
+    try:
+        with time_limit(args.point_timeout):
+            if name not in models:
+                models[name] = zoo.build(name)
+            real_model, default_spec = models[name]
+            spec = spec_override or default_spec
+            log.info("%s %s batch %d %s ...", name, spec, batch, mode)
+            return one_point(name, spec, real_model, batch, mode, args.device, args.budget, args.fake_device)
+    except PointTimeout as e:
+        log.warning("%s batch %d %s: %s", name, batch, mode, e)
+        note = f"timed out: {e}"
+    except (HwprofError, RuntimeError, ValueError) as e:   # a failing point must not end the sweep
+        log.warning("%s batch %d %s failed: %s", name, batch, mode, e)
+        note = f"failed: {type(e).__name__}: {e}"
+    if args.device == "cuda":
+        free_device_memory(torch.device("cuda"))
+    return _failed(name, spec, batch, mode, note)
+
+
+def _log_simulated(new: list[dict[str, Any]]) -> None:
+    sim = [r for r in new if r.get("predictor") == "simulated"]
+    if sim:
+        r = sim[0]
+        tensors = (f"; vs the tensors alone {r['tensor_error_pct']}% (peak in {r['peak_op']})"
+                   if r.get("tensor_error_pct") is not None else "")
+        log.info("  simulated %s MiB vs measured %s MiB: %s%%%s %s",
+                 _mib(r["predicted_compared_bytes"]), _mib(r["compared_bytes"]), r["error_pct"],
+                 tensors, "(OOM)" if r["oom"] else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the CSV and the plot")
@@ -192,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny models at small batches (CPU smoke check)")
     p.add_argument("--modes", default="train,inference", help="comma-separated: train,inference")
     p.add_argument("--models", default=None, help="comma-separated subset of the sweep's model names")
+    p.add_argument("--batches-per-model", type=int, choices=(1, 2), default=2,
+                   help="how many of each model's two batch sizes to run (default 2)")
     p.add_argument("--budget", type=float, default=0.2, metavar="S", help="measured seconds per phase")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="start no point after S seconds; the rest are recorded as skipped")
+    p.add_argument("--point-timeout", type=float, default=None, metavar="S",
+                   help="interrupt a point (prediction + measurement) after S seconds")
     p.add_argument("--fake-device", choices=("cpu", "cuda"), default="cpu",
                    help="where the predictions' fake tensors live (compare cpu and cuda on a GPU)")
     args = p.parse_args(argv)
@@ -206,39 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         wanted = set(args.models.split(","))
         points = [pt for pt in points if pt[0] in wanted]
-    modes = [m for m in args.modes.split(",") if m]
-    rows: list[dict[str, Any]] = []
-    for name, spec_override, batches in points:
-        try:
-            real_model, default_spec = zoo.build(name)
-        except HwprofError as e:
-            log.warning("%s: cannot build (%s); skipped", name, e)
-            continue
-        spec = spec_override or default_spec
-        for mode in modes:
-            for batch in batches:
-                log.info("%s %s batch %d %s ...", name, spec, batch, mode)
-                try:
-                    new = one_point(name, spec, real_model, batch, mode, args.device, args.budget, args.fake_device)
-                except (HwprofError, RuntimeError, ValueError) as e:   # a failing point must not end the sweep
-                    log.warning("%s batch %d %s failed: %s", name, batch, mode, e)
-                    new = [{"model": name, "input": spec, "batch": batch, "mode": mode, "predictor": "",
-                            "oom": False, "notes": f"failed: {type(e).__name__}: {e}"}]
-                rows.extend(new)
-                sim = [r for r in new if r.get("predictor") == "simulated"]
-                if sim:
-                    r = sim[0]
-                    tensors = (f"; vs the tensors alone {r['tensor_error_pct']}% (peak in {r['peak_op']})"
-                               if r.get("tensor_error_pct") is not None else "")
-                    log.info("  simulated %s MiB vs measured %s MiB: %s%%%s %s",
-                             _mib(r["predicted_compared_bytes"]), _mib(r["compared_bytes"]), r["error_pct"],
-                             tensors, "(OOM)" if r["oom"] else "")
-        del real_model
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
-    df = pd.DataFrame(rows, columns=COLUMNS)
+    todo = ordered(points, [m for m in args.modes.split(",") if m], args.batches_per_model)
     suffix = args.device if args.fake_device == "cpu" else f"{args.device}-fake-{args.fake_device}"
     csv_path = out / f"memory-validation-{suffix}.csv"
+    rows: list[dict[str, Any]] = []
+    models: dict[str, tuple[torch.nn.Module, str]] = {}
+    start = time.monotonic()
+    for i, (name, spec_override, batch, mode) in enumerate(todo):
+        if args.time_budget is not None and time.monotonic() - start >= args.time_budget:
+            log.warning("time budget of %g s spent: %d of %d points not run", args.time_budget, len(todo) - i, len(todo))
+            rows += [r for n, sp, b, m in todo[i:]
+                     for r in _failed(n, sp or "", b, m, f"skipped: the time budget of {args.time_budget:g} s was spent")]
+            break
+        new = run_point(name, spec_override, batch, mode, args, models)
+        rows.extend(new)
+        _log_simulated(new)
+        write_atomic(csv_path, pd.DataFrame(rows, columns=COLUMNS).to_csv(index=False))
+    df = pd.DataFrame(rows, columns=COLUMNS)
     write_atomic(csv_path, df.to_csv(index=False))
     png = plot(df, out / f"memory-validation-{suffix}.png", args.device)
     ok = df[(~df["oom"].fillna(False).astype(bool)) & df["error_pct"].notna()]
