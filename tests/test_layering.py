@@ -23,7 +23,7 @@ STAGES: list[tuple[str, ...]] = [
     ("memory",),
     ("report",),
     ("roofline", "joining", "profiler"),
-    ("studies",),
+    ("studies", "llm"),
     ("cli", "__main__"),
 ]
 LEVEL = {name: i for i, names in enumerate(STAGES) for name in names}

@@ -14,7 +14,7 @@ import argparse
 from torch import nn
 
 from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
 from hwprof.report.count_table import count_outputs
@@ -38,21 +38,20 @@ def run(args: argparse.Namespace) -> int:
             e = zoo.ZOO[name]
             print(f"{name:22s} {e.input_spec:14s} {e.description}")
         return 0
-    model, default_spec = _build_without_memory(args.model)
+    model, spec = _build_without_memory(args)
     device = resolve_device(args.device)
-    spec = args.input or default_spec
     c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
     emit(count_outputs(c, args.model, spec, all_modules=args.all)[args.format], args.out)
     return 0
 
 
-def _build_without_memory(name: str) -> tuple[nn.Module, str]:
+def _build_without_memory(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """Counting needs shapes only: build on meta (counted with CPU kernels, see ``count``), so a
     2-billion-parameter VGG16 head costs no memory; a model whose construction cannot run on meta
     is built normally."""
     try:
-        return zoo.build(name, device="meta")
+        return build_model(args, device="meta")
     except zoo.UnknownModelError:
         raise
     except Exception:  # e.g. an initialiser without a meta kernel
-        return zoo.build(name)
+        return build_model(args)

@@ -21,8 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
 from hwprof.files import to_jsonable
 from hwprof.report.tables import human_bytes, mib, render
 
@@ -56,12 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from hwprof.memory.estimate import estimate_memory
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
-    meta_model, default_spec = zoo.build(args.model, device="meta")
-    spec = args.input or default_spec
+    meta_model, spec = build_model(args, device="meta")
     real_model: Any = None
     if args.validate:
         _require_device(device)
-        real_model, _ = zoo.build(args.model)
+        real_model, _ = build_model(args)
     if args.fit is not None:
         return _run_fit(args, meta_model, real_model, spec, device, optimizer)
     est = estimate_memory(meta_model, spec, mode=args.mode, optimizer=optimizer, dtype=args.dtype, amp=args.amp,

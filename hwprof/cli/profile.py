@@ -10,8 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hwprof import zoo
-from hwprof.cli.common import add_output_options
+from hwprof.cli.common import MODEL_HELP, add_input_options, add_output_options, build_model
 from hwprof.device import resolve_device
 from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import Ceilings, measure_ceilings
@@ -24,10 +23,8 @@ DEFAULT_PAIR = ("mobilenet_v1", "mobilenet_v1_dense")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None,
-                   help="zoo name, torchvision:NAME, timm:NAME or package.module:factory "
-                        "(default: MobileNetV1 vs its dense twin)")
-    p.add_argument("--input", metavar="SPEC", help="input shape without batch, e.g. 3x224x224")
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP + " (default: MobileNetV1 vs its dense twin)")
+    add_input_options(p)
     p.add_argument("--batch", type=int, default=None, help="batch size (default 1; 8 for the default pair)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (auto: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
@@ -45,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_one(name: str, args: argparse.Namespace, batch: int, ceilings: Ceilings) -> Profile:
-    model, spec = zoo.build(name)
-    return profile(model, args.input or spec, device=args.device, dtype=args.dtype, mode=args.mode,
+    model, spec = build_model(args, name)
+    return profile(model, spec, device=args.device, dtype=args.dtype, mode=args.mode,
                    optimizer=args.optimizer, channels_last=args.channels_last, batch=batch,
                    budget_s=0.1 if args.quick else args.budget, ceilings=ceilings, name=name,
                    progress=True)
@@ -64,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
     names = [args.model] if args.model else list(DEFAULT_PAIR)
     batch = args.batch or (1 if args.model else 8)
     for name in names:  # fail fast (exit 2) on a bad name or spec, before anything is measured
-        zoo.build(name, device="meta")
-    if args.input:
-        parse_spec(args.input)
+        _, spec = build_model(args, name, device="meta")
+        parse_spec(spec)
     ceilings = measure_ceilings(resolve_device(args.device), refresh=args.refresh_ceilings,
                                 cache_dir=args.ceilings_cache, quick=args.quick)
     profiles = []
