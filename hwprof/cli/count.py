@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="whose kernels to count: cpu (default) or cuda (needs CUDA)")
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")
     p.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
+    p.add_argument("--conventions", action="store_true",
+                   help="hf: decoder-only models: the exact count beside 2N, 6N and 6N + 12LHQT, and where they differ")
     add_output_options(p)
 
 
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             e = zoo.ZOO[name]
             print(f"{name:22s} {e.input_spec:14s} {e.description}")
         return 0
+    if args.conventions:
+        from hwprof.cli.generation import run_conventions
+        return run_conventions(args)
     model, spec = _build_without_memory(args)
     device = resolve_device(args.device)
     c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
+from hwprof.cli.common import add_generation_options, add_model_options, add_output_options, build_model, emit
 from hwprof.files import to_jsonable
 from hwprof.report.tables import human_bytes, mib, render
 
@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the prediction's fake tensors live (cuda: real CUDA kernel choices; needs CUDA)")
     p.add_argument("--budget", type=float, default=0.5, metavar="S",
                    help="seconds of repetitions per measured phase with --validate (default 0.5)")
+    add_generation_options(p)
     add_output_options(p)
 
 
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     from hwprof.memory.estimate import estimate_memory
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
+    if args.generate:
+        from hwprof.cli.generation import run_memory
+        return run_memory(args, device)
     meta_model, spec = build_model(args, device="meta")
     real_model: Any = None
     if args.validate:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hwprof.cli.common import MODEL_HELP, add_input_options, add_output_options, build_model
+from hwprof.cli.common import (
+    MODEL_HELP,
+    add_generation_options,
+    add_input_options,
+    add_output_options,
+    build_model,
+)
+from hwprof.cli.generation import batch_list, run_profile
 from hwprof.device import resolve_device
 from hwprof.files import write_atomic
 from hwprof.hardware.ceilings import Ceilings, measure_ceilings
@@ -25,7 +32,9 @@ DEFAULT_PAIR = ("mobilenet_v1", "mobilenet_v1_dense")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help=MODEL_HELP + " (default: MobileNetV1 vs its dense twin)")
     add_input_options(p)
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 1; 8 for the default pair)")
+    p.add_argument("--batch", type=batch_list, default=None,
+                   help="batch size (default 1; 8 for the default pair); with --generate a list, e.g. 1,4,16,64")
+    add_generation_options(p)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (auto: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
@@ -57,9 +66,14 @@ def _show(p: Profile, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.generate:
+        return run_profile(args)
+    if args.batch and len(args.batch) > 1:
+        from hwprof.errors import HwprofError
+        raise HwprofError("a list of batch sizes needs --generate (one profile runs one batch size)")
     command = "hwprof profile " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     names = [args.model] if args.model else list(DEFAULT_PAIR)
-    batch = args.batch or (1 if args.model else 8)
+    batch = args.batch[0] if args.batch else (1 if args.model else 8)
     for name in names:  # fail fast (exit 2) on a bad name or spec, before anything is measured
         _, spec = build_model(args, name, device="meta")
         parse_spec(spec)
