@@ -15,6 +15,8 @@ ceilings::
 
     tokens_per_s = tokens / time_s          flops_per_token = flops / tokens   bytes_per_token = bytes / tokens
     MFU = achieved FLOP/s / compute roof    MBU = achieved bytes/s / bandwidth roof
+    above_roof = achieved FLOP/s above the attainable min(compute roof, intensity x bandwidth): a rate
+                 the ceilings say is impossible (ceilings measured under more load than the phase ran in)
     weights_cache_bytes = what a call must read at least: the weights once per forward, plus the KV cache
                           (read by decode, written by prefill); mbu_weights_cache = that / time_s / bandwidth
 
@@ -103,6 +105,7 @@ def phase_row(run: PhaseRun, ceilings: Ceilings, weights_cache_bytes: int) -> di
             "intensity": d["intensity"], "achieved_flop_per_s": d["achieved_flop_per_s"],
             "achieved_bytes_per_s": d["achieved_bytes_per_s"], "roof_key": key,
             "mfu": d["pct_of_compute_roof"] / 100, "mbu": d["pct_of_memory_roof"] / 100, "bound": d["bound"],
+            "above_roof": bool(d["above_roof"]),
             "weights_cache_bytes": weights_cache_bytes, "mbu_weights_cache": weights_cache_bytes / t / bw}
 
 
@@ -182,7 +185,9 @@ def _run_phase(lm: nn.Module, phase: str, batch: int, prompt: int, new_tokens: i
 def summary_lines(r: GenerationResult) -> list[str]:
     """What the sweep shows, in words: each phase at the smallest and largest batch."""
     t = r.table
-    lines = []
+    lines = [f"{p} at batch {int(b)}: above its roof (MFU or MBU over 100%): the ceilings were measured under more "
+             "load than this phase ran in; re-measure them on a quiet machine"
+             for p, b in t.loc[t["above_roof"], ["phase", "batch"]].itertuples(index=False)]
     for phase in PHASES:
         rows = t[t["phase"] == phase].sort_values("batch")
         if rows.empty:

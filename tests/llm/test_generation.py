@@ -91,6 +91,7 @@ def test_generation_study_batching_raises_decode_intensity(real_lm: torch.nn.Mod
     assert row["mfu"] == pytest.approx(row["achieved_flop_per_s"] / 100e9)
     assert row["mbu"] == pytest.approx(row["achieved_bytes_per_s"] / 20e9)
     assert row["tokens_per_s"] == pytest.approx(1 / row["time_s"])
+    assert row["above_roof"] == (row["achieved_flop_per_s"] > min(100e9, row["intensity"] * 20e9))
     files = {p.relative_to(tmp_path / "gen").as_posix() for p in r.save(tmp_path / "gen")}
     assert {"phases.csv", "generation.json", "summary.md", "roofline_phases.png", "batch_sweep.png"} <= files
     assert "decode_b1/layers.csv" in files and "decode_b4/layers.csv" not in files   # layers of the first batch
