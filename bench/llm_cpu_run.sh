@@ -8,7 +8,9 @@ HW=${HWPROF:-.venv/bin/hwprof}
 CFG="num_hidden_layers=12,hidden_size=768,num_attention_heads=12,num_key_value_heads=4,intermediate_size=2048,vocab_size=32000,tie_word_embeddings=true"
 P=${PROMPT:-128}; N=${NEW_TOKENS:-32}; REPEATS=${REPEATS:-3}
 mkdir -p "$OUT"
-run() { echo "\$ $*" >> "$OUT/commands.txt"; local t0=$SECONDS; "$@"; echo "# rc=$? ${SECONDS}-${t0}s" >> "$OUT/commands.txt"; }
+# each command with its exit code, its duration and the load average before it (the machine is shared)
+run() { echo "\$ $*" >> "$OUT/commands.txt"; echo "# load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/commands.txt"
+        local t0=$SECONDS; "$@"; echo "# rc=$? $((SECONDS - t0))s" >> "$OUT/commands.txt"; }
 run "$HW" ceilings --device cpu > "$OUT/ceilings.txt"
 for i in $(seq 1 "$REPEATS"); do
   run "$HW" profile hf:llama --config "$CFG" --generate --prompt "$P" --new-tokens "$N" --batch 1,4,16,64 \
@@ -20,3 +22,4 @@ for b in 1 16; do
 done
 run "$HW" memory hf:llama --config "$CFG" --generate --prompt "$P" --new-tokens "$N" --device cpu --fit 16GiB \
     > "$OUT/fit.txt"
+"${PYTHON:-.venv/bin/python}" bench/llm_aggregate.py "$OUT" > "$OUT/sweep_median.md"
