@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
+from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensor, FakeTensorMode
 
-from hwprof.spec import TensorSpec, as_input_tuple
+from hwprof.spec import Inputs, TensorSpec, as_inputs
 
 __all__ = ["fake_copy", "convert_tensors", "fake_inputs"]
 
@@ -82,9 +82,10 @@ def convert_tensors(fmodel: nn.Module, dtype: torch.dtype | None, device: torch.
 
 
 def fake_inputs(inputs: Any, *, batch: int | None, spec_dtype: torch.dtype, device: torch.device,
-                fake_mode: FakeTensorMode, cast_tensors: bool = False, rebatch: bool = False) -> tuple[Any, ...]:
-    """Fake tensors for ``inputs`` (a spec string, a TensorSpec sequence, a tensor or a tuple);
-    call under ``fake_mode``. Non-tensors pass through.
+                fake_mode: FakeTensorMode, cast_tensors: bool = False, rebatch: bool = False) -> Inputs:
+    """Fake tensors for ``inputs`` (a spec string, a TensorSpec sequence, a tensor, a tuple or a dict:
+    see :func:`hwprof.spec.as_inputs`); call under ``fake_mode``. Non-tensors pass through; keyword
+    inputs stay keyword inputs (the result is an :class:`~hwprof.spec.Inputs`).
 
     * Specs are built fake on ``device``, empty floats in ``spec_dtype`` (an input's own dtype in
       the spec wins) and integer zeros, with ``batch`` (default 1) in front.
@@ -99,14 +100,15 @@ def fake_inputs(inputs: Any, *, batch: int | None, spec_dtype: torch.dtype, devi
     if isinstance(inputs, str) or (not rebatch and isinstance(inputs, Sequence) and inputs
                                    and isinstance(inputs[0], TensorSpec)):
         specs = inputs if isinstance(inputs, str) else list(inputs)
-        return as_input_tuple(specs, batch=batch, dtype=spec_dtype, device=device, random=False)
-    out: list[Any] = []
-    for x in as_input_tuple(inputs, batch=batch, dtype=spec_dtype, device=device, random=False):
-        if isinstance(x, torch.Tensor):
-            x = _fake_tensor(x, batch, spec_dtype if cast_tensors and x.is_floating_point() else None,
-                             device, fake_mode, rebatch)
-        out.append(x)
-    return tuple(out)
+        return as_inputs(specs, batch=batch, dtype=spec_dtype, device=device, random=False)
+
+    def convert(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or (isinstance(x, FakeTensor) and not rebatch):
+            return x       # a dict's spec strings were built fake already (we run under fake_mode)
+        return _fake_tensor(x, batch, spec_dtype if cast_tensors and x.is_floating_point() else None,
+                            device, fake_mode, rebatch)
+
+    return as_inputs(inputs, batch=batch, dtype=spec_dtype, device=device, random=False).map(convert)
 
 
 def _fake_tensor(x: torch.Tensor, batch: int | None, dtype: torch.dtype | None, device: torch.device,

@@ -4,22 +4,33 @@ do the same work."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "training_loss"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "training_loss", "loss_tensors"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
+def loss_tensors(output: Any) -> list[torch.Tensor]:
+    """The output tensors a training step backpropagates from: the output's own ``loss`` when it
+    carries one (a mapping key or attribute holding a floating tensor that requires grad: Hugging
+    Face's ``ModelOutput`` when ``labels`` are given), else every floating tensor of the output that
+    requires grad."""
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    if isinstance(loss, torch.Tensor) and loss.is_floating_point() and loss.requires_grad:
+        return [loss]
+    return [t for t in tree_flatten(output)[0]
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+
+
 def training_loss(output: Any) -> torch.Tensor | None:
-    """``t.float().sum()`` over every floating output tensor that requires grad (summed if several);
-    None when there is none."""
-    parts = [t.float().sum() for t in tree_flatten(output)[0]
-             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.requires_grad]
+    """``t.float().sum()`` over :func:`loss_tensors` (summed if several); None when there is none."""
+    parts = [t.float().sum() for t in loss_tensors(output)]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum()

@@ -16,21 +16,29 @@ Plus models for the other studies: ``resnet18`` / ``resnet50`` (torchvision's la
 ``transformer_encoder`` (token ids -> 2 encoder layers), ``gpt_tiny`` / ``gpt_7b`` (decoder-only,
 causal SDPA; 7B = 32 layers, d_model 4096, 32 heads, seq 2048) and ``lstm`` (2-layer LSTM).
 ``torchvision:NAME`` and ``timm:NAME`` build those packages' models when installed (a timm
-model's default input is its own pretrained input size), and ``package.module:factory`` calls a
-user factory.
+model's default input is its own pretrained input size), ``hf:MODEL_TYPE`` / ``hf:path/config.json``
+build a Hugging Face ``transformers`` model from its configuration alone (no weights, no network:
+:func:`build_hf`), and ``package.module:factory`` calls a user factory.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib
-from collections.abc import Callable, Mapping
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ZooEntry", "ZOO", "build", "names", "UnknownModelError", "MOBILENET_V1_CONV_DEFS"]
+__all__ = ["ZooEntry", "ZOO", "build", "names", "UnknownModelError", "MOBILENET_V1_CONV_DEFS", "build_hf", "hf_config",
+           "hf_input_spec", "parse_overrides", "HF_DEFAULT_SEQ"]
 
 
 class UnknownModelError(ValueError):
@@ -391,12 +399,18 @@ def names() -> list[str]:
     return sorted(ZOO)
 
 
-def build(name: str, device: torch.device | str | None = None) -> tuple[nn.Module, str]:
+def build(name: str, device: torch.device | str | None = None, *, config: str | Mapping[str, Any] | None = None,
+          seq: int | None = None, mode: str = "inference") -> tuple[nn.Module, str]:
     """Build ``name`` and return ``(model, default_input_spec)``.
 
-    ``name`` is a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``.
-    Pass ``device="meta"`` to build without allocating parameters.
+    ``name`` is a zoo name, ``torchvision:NAME``, ``timm:NAME``, ``hf:MODEL_TYPE``, ``hf:path/config.json``
+    or ``package.module:factory``. Pass ``device="meta"`` to build without allocating parameters.
+    ``config`` (field overrides, ``"num_hidden_layers=2,hidden_size=256"`` or a dict), ``seq`` (the
+    sequence length of the default input) and ``mode`` (``"train"`` adds ``labels``, so the model
+    computes its own loss) apply to ``hf:`` models only (:func:`build_hf`).
     """
+    if not name.startswith("hf:") and (config is not None or seq is not None):
+        raise UnknownModelError(f"--config and --seq apply to hf: models only, not {name!r}")
     ctx = torch.device(device) if device is not None else _nullcontext()
     with ctx:
         if name in ZOO:
@@ -409,9 +423,12 @@ def build(name: str, device: torch.device | str | None = None) -> tuple[nn.Modul
             if prefix == "timm":
                 model = _build_timm(attr)
                 return model, _timm_input_spec(model)
+            if prefix == "hf":
+                return build_hf(attr, config, seq=seq, mode=mode)
             return _build_user(prefix, attr), "3x224x224"
     raise UnknownModelError(
-        f"unknown model {name!r}; zoo names: {', '.join(names())}; or torchvision:NAME, timm:NAME, package.module:factory")
+        f"unknown model {name!r}; zoo names: {', '.join(names())}; or torchvision:NAME, timm:NAME, hf:MODEL_TYPE, "
+        "hf:path/config.json, package.module:factory")
 
 
 class _nullcontext:
@@ -469,3 +486,164 @@ def _build_user(module: str, attr: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UnknownModelError(f"{module}:{attr}() returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+# --------------------------------------------------------------------------- Hugging Face (hf:)
+HF_DEFAULT_SEQ = 128
+"""Sequence length of an ``hf:`` model's default input (capped by its ``max_position_embeddings``)."""
+
+
+def parse_overrides(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``"num_hidden_layers=2,hidden_size=256,tie_word_embeddings=false"`` -> a dict of Python values
+    (ints, floats, ``true``/``false``/``none`` in any case, quoted or bare strings, lists). A comma
+    starts a new field only before ``name=``, so ``layer_types=['full','sliding']`` stays whole."""
+    if text is None:
+        return {}
+    if isinstance(text, Mapping):
+        return dict(text)
+    out: dict[str, Any] = {}
+    for item in re.split(r",\s*(?=[A-Za-z_]\w*\s*=)", text.strip()):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UnknownModelError(f"bad --config item {item!r}; expected key=value, e.g. num_hidden_layers=2")
+        out[key] = _literal(raw.strip())
+    return out
+
+
+def _literal(raw: str) -> Any:
+    low = raw.lower()
+    if low in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(low)
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _transformers() -> Any:
+    try:
+        return importlib.import_module("transformers")
+    except ImportError:
+        raise UnknownModelError("hf: models need the 'transformers' package, which is not installed "
+                                "(pip install 'hwprof[hf]')") from None
+
+
+@contextlib.contextmanager
+def _quiet_transformers(tf: Any) -> Iterator[None]:
+    """transformers' own warnings (e.g. about random weights) silenced while building; its verbosity restored."""
+    level = tf.logging.get_verbosity()
+    tf.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tf.logging.set_verbosity(level)
+
+
+def hf_config(source: str, overrides: str | Mapping[str, Any] | None = None) -> Any:
+    """The configuration of ``hf:SOURCE``: ``AutoConfig.for_model(SOURCE)`` (library defaults, no
+    network) or, when SOURCE is a ``.json`` file or a folder holding ``config.json``, that file's fields;
+    ``overrides`` (:func:`parse_overrides`) go to the config's constructor with them, so fields derived
+    from others follow (llama's ``head_dim`` from ``hidden_size``); each must name a known field."""
+    tf = _transformers()
+    fields = parse_overrides(overrides)
+    model_type, base = _config_source(source)
+    try:
+        with _quiet_transformers(tf):
+            default = tf.AutoConfig.for_model(model_type)
+    except ValueError:
+        raise UnknownModelError(f"unknown hf: model type {model_type!r}; expected a transformers model_type "
+                                "such as gpt2, llama, mistral, qwen2, bert, t5, vit, whisper, "
+                                "or a path to a config.json") from None
+    for key in fields:
+        if not hasattr(default, key):
+            raise UnknownModelError(f"hf:{source}: its {type(default).__name__} has no field {key!r}")
+    try:
+        with _quiet_transformers(tf):
+            return tf.AutoConfig.for_model(model_type, **{**base, **fields})
+    except (ValueError, TypeError) as e:
+        raise UnknownModelError(f"hf:{source}: bad config ({_first_line(e)})") from None
+
+
+def _config_source(source: str) -> tuple[str, dict[str, Any]]:
+    """(model_type, fields) of ``hf:SOURCE``: a model type and no fields, or a config file's contents."""
+    path = Path(source)
+    if not (source.endswith(".json") or path.is_dir()):
+        return source, {}
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        fields = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise UnknownModelError(f"hf:{source}: cannot read the config file ({_first_line(e)})") from None
+    if not isinstance(fields, dict) or not isinstance(fields.get("model_type"), str):
+        raise UnknownModelError(f"hf:{source}: not a transformers config (no 'model_type' field)")
+    return fields.pop("model_type"), fields
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _hf_auto_class(tf: Any, cfg: Any) -> Any:
+    """The task head an ``hf:`` model is built with, from its model type: speech seq2seq (whisper),
+    seq2seq LM (t5), masked LM (bert: an encoder, though it also has a causal-LM head), causal LM
+    (gpt2, llama, ...), image classification (vit), else the bare model."""
+    from transformers.models.auto import modeling_auto as ma
+    t = cfg.model_type
+    for names, cls in ((ma.MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES, tf.AutoModelForSpeechSeq2Seq),
+                       (ma.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES, tf.AutoModelForSeq2SeqLM),
+                       (ma.MODEL_FOR_MASKED_LM_MAPPING_NAMES, tf.AutoModelForMaskedLM),
+                       (ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, tf.AutoModelForCausalLM),
+                       (ma.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES, tf.AutoModelForImageClassification)):
+        if t in names:
+            return cls
+    return tf.AutoModel
+
+
+def build_hf(source: str, overrides: str | Mapping[str, Any] | None = None, *, seq: int | None = None,
+             mode: str = "inference") -> tuple[nn.Module, str]:
+    """A ``transformers`` model from its configuration (:func:`hf_config`) with its library's random
+    initialisation (under ``torch.device("meta")``: no memory), and its default input spec
+    (:func:`hf_input_spec`). Raises :class:`UnknownModelError` (one line) when transformers is
+    missing, the type is unknown or the model cannot be built from that configuration."""
+    tf = _transformers()
+    cfg = hf_config(source, overrides)
+    with _quiet_transformers(tf):
+        try:
+            model = _hf_auto_class(tf, cfg).from_config(cfg)
+        except (ValueError, TypeError, AttributeError, KeyError, AssertionError) as e:
+            raise UnknownModelError(f"hf:{source}: cannot build a model from this config ({_first_line(e)})") from None
+    return model, hf_input_spec(cfg, seq, mode)
+
+
+def hf_input_spec(cfg: Any, seq: int | None = None, mode: str = "inference") -> str:
+    """The keyword inputs an ``hf:`` model takes, from its configuration, at sequence length ``seq``
+    (default :data:`HF_DEFAULT_SEQ`, capped by the model's positions): ``input_features`` (speech:
+    ``num_mel_bins x 2·max_source_positions``, the frames Whisper's encoder requires) or
+    ``pixel_values`` (vision: ``num_channels x image_size x image_size``) or ``input_ids``; an
+    encoder-decoder adds ``decoder_input_ids``; ``mode="train"`` adds ``labels`` (token ids, so that
+    the model computes its language-modelling loss) for text models."""
+    if seq is not None and seq <= 0:
+        raise UnknownModelError(f"--seq must be positive, got {seq}")
+    n = seq or min(HF_DEFAULT_SEQ, _max_positions(cfg) or HF_DEFAULT_SEQ)
+    if getattr(cfg, "num_mel_bins", None):
+        items = [f"input_features={cfg.num_mel_bins}x{2 * cfg.max_source_positions}"]
+    elif getattr(cfg, "image_size", None) and getattr(cfg, "num_channels", None):
+        size = cfg.image_size
+        items = [f"pixel_values={cfg.num_channels}x{size}x{size}"]
+    else:
+        items = [f"input_ids=long:{n}"]
+    if getattr(cfg, "is_encoder_decoder", False):
+        items.append(f"decoder_input_ids=long:{n}")
+    if mode == "train" and not items[0].startswith("pixel_values"):
+        items.append(f"labels=long:{n}")
+    return ",".join(items)
+
+
+def _max_positions(cfg: Any) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_target_positions"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None

@@ -26,7 +26,7 @@ STAGES: list[tuple[str, ...]] = [
     ("distributed",),
     ("report",),
     ("roofline", "predict", "joining", "profiler", "compare"),
-    ("studies",),
+    ("studies", "llm"),
     ("cli", "__main__"),
 ]
 LEVEL = {name: i for i, names in enumerate(STAGES) for name in names}

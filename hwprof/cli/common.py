@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-__all__ = ["add_output_options", "add_model_options", "emit", "emit_all", "check_out_dir", "out_folder",
+__all__ = ["add_output_options", "add_model_options", "add_input_options", "add_generation_options", "input_spec",
+           "MODEL_HELP", "emit", "emit_all", "check_out_dir", "out_folder",
            "write_outputs", "Invocation", "invocation", "set_invocation", "reset_invocation", "command_line", "configure_logging",
            "LogFormatter", "progress_enabled", "quiet_profiler_log", "build_model", "FORMAT_FILES"]
 
@@ -48,6 +49,12 @@ FORMAT_FILES = {"table": "txt", "csv": "csv", "json": "json", "md": "md"}
 """--format -> extension of its file in the --out folder (``<command>.<ext>``)."""
 
 MANIFEST = "manifest.json"
+
+MODEL_HELP = ("zoo name (see `hwprof count --list`), torchvision:NAME, timm:NAME, hf:MODEL_TYPE (e.g. hf:llama), "
+              "hf:path/config.json or package.module:factory")
+HF_DEFAULT_SEQ = 128
+"""``--seq`` of an hf: model when not given (:data:`hwprof.zoo.HF_DEFAULT_SEQ`, repeated here so that
+this module imports no torch; a test keeps them equal)."""
 
 
 # ----------------------------------------------------------------------------- the invocation
@@ -93,24 +100,54 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
-    p.add_argument("model", nargs="?" if default_model is not None else None, default=default_model,
-                   help="zoo name (see `hwprof count --list`), torchvision:NAME, timm:NAME or package.module:factory")
-    p.add_argument("--input", metavar="SPEC", help="input shape without batch, e.g. 3x224x224 (default: the model's)")
+    p.add_argument("model", nargs="?" if default_model is not None else None, default=default_model, help=MODEL_HELP)
+    add_input_options(p)
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
 
 
-def build_model(name: str, device: str | None = None) -> tuple[nn.Module, str]:
-    """:func:`hwprof.zoo.build`, with a failing user constructor reported in one line
-    (:class:`~hwprof.errors.ModelBuildError`) instead of a traceback."""
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    """``--input`` (repeatable, ``name=spec`` for a keyword input), and ``--config`` / ``--seq`` for hf: models."""
+    p.add_argument("--input", metavar="SPEC", action="append",
+                   help="input shape without batch, e.g. 3x224x224 (default: the model's); repeat it or use "
+                        "name=spec for keyword inputs: --input input_ids=long:128 --input decoder_input_ids=long:32")
+    p.add_argument("--config", metavar="K=V,...", default=None,
+                   help="hf: models: configuration overrides, e.g. num_hidden_layers=2,hidden_size=256")
+    p.add_argument("--seq", type=int, default=None, help="hf: models: sequence length of the default input "
+                                                         f"(default {HF_DEFAULT_SEQ})")
+
+
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    """``--generate``, ``--prompt``, ``--new-tokens`` (hf: causal language models)."""
+    p.add_argument("--generate", action="store_true",
+                   help="hf: causal LMs: generation phases, prefill of --prompt tokens then decode with a KV cache")
+    p.add_argument("--prompt", type=int, default=128, metavar="P", help="--generate: prompt tokens (default 128)")
+    p.add_argument("--new-tokens", type=int, default=32, metavar="N",
+                   help="--generate: generated tokens (default 32)")
+
+
+def input_spec(given: list[str] | str | None, default: str) -> str:
+    """The spec the command runs on: the ``--input`` values joined by commas, else the model's default."""
+    if not given:
+        return default
+    return given if isinstance(given, str) else ",".join(given)
+
+
+def build_model(args: argparse.Namespace, name: str | None = None, device: str | None = None) -> tuple[nn.Module, str]:
+    """:func:`hwprof.zoo.build` of ``name`` (default ``args.model``) with the command's --config, --seq
+    and --mode, and the spec to run it on (``--input`` or the model's default). A failing user
+    constructor is reported in one line (:class:`~hwprof.errors.ModelBuildError`), not a traceback."""
     from hwprof import zoo
     from hwprof.errors import HwprofError, ModelBuildError
 
+    name = name or args.model
     try:
-        return zoo.build(name, device=device)
+        model, default = zoo.build(name, device=device, config=getattr(args, "config", None),
+                                   seq=getattr(args, "seq", None), mode=getattr(args, "mode", "inference"))
     except (zoo.UnknownModelError, HwprofError):
         raise
     except Exception as e:
         raise ModelBuildError(name, e) from e
+    return model, input_spec(getattr(args, "input", None), default)
 
 
 # ----------------------------------------------------------------------------- the --out folder

@@ -14,7 +14,7 @@ import argparse
 from torch import nn
 
 from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit_all
+from hwprof.cli.common import add_model_options, add_output_options, build_model, emit_all
 from hwprof.cli.parallel import add_predict_options
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")
     p.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
     add_predict_options(p)
+    p.add_argument("--conventions", action="store_true",
+                   help="hf: decoder-only models: the exact count beside 2N, 6N and 6N + 12LHQT, and where they differ")
     add_output_options(p)
 
 
@@ -40,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
             e = zoo.ZOO[name]
             print(f"{name:22s} {e.input_spec:14s} {e.description}")
         return 0
-    model, default_spec = _build_without_memory(args.model)
+    if args.conventions:
+        from hwprof.cli.generation import run_conventions
+        return run_conventions(args)
+    model, spec = _build_without_memory(args)
     device = resolve_device(args.device)
-    spec = args.input or default_spec
     c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
     outputs = count_outputs(c, args.model, spec, all_modules=args.all)
     if args.parallel:
@@ -65,13 +69,13 @@ def _collectives(args: argparse.Namespace, model: nn.Module, spec: str) -> str:
     return "\n".join(lines)
 
 
-def _build_without_memory(name: str) -> tuple[nn.Module, str]:
+def _build_without_memory(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """Counting needs shapes only: build on meta (counted with CPU kernels, see ``count``), so a
     2-billion-parameter VGG16 head costs no memory; a model whose construction cannot run on meta
     is built normally."""
     try:
-        return zoo.build(name, device="meta")
+        return build_model(args, device="meta")
     except zoo.UnknownModelError:
         raise
     except Exception:  # e.g. an initialiser without a meta kernel
-        return zoo.build(name)
+        return build_model(args)

@@ -7,8 +7,7 @@ import json
 import math
 from typing import Any
 
-from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
 from hwprof.cli.parallel import add_launch_options
 from hwprof.files import to_jsonable
 from hwprof.measuring.records import MeasureConfig
@@ -49,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
         from hwprof.cli.parallel import measure_command
         return measure_command(args, config_of(args))
     from hwprof.measuring.runner import measure
-    model, default_spec = zoo.build(args.model)
-    spec = args.input or default_spec
+    model, spec = build_model(args)
     m = measure(model, spec, config_of(args))
     df = m.layers if args.per_layer else m.phases
     if args.format == "json":

@@ -22,7 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import add_model_options, add_output_options, build_model, emit_all
+from hwprof.cli.common import (
+    add_generation_options,
+    add_model_options,
+    add_output_options,
+    build_model,
+    emit_all,
+)
 from hwprof.cli.parallel import add_predict_options
 from hwprof.files import to_jsonable
 from hwprof.report.tables import human_bytes, mib, render
@@ -49,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=0.5, metavar="S",
                    help="seconds of repetitions per measured phase with --validate (default 0.5)")
     add_predict_options(p, several=True)
+    add_generation_options(p)
     add_output_options(p)
 
 
@@ -58,15 +65,17 @@ def run(args: argparse.Namespace) -> int:
     from hwprof.memory.estimate import estimate_memory
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
-    meta_model, default_spec = build_model(args.model, device="meta")
-    spec = args.input or default_spec
+    if args.generate:
+        from hwprof.cli.generation import run_memory
+        return run_memory(args, device)
+    meta_model, spec = build_model(args, device="meta")
     if args.parallel:
         from hwprof.cli.parallel import memory_command
         return memory_command(args, meta_model, spec, optimizer)
     real_model: Any = None
     if args.validate:
         _require_device(device)
-        real_model, _ = build_model(args.model)
+        real_model, _ = build_model(args)
     if args.fit is not None:
         return _run_fit(args, meta_model, real_model, spec, device, optimizer)
     est = estimate_memory(meta_model, spec, mode=args.mode, optimizer=optimizer, dtype=args.dtype, amp=args.amp,

@@ -234,13 +234,12 @@ def _command_line() -> str:
 
 
 def _measure_on_rank(args: argparse.Namespace, config: Any) -> tuple[Any, Any, str]:
-    from hwprof import zoo
+    from hwprof.cli.common import build_model
     from hwprof.distributed.measure import measure
 
     if args.reps < 1:
         raise ValueError(f"--reps must be >= 1, got {args.reps}")
-    model, default_spec = zoo.build(args.model)
-    spec = args.input or default_spec
+    model, spec = build_model(args)
     return measure(model, spec, args.parallel, config, min_reps=args.reps), model, spec
 
 

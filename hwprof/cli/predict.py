@@ -14,8 +14,7 @@ import argparse
 import pandas as pd
 import torch
 
-from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, emit
+from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
 from hwprof.compare import load_run
 from hwprof.counting.counter import count
 from hwprof.device import MathModes
@@ -101,11 +100,11 @@ def summary_lines(pred: Prediction) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, spec = zoo.build(args.model, device="meta")
+    model, spec = build_model(args, device="meta")
     k = target_ceilings(args.on, derate_from=args.derate_from, device=args.device)
     train = args.mode == "train"
     here = "cuda" if k.device_type == "cuda" and torch.cuda.is_available() else "cpu"
-    c = count(model, args.input or spec, backward=train, batch=args.batch, dtype=args.dtype,
+    c = count(model, spec, backward=train, batch=args.batch, dtype=args.dtype,
               device=torch.device(here), mode=args.mode)
     modes = MathModes(k.device_type, cudnn_tf32=k.device_type == "cuda", matmul_tf32=args.tf32)
     efficiency = None
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         emit(render(table, args.format), args.out, table, args.format)
         return 0
     dtype = args.dtype or "the model's dtype"
-    head = (f"== {args.model} (input {args.input or spec}, batch {args.batch}, {args.mode}, {dtype}) predicted on "
+    head = (f"== {args.model} (input {spec}, batch {args.batch}, {args.mode}, {dtype}) predicted on "
             f"{k.device_name} ({k.source})")
     text = "\n".join([head, render(_shown(layer_table(pred, args.top)), "table"), "", *summary_lines(pred)])
     emit(text, args.out)

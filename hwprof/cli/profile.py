@@ -23,7 +23,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwprof.cli.common import add_output_options, build_model, command_line, out_folder, progress_enabled
+from hwprof.cli.common import (
+    MODEL_HELP,
+    add_generation_options,
+    add_input_options,
+    add_output_options,
+    build_model,
+    command_line,
+    out_folder,
+    progress_enabled,
+)
+from hwprof.cli.generation import batch_list, run_profile
 from hwprof.cli.parallel import add_launch_options
 from hwprof.device import resolve_device
 from hwprof.files import write_atomic
@@ -38,11 +48,11 @@ TWIN_HEADER = "== MobileNetV1 vs its dense twin (measured in this run)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None,
-                   help="zoo name, torchvision:NAME, timm:NAME or package.module:factory "
-                        "(default: MobileNetV1 vs its dense twin)")
-    p.add_argument("--input", metavar="SPEC", help="input shape without batch, e.g. 3x224x224")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 1; 8 for the default pair)")
+    p.add_argument("model", nargs="?", default=None, help=MODEL_HELP + " (default: MobileNetV1 vs its dense twin)")
+    add_input_options(p)
+    p.add_argument("--batch", type=batch_list, default=None,
+                   help="batch size (default 1; 8 for the default pair); with --generate a list, e.g. 1,4,16,64")
+    add_generation_options(p)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (auto: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
@@ -78,8 +88,7 @@ def _build_and_run_once(name: str, args: argparse.Namespace, batch: int) -> _Mod
     seconds, as ``InputShapeError`` naming the layer (or ``MeasurementError``), before the ceilings."""
     from hwprof.measuring.runner import measure
 
-    model, default_spec = build_model(name)
-    spec = args.input or default_spec
+    model, spec = build_model(args, name)
     measure(model, spec, device=args.device, mode=args.mode, optimizer=args.optimizer, batch=batch,
             dtype=args.dtype, channels_last=args.channels_last, budget_s=0.0, warmup=0, min_reps=1, max_reps=1,
             alloc_trace=False)
@@ -100,12 +109,18 @@ def _show(p: Profile, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.generate:
+        return run_profile(args)
+    if args.batch and len(args.batch) > 1:
+        from hwprof.errors import HwprofError
+        raise HwprofError("a list of batch sizes needs --generate (one profile runs one batch size)")
     if args.parallel:
         return _run_parallel(args)
     names = [args.model] if args.model else list(DEFAULT_PAIR)
-    batch = args.batch or (1 if args.model else 8)
-    if args.input:
-        parse_spec(args.input)
+    batch = args.batch[0] if args.batch else (1 if args.model else 8)
+    for name in names:  # fail fast (exit 2) on a bad name or spec, before anything is built for real
+        _, spec = build_model(args, name, device="meta")
+        parse_spec(spec)
     models = [_build_and_run_once(name, args, batch) for name in names]
     ceilings = measure_ceilings(resolve_device(args.device), refresh=args.refresh_ceilings,
                                 cache_dir=args.ceilings_cache, quick=args.quick)
@@ -198,5 +213,5 @@ def _run_parallel(args: argparse.Namespace) -> int:
         raise HwprofError("--parallel needs a MODEL (the default MobileNetV1 pair runs on one device)")
     return profile_command(args, MeasureConfig(
         device=args.device, mode=args.mode, optimizer=args.optimizer, per_layer=True, per_op=True,
-        batch=args.batch or 1, dtype=args.dtype, channels_last=args.channels_last,
+        batch=args.batch[0] if args.batch else 1, dtype=args.dtype, channels_last=args.channels_last,
         budget_s=0.1 if args.quick else args.budget))

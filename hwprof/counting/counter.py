@@ -23,6 +23,7 @@ import logging
 import math
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,8 @@ from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, s
 from hwprof.errors import HwprofError, InputShapeError
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
-from hwprof.spec import MODES, Mode, parse_dtype
+from hwprof.spec import MODES, Inputs, Mode, describe_inputs, parse_dtype
+from hwprof.training import loss_tensors
 
 __all__ = ["count", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes", "layer_top_ops"]
 
@@ -178,14 +180,15 @@ def count(
         with grad_ctx, stack:
             try:
                 with counter:
-                    output = fmodel(*args)
+                    output = args.call(fmodel)
             except Exception as e:
                 raise _input_error(stack, e) from e
             if backward:
                 _run_backward(output, counter, notes)
-    config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and isinstance(inputs, str) else batch,
+    built = isinstance(inputs, str) or (isinstance(inputs, Mapping) and any(isinstance(v, str) for v in inputs.values()))
+    config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and built else batch,
               "dtype": str(dt or model_float_dtype(model)).removeprefix("torch."), "device": target.type,
-              "inputs": inputs if isinstance(inputs, str) else shapes_str([a for a in args if isinstance(a, torch.Tensor)])}
+              "inputs": inputs if isinstance(inputs, str) else describe_inputs(args)}
     return _build_result(fmodel, args, stack, counter, notes, config)
 
 
@@ -233,10 +236,10 @@ def _input_error(stack: ModuleStack, e: Exception) -> Exception:
 
 
 def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
-    """Backward from every floating output that requires grad, with all-ones seed gradients
-    (created outside the count)."""
-    outs = [t for t in tree_flatten(output)[0]
-            if isinstance(t, torch.Tensor) and t.requires_grad and t.is_floating_point()]
+    """Backward from every floating output that requires grad (the output's ``loss`` alone when it
+    carries one: :func:`hwprof.training.loss_tensors`), with all-ones seed gradients (created outside
+    the count)."""
+    outs = loss_tensors(output)
     if not outs:
         notes.append("backward skipped: no output requires grad (all parameters frozen and inputs without grad)")
         return
@@ -251,7 +254,7 @@ _OP_COLUMNS = ["module", "phase", "op", "op_class", "input_shapes", "output_shap
                "bytes_read", "bytes_written", "counted"]
 
 
-def _build_result(fmodel: nn.Module, args: tuple, stack: ModuleStack, counter: _Counter,
+def _build_result(fmodel: nn.Module, args: Inputs, stack: ModuleStack, counter: _Counter,
                   notes: list[str], config: dict[str, Any]) -> CountResult:
     ops = pd.DataFrame(counter.rows, columns=_OP_COLUMNS)
     ops["bytes"] = ops["bytes_read"] + ops["bytes_written"]

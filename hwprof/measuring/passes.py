@@ -50,6 +50,7 @@ from hwprof.measuring.op_times import profile_ops
 from hwprof.measuring.probes import PhasePeak, allocator_peaks, cuda_current
 from hwprof.measuring.records import LAYER_COLUMNS, MeasureConfig
 from hwprof.measuring.timers import Clock, LayerTimer, Stopwatch, TimingStats, l2_flush_bytes, time_fn
+from hwprof.spec import Inputs, as_inputs
 from hwprof.training import make_optimizer
 
 __all__ = ["RunContext", "Work", "OutOfMemory", "PhaseOutOfMemory", "oom_phase", "PhaseTimes", "TracePass",
@@ -78,20 +79,21 @@ class Work:
     """The model being measured (the user's, or a moved copy), its inputs, and the steps the passes run."""
 
     model: nn.Module
-    inputs: tuple[Any, ...]
+    inputs: Inputs
     train: bool
     loss_fn: Callable[[Any], torch.Tensor]
     params: list[nn.Parameter] = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = list(self.model.parameters())
+        self.inputs = as_inputs(self.inputs)   # a tuple of tensors is positional inputs
 
     def zero_grads(self) -> None:
         for p in self.params:
             p.grad = None
 
     def forward(self) -> Any:
-        return self.model(*self.inputs)
+        return self.inputs.call(self.model)
 
     def forward_nograd(self) -> None:
         with torch.no_grad():

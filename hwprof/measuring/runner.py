@@ -68,7 +68,7 @@ from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, PerfCounterClock
 from hwprof.modules import Frame, ModuleCalls
 from hwprof.placement import model_float_dtype, model_placement
-from hwprof.spec import as_input_tuple, parse_dtype
+from hwprof.spec import Inputs, as_inputs, parse_dtype, vocab_size
 from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
 
 __all__ = ["measure", "Measurement", "MeasureConfig", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
@@ -119,7 +119,7 @@ def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, 
     device_notes: list[str] = []
     dev = resolve_device(cfg.device, device_notes)
     ctx = RunContext(cfg, dev, clock or PerfCounterClock(), int(resident_bytes))
-    batch = _batch_of(as_input_tuple(inputs, batch=cfg.batch, device="meta", random=False), cfg.batch)
+    batch = _batch_of(as_inputs(inputs, batch=cfg.batch, device="meta", random=False), cfg.batch)
     try:
         with _environment(cfg.threads, dev):
             return _run(model, inputs, ctx, loss_fn or default_loss, tuple(device_notes), restore)
@@ -183,7 +183,7 @@ def _run(model: nn.Module, inputs: Any, ctx: RunContext, loss_fn: Callable[[Any]
         with oom_phase("setup", dev):
             model_run, copy_note = _work_model(model, cfg, dev)
             run_dtype = _dtype(cfg) or model_float_dtype(model_run)
-            xs = _prepare_inputs(inputs, cfg.batch, run_dtype, dev, cfg.channels_last)
+            xs = _prepare_inputs(inputs, cfg.batch, run_dtype, dev, cfg.channels_last, vocab_size(model_run))
         run = RunInfo(model=type(model).__name__, device=str(dev), dtype=str(run_dtype).removeprefix("torch."),
                       batch=_batch_of(xs, cfg.batch), input_shapes=tuple(_shapes(xs)),
                       measured_copy=copy_note is not None, threads=torch.get_num_threads())
@@ -285,7 +285,7 @@ class _Innermost(ModuleCalls):
             return
         self.failures[id(exc)] = (frame.path, type(frame.module).__name__, _shapes(args))
 
-    def locate(self, exc: BaseException, model: nn.Module, inputs: tuple[Any, ...]) -> tuple[str, str, list[Any]]:
+    def locate(self, exc: BaseException, model: nn.Module, inputs: Inputs) -> tuple[str, str, list[Any]]:
         e: BaseException | None = exc
         while e is not None:
             if id(e) in self.failures:
@@ -300,15 +300,15 @@ def _shapes(values: Any) -> list[Any]:
 
 
 def _prepare_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, dev: torch.device,
-                    channels_last: bool) -> tuple[Any, ...]:
-    """Spec strings are built on ``dev``; user tensors are copied there (floats cast to ``dtype``), never modified."""
-    if isinstance(inputs, str):
-        xs = as_input_tuple(inputs, batch=batch, dtype=dtype, device=dev)
-    else:
-        xs = tuple(_copy_input(v, dtype, dev) for v in as_input_tuple(inputs, batch=batch, dtype=dtype, device=dev))
+                    channels_last: bool, vocab: int | None = None) -> Inputs:
+    """Specs are built on ``dev`` (token ids within ``vocab``); user tensors are copied there (floats cast
+    to ``dtype``), never modified."""
+    xs = as_inputs(inputs, batch=batch, dtype=dtype, device=dev, vocab=vocab)
+    if not isinstance(inputs, str):
+        xs = xs.map(lambda v: _copy_input(v, dtype, dev))
     if channels_last:
-        xs = tuple(v.contiguous(memory_format=torch.channels_last)
-                   if isinstance(v, torch.Tensor) and v.dim() == 4 and v.is_floating_point() else v for v in xs)
+        xs = xs.map(lambda v: v.contiguous(memory_format=torch.channels_last)
+                    if isinstance(v, torch.Tensor) and v.dim() == 4 and v.is_floating_point() else v)
     return xs
 
 
@@ -321,7 +321,7 @@ def _copy_input(v: Any, dtype: torch.dtype, dev: torch.device) -> Any:
     return out
 
 
-def _batch_of(inputs: tuple[Any, ...], batch: int | None) -> int | None:
+def _batch_of(inputs: Inputs, batch: int | None) -> int | None:
     if batch is not None:
         return batch
     for v in inputs:
@@ -330,12 +330,12 @@ def _batch_of(inputs: tuple[Any, ...], batch: int | None) -> int | None:
     return None
 
 
-def _first_forward(work: nn.Module, xs: tuple[Any, ...], train: bool) -> None:
+def _first_forward(work: nn.Module, xs: Inputs, train: bool) -> None:
     """One untimed forward; a non-OOM failure becomes InputShapeError naming the innermost module."""
     tracker = _Innermost(work)
     try:
         with tracker, torch.set_grad_enabled(train):
-            out = work(*xs)
+            out = xs.call(work)
         del out
     except Exception as e:
         if is_oom(e):

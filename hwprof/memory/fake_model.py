@@ -27,7 +27,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.memory.storage import storage_key, storage_leaves, storage_nbytes
-from hwprof.spec import parse_dtype
+from hwprof.spec import Inputs, parse_dtype
 
 __all__ = ["FakeSetup", "fake_device_for", "prepare_fake"]
 
@@ -43,7 +43,7 @@ class FakeSetup:
 
     fake_mode: FakeTensorMode
     model: nn.Module
-    inputs: tuple[Any, ...]
+    inputs: Inputs
     target_device: str                      # the device whose memory is predicted: "cuda" or "cpu"
     fake_device: torch.device               # where the fake tensors live
     dtype: torch.dtype                      # parameter / activation dtype (fp32 under amp)
@@ -99,7 +99,7 @@ def prepare_fake(model: nn.Module, inputs: Any, *, batch: int | None = None,
     fdev = fake_device_for(device, fake_device)
     fm = FakeTensorMode(allow_non_fake_inputs=False)
     fmodel = fake_copy(model, fm, clear_hooks=True)
-    setup = FakeSetup(fm, fmodel, (), device, fdev, param_dtype or torch.float32, amp_dtype, mode == "train")
+    setup = FakeSetup(fm, fmodel, Inputs(), device, fdev, param_dtype or torch.float32, amp_dtype, mode == "train")
     with fm:
         convert_tensors(fmodel, param_dtype, fdev, remake=True)
         setup.inputs = fake_inputs(inputs, batch=batch, spec_dtype=dtype if not amp else torch.float32, device=fdev,

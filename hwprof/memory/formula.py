@@ -181,7 +181,7 @@ def inspect_forward(model: nn.Module, inputs: Any, *, mode: str = "train", dtype
     try:
         with calls, setup.fake_mode, grad_ctx, setup.autocast(), target_kernels(setup):
             try:
-                out = setup.model(*setup.inputs)
+                out = setup.inputs.call(setup.model)
             except Exception as e:
                 frame = calls.innermost_active()
                 if frame is None:

@@ -215,10 +215,10 @@ def _one_iteration(setup: FakeSetup, tracker: MemoryTracker, calls: ModuleCalls,
     loss = None
     with setup.autocast(), target_kernels(setup):
         if train:                       # as hwprof.measure: the output is not kept, only the loss
-            loss = training_loss(setup.model(*setup.inputs))
+            loss = training_loss(setup.inputs.call(setup.model))
         else:
             with torch.no_grad():
-                setup.model(*setup.inputs)
+                setup.inputs.call(setup.model)
     activations = tracker.mark_forward_end()
     if loss is not None:
         calls.label_backward([loss])    # backward allocations go to the module call that made the node

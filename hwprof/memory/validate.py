@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,7 @@ from torch import nn
 from hwprof.device import free_device_memory
 from hwprof.errors import MeasurementError
 from hwprof.memory.estimate import MemoryEstimate, estimate_memory
-from hwprof.spec import as_input_tuple, parse_dtype
+from hwprof.spec import Inputs, TensorSpec, as_inputs, parse_dtype
 
 __all__ = ["Validation", "validate", "run_measure", "error_pct", "real_inputs", "load_measure",
            "MEASURED_KEYS"]
@@ -78,16 +78,20 @@ def real_inputs(inputs: Any, batch: int | None) -> Any:
     tensors re-made with dimension 0 = ``batch`` (random floats, zero integers) when it differs."""
     if isinstance(inputs, str):
         return inputs
-    items = as_input_tuple(inputs)
+    if isinstance(inputs, Mapping) and any(isinstance(v, (str, TensorSpec)) for v in inputs.values()):
+        items = Inputs((), dict(inputs))   # specs stay specs: measure builds them (token ids in the vocabulary)
+    else:
+        items = as_inputs(inputs)
     if batch is None:
         return items
-    out: list[Any] = []
-    for x in items:
+
+    def rebatch(x: Any) -> Any:
         if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] != batch:
             shape = (batch, *x.shape[1:])
             x = torch.randn(shape, dtype=x.dtype) if x.is_floating_point() else torch.zeros(shape, dtype=x.dtype)
-        out.append(x)
-    return tuple(out)
+        return x
+
+    return Inputs(tuple(rebatch(v) for v in items.args), {k: rebatch(v) for k, v in items.kwargs.items()})
 
 
 def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimizer: str | None,

@@ -116,3 +116,10 @@ def test_kineto_level_left_alone_when_set(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("KINETO_LOG_LEVEL")
     quiet_profiler_log()
     assert os.environ["KINETO_LOG_LEVEL"] == "6"
+
+
+def test_the_cli_help_states_the_zoo_default_sequence_length() -> None:
+    # cli/common repeats the value so that it imports no torch; they must agree
+    from hwprof import zoo
+    from hwprof.cli import common
+    assert common.HF_DEFAULT_SEQ == zoo.HF_DEFAULT_SEQ
