@@ -9,7 +9,7 @@ Method (units: ``flop_per_s``, ``bytes_per_s``, ``time_s``):
   intra-op threads, n up to 4096 (smaller GEMMs understate the peak that oneDNN convolutions reach).
   A size is dropped, with every larger one, when one repetition of it takes over a fifth of the
   trial budget in the first round.
-* bandwidth: ``dst.copy_(src)`` of a large buffer (GPU 1 GiB, CPU 512 MiB),
+* bandwidth: ``dst.copy_(src)`` of a large buffer (GPU the faster of 256 MiB and 1 GiB, CPU 512 MiB),
   ``bytes_per_s = 2 x nbytes / median_time_s`` (bytes read + bytes written).
 * memory levels: the same copy over a sweep of working sets ``W = 2 x nbytes`` (CPU 16 KiB to
   256 MiB, GPU 1 MiB to 1 GiB, doubling), and the per-op overhead ``op_overhead_s``: the median
@@ -25,8 +25,13 @@ in the same order (:func:`run_trials`), and the ceiling of a mode is its fastest
 round's rate being its fastest size. Two rounds that agree say the maximum is reproducible; a
 spread above :data:`AGREEMENT_BOUND` (10%) says the machine was busy while the trials ran: that
 ceiling is ``flagged``, a note says so, and the result is **not cached**. A cache level's
-bandwidth is judged the same way (spread key ``"<level>_bytes_per_s"``): its bandwidth measured in
-each round alone. A sweep point is the best of its rounds; the op overhead the lowest.
+bandwidth is judged the same way (spread key ``"<level>_bytes_per_s"``: its bandwidth measured in
+each round alone), but a level that fails is **left out** rather than blocking the cache: its
+bandwidth is dropped (the level keeps its capacity; a layer there is judged against the next
+larger level's bandwidth, :func:`~hwprof.hardware.levels.level_of`) with a note, and the compute
+and main-memory roofs are cached (small working sets are timed in microseconds, and on a shared
+VM their rounds disagree more often than the roofs' do). A sweep point is the best of its rounds;
+the op overhead the lowest.
 
 Results are cached as JSON per machine (device name and host), torch build, thread count (and
 ``-quick`` for quick runs) in a user cache folder: ``cache_dir`` when given, else
@@ -69,6 +74,7 @@ from hwprof.hardware.levels import (
 from hwprof.measuring.timers import Clock, time_fn
 
 __all__ = ["Ceilings", "Trial", "TrialResult", "TrialFn", "measure_ceilings", "cache_path", "default_cache_dir",
+           "untrusted_levels_dropped",
            "run_trials", "best_of_trials", "gemm_flop_per_s", "copy_bytes_per_s", "AGREEMENT_BOUND", "DEFAULT_ROUNDS",
            "refresh_command", "SWEEP", "OVERHEAD", "MemoryLevel", "SweepPoint", "main_memory_name"]
 
@@ -338,10 +344,10 @@ def _bench(fn: Callable[[], Any], dev: torch.device, budget_s: float, clock: Clo
     fn()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    one = time_fn(fn, device=dev, warmup=0, min_reps=1, max_reps=1, budget_s=0, clock=clock)
+    one = time_fn(fn, device=dev, warmup=0, min_reps=1, max_reps=1, budget_s=0, clock=clock, warn_noisy=False)
     warm = int(min(100, max(2, 0.1 / max(one.median_s, 1e-6))))
     s = time_fn(fn, device=dev, warmup=warm, min_reps=5, max_reps=200, budget_s=budget_s, target_iqr=0.01,
-                clock=clock)
+                clock=clock, warn_noisy=False)   # a trial's spread is judged by the rounds' agreement
     return TrialResult(0.0, s.median_s, s.reps, s.iqr_over_median)
 
 
@@ -492,6 +498,24 @@ def _flag(spread: Mapping[str, float], bound: float) -> tuple[tuple[str, ...], l
     return tuple(flagged), notes
 
 
+def untrusted_levels_dropped(levels: Sequence[MemoryLevel], level_spread: Mapping[str, float],
+                             bound: float) -> tuple[tuple[MemoryLevel, ...], list[str]]:
+    """``levels`` with the bandwidth of each cache level whose spread (``level_spread``, keyed
+    ``"<level>_bytes_per_s"``) exceeds ``bound`` or could not be judged set to None (source
+    ``"untrusted"``), and a note for each: that level's layers take the next larger level's
+    bandwidth, and the rest of the ceilings can still be cached."""
+    out, notes = [], []
+    for lv in levels:
+        s = level_spread.get(f"{lv.name}_bytes_per_s")
+        if s is not None and not s <= bound:
+            what = "a single round" if math.isnan(s) else f"best two rounds {100 * s:.1f}% apart"
+            notes.append(f"{lv.name} bandwidth not trusted: {what} (bound {100 * bound:.0f}%); left out, so layers "
+                         f"whose data fits in {lv.name} are judged against the next level's bandwidth")
+            lv = dataclasses.replace(lv, bytes_per_s=None, source="untrusted")
+        out.append(lv)
+    return tuple(out), notes
+
+
 # --------------------------------------------------------------------------- measure
 def _hierarchy(trials: Sequence[Trial], caches: Sequence[CacheLevel], bw: float | None, main_name: str,
                overlapped: bool = False) -> tuple[tuple[MemoryLevel, ...], tuple[SweepPoint, ...], float | None,
@@ -551,12 +575,13 @@ def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
     found = system_caches(dev) if caches is None else list(caches)
     levels, points, overhead, level_spread = _hierarchy(trials, found, bw, main_memory_name(dev.type, name, sheet),
                                                         overlapped=dev.type == "cuda")
-    spread.update(level_spread)
     flagged, flag_notes = _flag(spread, AGREEMENT_BOUND)
+    levels, untrusted_notes = untrusted_levels_dropped(levels, level_spread, AGREEMENT_BOUND)
+    spread.update(level_spread)
     ratio = {k: v / sheet[k] for k, v in best.items() if sheet.get(k)} if sheet else {}
     if sheet and bw is not None and sheet.get("bytes_per_s"):
         ratio["bytes_per_s"] = bw / sheet["bytes_per_s"]
-    notes += _level_notes(found, levels) + flag_notes
+    notes += _level_notes(found, levels) + flag_notes + untrusted_notes
     notes += ["quick=True: small sizes, a smoke check rather than a ceiling"] if quick else []
     notes += [f"timed with {type(clock).__name__}, not perf_counter: not cached"] if clock is not None else []
     result = Ceilings(dev.type, name, torch.__version__, _today(), "measured", best, bw, sheet, ratio, tuple(trials),

@@ -142,12 +142,15 @@ def time_fn(
     l2_flush: bool = False,
     setup: Callable[[], Any] | None = None,
     clock: Clock | None = None,
+    warn_noisy: bool = True,
 ) -> TimingStats:
     """Time ``fn()`` (see the module docstring for the algorithm); returns raw times + statistics.
 
     ``setup`` runs before every rep (warm-up included) outside the timed region; with
     ``l2_flush`` a buffer larger than the L2 cache is written after it. ``clock`` times CPU
     reps and the budget (default ``time.perf_counter_ns``); CUDA reps are timed by events.
+    ``warn_noisy``: log a warning when IQR/median exceeds the noisy bound (``stats.noisy`` is set
+    either way; the ceilings' trials, judged by the agreement of their rounds, turn it off).
     """
     dev = torch.device(device)
     clock = clock or PerfCounterClock()
@@ -169,7 +172,7 @@ def time_fn(
     else:
         times, reason = _reps_clock(fn, before, clock, min_reps, max_reps, budget_s, target_iqr)
     stats = TimingStats(times, warmup=max(0, warmup), device=str(dev), stop_reason=reason)
-    if stats.noisy:
+    if stats.noisy and warn_noisy:
         log.warning("noisy timing: IQR/median = %.1f%% > %.0f%% over %d reps (median %.6g s)",
                     100 * stats.iqr_over_median, 100 * NOISY_IQR_OVER_MEDIAN, stats.reps, stats.median_s)
     return stats

@@ -146,6 +146,23 @@ def test_disagreeing_rounds_are_flagged_and_not_cached(_cache_dir: Path, caplog:
     assert "not cached" in caplog.text and "hwprof ceilings --refresh --device cpu" in caplog.text
 
 
+def test_a_cache_level_whose_rounds_disagree_is_left_out_and_the_rest_cached(_cache_dir: Path) -> None:
+    # the 1 MiB point (L2) at 150, 100, 100 GB/s over three rounds: best two 33% apart > 10%;
+    # the 64 KiB and 16 MiB points and every roof agree
+    sweep = [SWEEP_RATES, [40e9, 100e9, 50e9], [40e9, 100e9, 50e9]]
+    fake = FakeTrials({"fp32": [[1e11, 1e11]] * 3, "bf16": [[4e11, 4e11]] * 3, "copy": [[2e10]] * 3,
+                       "sweep": sweep, "overhead": [[OVERHEAD_RATE]] * 3})
+    k = measure_ceilings(device="cpu", quick=True, trial=fake, caches=CACHES)
+    # 1/3 apart in rate; 36.8% once the 1 us op overhead is taken out of each time: above the 10% bound
+    assert not k.flagged and k.spread["L2_bytes_per_s"] > 0.10 and k.spread["LLC_bytes_per_s"] <= 0.10
+    l2 = next(lv for lv in k.levels if lv.name == "L2")
+    assert l2.bytes_per_s is None and l2.source == "untrusted" and l2.capacity_bytes is not None
+    assert any("L2 bandwidth not trusted: best two rounds" in n for n in k.notes)
+    assert k.cache_file is not None and Path(k.cache_file).exists()   # the roofs are cached
+    again = measure_ceilings(device="cpu", quick=True, caches=CACHES)
+    assert again.source == "cache" and next(lv for lv in again.levels if lv.name == "L2").bytes_per_s is None
+
+
 def test_unreadable_or_flagged_cache_is_remeasured(_cache_dir: Path) -> None:
     path = cache_path(None, device_name(torch.device("cpu")), quick=True)
     path.parent.mkdir(parents=True)

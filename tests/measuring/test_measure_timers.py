@@ -88,6 +88,10 @@ def test_warning_above_ten_percent(caplog: pytest.LogCaptureFixture) -> None:
         quiet = time_fn(scripted(clock, [100 * MS, 105 * MS]), warmup=0, min_reps=10, max_reps=10, clock=clock)
     assert not quiet.noisy
     assert not caplog.records
+    # the ceilings' trials keep the flag but not the warning (their rounds' agreement judges them)
+    silent = time_fn(scripted(clock, [1 * MS, 2 * MS]), warmup=0, min_reps=10, max_reps=10, clock=clock,
+                     warn_noisy=False)
+    assert silent.noisy and not caplog.records
 
 
 def test_setup_is_outside_the_timed_region() -> None:
