@@ -5,9 +5,8 @@ with ``--out DIR`` the tables and a roofline of each layer's move (an arrow per 
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 
+from hwprof.cli.common import command_line, out_folder
 from hwprof.compare import compare, load_run, summary_lines, table, whole_table
 from hwprof.errors import HwprofError
 from hwprof.report.tables import FORMATS, render
@@ -32,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
                          *summary_lines(c)]))
     else:
         print(render(c.layers, args.format).rstrip("\n"))
-    if args.out:
-        command = "hwprof compare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        c.save(args.out, command=command, top=args.top)
-        print(f"wrote {args.out}/", file=sys.stderr)
+    with out_folder(args.out) as d:   # the tables and plots, with the manifest of every --out folder
+        if d is not None:
+            c.save(d, command=command_line(), top=args.top)
     return 0

@@ -16,7 +16,7 @@ from hwprof.errors import HwprofError
 
 ROOT = Path(__file__).parents[2]
 FIXTURE = ROOT / "tests" / "data" / "saved_profile"
-LEGACY = ROOT / "results" / "profile" / "cpu-xeon-2core-2026-11-24"
+LEGACY = ROOT / "tests" / "data" / "legacy_profile_2026-11-24"   # layers.csv + profile.json as hwprof saved them then
 
 
 def _run(label: str, times: list[float], bounds: list[str], flops: float = 1e9) -> Run:
@@ -106,7 +106,11 @@ def test_cli_compares_and_saves(tmp_path: Path, capsys: pytest.CaptureFixture[st
     text = capsys.readouterr().out
     assert "after vs before: whole model 1.00x" in text and "per layer median 2.00x" in text
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["compare.csv", "compare.json", "compare.md", "moves_after.png", "moves_after.svg", "whole.csv"]
+    assert names == ["compare.csv", "compare.json", "compare.md", "manifest.json", "moves_after.png",
+                     "moves_after.svg", "whole.csv"]
+    assert json.loads((out / "manifest.json").read_text())["command"].startswith("hwprof compare ")
+    # an earlier result (it has hwprof's manifest) is replaced, as with every command's --out
+    assert main(["compare", str(a), str(b), "--labels", "before,after", "--out", str(out)]) == 0
     saved = pd.read_csv(out / "compare.csv", index_col=0)
     assert (saved["speedup@after"].dropna() == 2.0).all()
     assert "![moves_after.png](moves_after.png)" in (out / "compare.md").read_text()
