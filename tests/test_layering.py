@@ -4,7 +4,7 @@ Stages, in data-flow order (docs/ARCHITECTURE.md): the base modules every stage 
 count -> measure -> ceilings -> memory -> distributed (DDP / FSDP2 runs and predictions, built on
 the four before it) -> report (renderers of plain records) -> join (the roofline, the time
 prediction, the ``Profile`` records, which save themselves through the renderers, and the
-comparison of saved profiles) -> studies -> cli. Imports under ``if TYPE_CHECKING:`` are
+comparison of saved profiles) -> studies and llm (generation phases, KV cache) -> cli. Imports under ``if TYPE_CHECKING:`` are
 annotations only and are not counted.
 """
 

@@ -1,6 +1,7 @@
-"""Memory models: what a training step (or an inference forward) holds, predicted four ways.
+"""Memory models: what a training step (or an inference forward) holds, predicted four ways
+(:func:`hwprof.estimate_memory`'s ``seed``, ``seed_per_layer``, ``formula`` and ``simulated``).
 
-* ``seed``           - the seed documents' rules (``seed.py``);
+* ``seed``           - the seed documents' rules, one of seed 000 and one of seed 003 (``seed.py``);
 * ``formula``        - closed-form accounting from the tensors autograd saves (``formula.py``);
 * ``simulate``       - a replay of the step on fake tensors through a model of the CUDA
                        caching allocator (``simulate.py``, the driver; ``tracker.py``, the

@@ -5,7 +5,7 @@ function here raises :class:`PlotUnavailable` with a one-line message. Figures a
 on matplotlib's object API (``Figure`` + the Agg canvas), never through ``pyplot``, so no
 global backend or figure registry of the caller is touched. Every plot is written twice,
 as PNG (Agg) and SVG beside it, each rendered to memory first and then written atomically
-(:func:`hwprof.report.tables.write_atomic`).
+(:func:`hwprof.files.write_atomic`).
 
 Roofline (Williams, Waterman, Patterson, CACM 2009): attainable FLOP/s at arithmetic
 intensity I (FLOP/byte) is ``min(peak_flop_per_s, bytes_per_s * I)``; the ridge point
