@@ -46,14 +46,18 @@ stage env          3  'env_report'                                              
 stage pytest       8  'run $PY -m pytest -q -m cuda -p no:cacheprovider tests --junitxml=$W/pytest/junit.xml' 'run $PY -m pytest -q -m cuda -p no:cacheprovider -p no:platformdirs tests/measuring/test_measure_cuda.py tests/memory/test_memory_cuda.py --junitxml=$W/pytest/junit.xml'
 stage ceilings    12  'run hw ceilings --device $DEV --refresh --cache-dir $CEIL --format json --out $W/ceilings/hwprof; run $PY bench/test_ceiling_probe.py --check --device $DEV --ceilings $W/ceilings/hwprof/ceilings.json --out $W/ceilings/probe.json' 'run hw ceilings --device $DEV --refresh --quick --rounds 2 --cache-dir $CEIL --format json --out $W/ceilings/hwprof; run $PY bench/test_ceiling_probe.py --quick --device $DEV --ceilings $W/ceilings/hwprof/ceilings.json --out $W/ceilings/probe.json'
 stage profile     11  'run hw profile --device $DEV --ceilings-cache $CEIL --out $W/profile/default' 'run hw profile --device $DEV --quick --batch 1 --input 3x32x32 --ceilings-cache $CEIL --out $W/profile/default'
-stage memory      20  'run $PY bench/memory_validation.py --device $DEV --time-budget $((LIMIT - 20)) --point-timeout 60 --out $W/memory' 'run $PY bench/memory_validation.py --device $DEV --quick --models lenet5,lstm --batches-per-model 1 --budget 0.02 --time-budget $((LIMIT - 10)) --point-timeout 30 --out $W/memory'
-stage depthwise   16  'run hw study depthwise --device $DEV --dtype fp32 $DW_REF --budget-s 0.1 --no-fasternet --ceilings-cache $CEIL --out $W/depthwise/fp32; run hw study depthwise --device $DEV --dtype bf16 $DW_REF --budget-s 0.1 --no-fasternet --no-models --ceilings-cache $CEIL --out $W/depthwise/bf16' 'run hw study depthwise --device $DEV --dtype fp32 --channels-last no $DW_TINY --no-fasternet --no-models --quick-ceilings --ceilings-cache $CEIL --out $W/depthwise/fp32; run hw study depthwise --device $DEV --dtype bf16 --channels-last yes $DW_TINY --no-fasternet --no-models --no-plots --quick-ceilings --ceilings-cache $CEIL --out $W/depthwise/bf16'
-stage counters    16  'run hw study depthwise --device $DEV --counters --ncu-clock-control none --dtype fp32 --channels-last no $DW_REF --budget-s 0.05 --no-fasternet --no-models --no-plots --ceilings-cache $CEIL --out $W/counters/fp32-nchw; run hw study depthwise --device $DEV --counters --ncu-clock-control none --dtype bf16 --channels-last yes $DW_REF --budget-s 0.05 --no-fasternet --no-models --no-plots --ceilings-cache $CEIL --out $W/counters/bf16-cl' 'run hw study depthwise --device $DEV --counters --ncu-clock-control none --dtype fp32 --channels-last no $DW_TINY --no-fasternet --no-models --no-plots --quick-ceilings --ceilings-cache $CEIL --out $W/counters/fp32-nchw'
+stage memory      16  'run $PY bench/memory_validation.py --device $DEV --time-budget $((LIMIT - 20)) --point-timeout 60 --out $W/memory' 'run $PY bench/memory_validation.py --device $DEV --quick --models lenet5,lstm --batches-per-model 1 --budget 0.02 --time-budget $((LIMIT - 10)) --point-timeout 30 --out $W/memory'
+stage depthwise   15  'run hw study depthwise --device $DEV --dtype fp32 $DW_REF --budget-s 0.1 --no-fasternet --ceilings-cache $CEIL --out $W/depthwise/fp32; run hw study depthwise --device $DEV --dtype bf16 $DW_REF --budget-s 0.1 --no-fasternet --no-models --ceilings-cache $CEIL --out $W/depthwise/bf16' 'run hw study depthwise --device $DEV --dtype fp32 --channels-last no $DW_TINY --no-fasternet --no-models --quick-ceilings --ceilings-cache $CEIL --out $W/depthwise/fp32; run hw study depthwise --device $DEV --dtype bf16 --channels-last yes $DW_TINY --no-fasternet --no-models --no-plots --quick-ceilings --ceilings-cache $CEIL --out $W/depthwise/bf16'
+stage counters    15  'run hw study depthwise --device $DEV --counters --ncu-clock-control none --dtype fp32 --channels-last no $DW_REF --budget-s 0.05 --no-fasternet --no-models --no-plots --ceilings-cache $CEIL --out $W/counters/fp32-nchw; run hw study depthwise --device $DEV --counters --ncu-clock-control none --dtype bf16 --channels-last yes $DW_REF --budget-s 0.05 --no-fasternet --no-models --no-plots --ceilings-cache $CEIL --out $W/counters/bf16-cl' 'run hw study depthwise --device $DEV --counters --ncu-clock-control none --dtype fp32 --channels-last no $DW_TINY --no-fasternet --no-models --no-plots --quick-ceilings --ceilings-cache $CEIL --out $W/counters/fp32-nchw'
 stage resnet50     8  'run hw profile $(tv_or_zoo resnet50) --device $DEV --mode train --dtype bf16 --channels-last --batch 64 --budget 0.5 --ceilings-cache $CEIL --out $W/resnet50' 'run hw profile lenet5 --device $DEV --mode train --dtype bf16 --channels-last --batch 2 --quick --ceilings-cache $CEIL --out $W/resnet50'
+stage llm          6  'run hw profile hf:llama --config $LLM_CFG --generate --prompt 512 --new-tokens 64 --batch 1,4,16,64 --device $DEV --dtype bf16 --budget 0.2 --ceilings-cache $CEIL --no-html --out $W/llm/generate; run hw memory hf:llama --config $LLM_CFG --generate --prompt 512 --new-tokens 64 --batch 16 --device $DEV --validate --format json --out $W/llm/memory' 'run hw profile hf:llama --config $LLM_TINY --generate --prompt 8 --new-tokens 2 --batch 1,2 --device $DEV --quick --ceilings-cache $CEIL --no-html --out $W/llm/generate; run hw memory hf:llama --config $LLM_TINY --generate --prompt 8 --new-tokens 2 --batch 2 --device $DEV --validate --format json --out $W/llm/memory'
 stage verify       2  'run $PY bench/gpu_verify_measure.py --device $DEV --budget 0.5 --ceilings-cache $CEIL --out $W/verify' 'run $PY bench/gpu_verify_measure.py --device $DEV --quick --models lenet5 --budget 0.02 --ceilings-cache $CEIL --out $W/verify'
 
 DW_REF="--channels 256 --spatial 56 --batch 64"     # the reference shape: N64 C256 56x56
 DW_TINY="--channels 8 --spatial 8 --batch 2 --budget-s 0.01"
+# the ~100M-parameter llama-style model of results/llm (GQA: 4 KV heads); its tiny twin for the dry run
+LLM_CFG="num_hidden_layers=12,hidden_size=768,num_attention_heads=12,num_key_value_heads=4,intermediate_size=2048,vocab_size=32000,tie_word_embeddings=true"
+LLM_TINY="num_hidden_layers=1,hidden_size=64,num_attention_heads=4,num_key_value_heads=2,intermediate_size=128,vocab_size=256"
 
 # ---------------------------------------------------------------------------- helpers (run by the stages)
 run() {   # run CMD...: bounded by the stage's end, logged as "stage, command, exit code, seconds"
@@ -159,7 +163,7 @@ main() {
     done
 
     export PY=${PY:-python3}
-    export DEV=cuda DW_REF DW_TINY REPO
+    export DEV=cuda DW_REF DW_TINY LLM_CFG LLM_TINY REPO
     ((dry)) && DEV=cpu
     local budget=${BUDGET:-$((dry ? 120 : 540))}
     mkdir -p "$OUT" || return 2
@@ -174,12 +178,15 @@ main() {
     if ((dry)); then
         # the device image has neither package: prove that hwprof runs without them; and one
         # thread per process, which avoids OpenMP stalls when other jobs share the CPU
-        local m
-        for m in platformdirs psutil; do
-            mkdir -p "$WORK/hidden/$m"
-            echo "raise ImportError('$m is hidden by gpu_session.sh --dry-run: the device image lacks it')" \
-                > "$WORK/hidden/$m/__init__.py"
-        done
+        # psutil: sys.modules["psutil"] = None in a sitecustomize every Python process of the run loads,
+        # so `import psutil` fails and importlib.util.find_spec returns None, as for a package that is
+        # not installed (transformers probes for psutil that way and would import a shadow package);
+        # platformdirs: a shadow package that raises (a None module breaks pytest's plugin loading)
+        mkdir -p "$WORK/hidden/platformdirs"
+        echo "raise ImportError('platformdirs is hidden by gpu_session.sh --dry-run: the device image lacks it')" \
+            > "$WORK/hidden/platformdirs/__init__.py"
+        printf 'import sys\nsys.modules["psutil"] = None  # hidden by gpu_session.sh --dry-run\n' \
+            > "$WORK/hidden/sitecustomize.py"
         export PYTHONPATH="$WORK/hidden:$PYTHONPATH" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     fi
     cd "$REPO" || return 1

@@ -405,6 +405,26 @@ def resnet_section(folder: Path) -> str:
     return _profile_excerpt(d, top=5)
 
 
+def llm_table(folder: Path) -> str:
+    """Generation phases of the llama-style model (llm/generate/phases.csv) and its KV-cache memory check."""
+    phases = folder / "llm" / "generate" / "phases.csv"
+    if not phases.exists():
+        return "No LLM generation in this GPU run."
+    df = pd.read_csv(phases)
+    shown = pd.DataFrame({
+        "phase": df["phase"], "batch": df["batch"], "tokens/s": df["tokens_per_s"].map(lambda v: f"{v:,.1f}"),
+        "FLOP/byte": df["intensity"].map(lambda v: f"{v:.3g}"), "MFU": (100 * df["mfu"]).map(_pct),
+        "MBU": (100 * df["mbu"]).map(_pct), "bound": df["bound"]})
+    out = [_md(shown)]
+    mem = _read_json(folder / "llm" / "memory" / "memory.json") if (folder / "llm" / "memory").exists() else None
+    rows = [r for r in mem if isinstance(r, dict)] if isinstance(mem, list) else []
+    measured = next((r for r in rows if r.get("predictor") == "measured"), None)
+    if measured is not None:
+        out += ["", f"Generation memory, measured peak {measured['peak_bytes'] / 2**20:,.1f} MiB; predicted: " + "; ".join(
+            f"{r['predictor']} {_pct(r.get('error_pct'), 2, signed=True)}" for r in rows if r is not measured)]
+    return "\n".join(out)
+
+
 SECTIONS: tuple[tuple[str, Callable[[Path], str]], ...] = (
     ("Session", session_table),
     ("Ceilings vs datasheet and hand-written probes", ceilings_table),
@@ -413,6 +433,7 @@ SECTIONS: tuple[tuple[str, Callable[[Path], str]], ...] = (
     ("Depthwise study at the reference shape", depthwise_table),
     ("Nsight Compute DRAM bytes vs analytic bytes", counters_table),
     ("ResNet-50 training profile (bf16, channels_last)", resnet_section),
+    ("LLM generation: prefill and decode on the roofline (llama-style, ~100M parameters, bf16)", llm_table),
 )
 
 

@@ -65,7 +65,7 @@ def run_profile(args: argparse.Namespace) -> int:
         print("\n".join(["", *summary_lines(r), *(f"note: {n}" for n in r.notes)]))
     with out_folder(args.out) as d:
         if d is not None:
-            r.save(d, command=command_line())
+            r.save(d, command=command_line(), html=not getattr(args, "no_html", False))
     return 0
 
 

@@ -120,9 +120,10 @@ class GenerationResult:
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
-    def save(self, directory: str | Path, command: str | None = None) -> list[Path]:
+    def save(self, directory: str | Path, command: str | None = None, html: bool = True) -> list[Path]:
         """The folder, complete or absent: ``phases.csv``, ``generation.json``, ``summary.md``, the phase
-        roofline and batch-sweep plots, and each profiled phase's folder (``<phase>_b<B>/``)."""
+        roofline and batch-sweep plots, and each profiled phase's folder (``<phase>_b<B>/``; its
+        ``report.html`` unless ``html`` is False)."""
         from hwprof.llm.plots import batch_sweep_plot, phase_roofline_plot
 
         target = Path(directory)
@@ -137,7 +138,7 @@ class GenerationResult:
                              title=f"{self.config['model']}: decode vs batch")
             for r in self.runs:
                 if r.profile is not None:
-                    r.profile.save(tmp / f"{r.phase}_b{r.batch}", command=command)
+                    r.profile.save(tmp / f"{r.phase}_b{r.batch}", command=command, html=html)
             write_atomic(tmp / "summary.md", summary_markdown(self, command))
         return sorted(target.rglob("*"))
 

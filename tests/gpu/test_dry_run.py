@@ -23,13 +23,13 @@ from bench_scripts import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_session.sh"
-STAGES = ["env", "pytest", "ceilings", "profile", "memory", "depthwise", "counters", "resnet50", "verify"]
+STAGES = ["env", "pytest", "ceilings", "profile", "memory", "depthwise", "counters", "resnet50", "llm", "verify"]
 EXPECTED = [   # one file per stage at least: what the ingest reads
     "env/env.json", "pytest/junit.xml", "ceilings/hwprof/ceilings.json", "ceilings/probe.json",
     "profile/default/mobilenet_v1/profile.json", "profile/default/mobilenet_v1_dense/profile.json",
     "profile/default/comparison.md", "memory/memory-validation-cpu.csv", "depthwise/fp32/depthwise.csv",
     "depthwise/bf16/depthwise.csv", "counters/fp32-nchw/manifest.json", "resnet50/profile.json",
-    "verify/summary.json", "session.txt", "gpu-log.txt", *(f"logs/{s}.log" for s in STAGES)]
+    "verify/summary.json", "llm/generate/phases.csv", "llm/memory/memory.json", "session.txt", "gpu-log.txt", *(f"logs/{s}.log" for s in STAGES)]
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +91,10 @@ def test_ingest_unpacks_records_and_prints_the_tables(session: dict[str, Any], c
     for title, _ in ingest.SECTIONS:
         assert f"## {title}" in text
     for missing in ("No ceilings", "No hand-written", "No default profile", "No memory validation",
-                    "No depthwise study", "No resnet50 profile"):
+                    "No depthwise study", "No resnet50 profile", "No LLM generation"):
         assert missing not in text
     assert "No Nsight Compute counters in this run (--counters: " in text   # a CPU has no ncu: said so
+    assert "| decode |" in text and "Generation memory, measured peak" in text
     assert "| dense 3x3 |" in text and "simulated within 3% of the measured peak" in text
     with pytest.raises(SystemExit, match="exists"):
         ingest.main([str(archive), "--results", str(results)])
