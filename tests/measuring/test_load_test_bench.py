@@ -1,0 +1,56 @@
+"""bench/load_test.py's judgement: the per-layer/whole ratio bound and unwarned roof violations."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "load_test.py"
+
+
+@pytest.fixture(scope="module")
+def lt() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("load_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _judged(ratio: float, violations: list[dict[str, Any]] | None = None,
+            warnings: list[str] | None = None) -> dict[str, Any]:
+    v = violations or []
+    w = warnings or []
+    return {"ratios": {"fwd": {"ratio": ratio, "q25": ratio, "q75": ratio, "pairs": 5}}, "violations": v,
+            "warnings": w, "uncovered_violations": [x for x in v if not any(x["roof_key"] in s for s in w)]}
+
+
+def test_a_ratio_within_its_bound_passes(lt: ModuleType) -> None:
+    # 0.946 / 1.004 = 0.942: inside 0.8-1.25
+    v = lt.verdict(_judged(1.004), _judged(0.946))
+    assert v["passed"] and v["phases"]["fwd"]["loaded_over_quiet"] == pytest.approx(0.946 / 1.004)
+
+
+@pytest.mark.parametrize("loaded", [0.79, 1.26])
+def test_a_ratio_outside_the_bound_fails(lt: ModuleType, loaded: float) -> None:
+    v = lt.verdict(_judged(1.0), _judged(loaded))
+    assert not v["passed"] and not v["ratio_within_bounds"] and v["every_violation_warned"]
+
+
+def test_a_violation_without_a_warning_naming_its_roof_fails(lt: ModuleType) -> None:
+    over = [{"what": "layer relu", "roof_key": "LLC", "roof": 4.8e10, "rate": 8e10, "unit": "B/s"}]
+    warned = lt.verdict(_judged(1.0, over, ["1 layer(s) moved data faster than 1.10x the LLC roof"]), _judged(1.0))
+    assert warned["passed"]
+    silent = lt.verdict(_judged(1.0, over, ["something about the fp32 roof"]), _judged(1.0))
+    assert not silent["passed"] and not silent["every_violation_warned"]
+
+
+def test_the_profile_command_runs_on_the_cpu_with_the_shared_ceilings(lt: ModuleType, tmp_path: Path) -> None:
+    args = type("A", (), {"model": "resnet18", "batch": 4, "budget": 2.0, "ceilings_cache": tmp_path / "c"})()
+    cmd = lt.profile_command(args, tmp_path / "quiet")
+    assert cmd[1:4] == ["-m", "hwprof", "profile"] and "--ceilings-cache" in cmd and "--no-html" in cmd
+    assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[-1] == str(tmp_path / "quiet")
