@@ -7,17 +7,33 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-__all__ = ["write_atomic", "write_json_atomic", "to_jsonable", "atomic_dir"]
+__all__ = ["write_atomic", "write_json_atomic", "to_jsonable", "atomic_dir", "read_json_record"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def read_json_record(path: Path, from_dict: Callable[[Any], T], what: str) -> T | None:
+    """``from_dict`` of the JSON in ``path`` (a cache file); None when it does not exist, or when it
+    cannot be read or parsed (logged: ``ignoring unreadable <what> <path> (<error>); measuring``)."""
+    if not path.exists():
+        return None
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        log.warning("ignoring unreadable %s %s (%s); measuring", what, path, e)
+        return None
 
 
 def to_jsonable(obj: Any) -> Any:

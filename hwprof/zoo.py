@@ -446,20 +446,24 @@ def _import_optional(module: str, what: str):  # type: ignore[no-untyped-def]
         raise UnknownModelError(f"{what} needs the '{module}' package, which is not installed ({e})") from None
 
 
-def _build_torchvision(attr: str) -> nn.Module:
-    tv = _import_optional("torchvision.models", "torchvision:" + attr)
+def _from_package(module: str, prefix: str, attr: str, make: Callable[[Any], nn.Module],
+                  unknown: type[Exception]) -> nn.Module:
+    """``make(module)`` with random weights; a missing package or an ``unknown`` error (the
+    package's way of saying it has no such model) becomes :class:`UnknownModelError`."""
+    pkg = _import_optional(module, f"{prefix}:{attr}")
     try:
-        return tv.get_model(attr, weights=None)
-    except ValueError as e:
-        raise UnknownModelError(f"torchvision has no model {attr!r} ({e})") from None
+        return make(pkg)
+    except unknown as e:
+        raise UnknownModelError(f"{prefix} has no model {attr!r} ({e})") from None
+
+
+def _build_torchvision(attr: str) -> nn.Module:
+    return _from_package("torchvision.models", "torchvision", attr, lambda tv: tv.get_model(attr, weights=None),
+                         ValueError)
 
 
 def _build_timm(attr: str) -> nn.Module:
-    timm = _import_optional("timm", "timm:" + attr)
-    try:
-        return timm.create_model(attr, pretrained=False)
-    except RuntimeError as e:
-        raise UnknownModelError(f"timm has no model {attr!r} ({e})") from None
+    return _from_package("timm", "timm", attr, lambda timm: timm.create_model(attr, pretrained=False), RuntimeError)
 
 
 def _timm_input_spec(model: nn.Module) -> str:

@@ -54,3 +54,16 @@ def test_atomic_dir_refuses_a_file(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError), atomic_dir(f):
         pass
     assert f.read_text() == "I am a file"
+
+
+def test_read_json_record_is_none_for_a_missing_or_unreadable_file(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from hwprof.files import read_json_record
+    path = tmp_path / "k.json"
+    assert read_json_record(path, dict, "cache") is None and not caplog.records       # absent: silent
+    path.write_text('{"a": 1}')
+    assert read_json_record(path, dict, "cache") == {"a": 1}
+    path.write_text("{not json")
+    with caplog.at_level("WARNING"):
+        assert read_json_record(path, dict, "ceilings cache") is None
+    assert f"ignoring unreadable ceilings cache {path}" in caplog.text

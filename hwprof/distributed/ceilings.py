@@ -27,7 +27,6 @@ interpolation between measured sizes) and the measured busbw as a share of it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import socket
@@ -43,7 +42,7 @@ import torch
 
 from hwprof.device import device_name
 from hwprof.distributed.collectives import bus_factor
-from hwprof.files import write_json_atomic
+from hwprof.files import read_json_record, write_json_atomic
 from hwprof.hardware.ceilings import (
     AGREEMENT_BOUND,
     DEFAULT_ROUNDS,
@@ -222,14 +221,8 @@ def _cache_file(cache_dir: str | Path | None, backend: str, world: int, name: st
 
 
 def _read(path: Path) -> CollectiveCeilings | None:
-    if not path.exists():
-        return None
-    try:
-        k = CollectiveCeilings.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError) as e:
-        log.warning("ignoring unreadable collective ceilings %s (%s); measuring", path, e)
-        return None
-    return dataclasses.replace(k, source="cache", cache_file=str(path))
+    k = read_json_record(path, CollectiveCeilings.from_dict, "collective ceilings")
+    return None if k is None else dataclasses.replace(k, source="cache", cache_file=str(path))
 
 
 def _cached_on_rank0(path: Path, refresh: bool) -> CollectiveCeilings | None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -60,7 +59,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from hwprof.device import device_name, resolve_device
-from hwprof.files import write_json_atomic
+from hwprof.files import read_json_record, write_json_atomic
 from hwprof.hardware.caches import CacheLevel, system_caches
 from hwprof.hardware.datasheet import HBM_PARTS, lookup, resolve
 from hwprof.hardware.levels import (
@@ -296,12 +295,8 @@ def cache_path(cache_dir: str | Path | None, name: str, quick: bool, threads: in
 
 
 def _read_cache(path: Path) -> Ceilings | None:
-    if not path.exists():
-        return None
-    try:
-        cached = Ceilings.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError) as e:
-        log.warning("ignoring unreadable ceilings cache %s (%s); measuring", path, e)
+    cached = read_json_record(path, Ceilings.from_dict, "ceilings cache")
+    if cached is None:
         return None
     if cached.flagged:   # never written by this module; a hand-made file is not trusted either
         log.warning("ignoring ceilings cache %s: its roofs %s are flagged; measuring", path, list(cached.flagged))

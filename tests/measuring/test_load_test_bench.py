@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "load_test.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu"))   # bench_scripts: bench/ as modules
+from bench_scripts import bench_module  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def lt() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("load_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("load_test")
 
 
 def _judged(ratio: float, violations: list[dict[str, Any]] | None = None,
