@@ -21,7 +21,8 @@
 # is set here (platformdirs is imported only without it) and psutil is optional (RSS fields None).
 # The env stage lists what is importable; --dry-run hides both packages to prove it.
 #
-# Environment: OUT (required), BUDGET (s; 540, --dry-run 120), WORK (work folder), PY (python3),
+# Environment: OUT (required), BUDGET (s; 540, --dry-run 120), WORK (work folder), PY (the
+# checkout's .venv/bin/python when there is one, else python3: the device image's),
 # CEILINGS_CACHE (a folder of cached ceilings to reuse, e.g. gpu-results/cache/ceilings of an
 # earlier run), GPU_SESSION_TABLE (a file of `stage` lines replacing the table: tests, one-offs),
 # DRY_JOBS (stages the dry run runs at once after env, pytest and ceilings; default 3), GIT_COMMIT
@@ -162,7 +163,9 @@ main() {
         sum_sel=$((sum_sel + SHARES[found]))
     done
 
-    export PY=${PY:-python3}
+    local venv_py="$REPO/.venv/bin/python"   # this checkout's venv (`make setup`) when there is one
+    [[ -x $venv_py ]] || venv_py=python3
+    export PY=${PY:-$venv_py}
     export DEV=cuda DW_REF DW_TINY LLM_CFG LLM_TINY REPO
     ((dry)) && DEV=cpu
     local budget=${BUDGET:-$((dry ? 120 : 540))}

@@ -2,17 +2,17 @@
 
     python bench/ingest_gpu.py gpu-results.tar.gz                  # -> results/<device>-<date>/
     python bench/ingest_gpu.py gpu-results.tar.gz --results DIR    # another results folder
-    python bench/ingest_gpu.py --env env.json --device cuda        # (the session's env stage)
+    python bench/ingest_gpu.py --env env.json --device cuda        # (the GPU run's env stage)
 
 The archive's ``gpu-results/`` folder is unpacked into ``results/<device>-<date>/`` (the device
 tag from the device's name: "NVIDIA H200" -> ``h200``; a CPU run -> ``cpu-<family>``; a dry run
-adds ``-dry-run``; the date is the session's start, UTC), complete or not at all, and a
-``manifest.json`` is written beside it (device, driver, torch, CUDA, Python, the session's
+adds ``-dry-run``; the date is the run's start, UTC), complete or not at all, and a
+``manifest.json`` is written beside it (device, driver, torch, CUDA, Python, the run's
 command, date, commit, each stage's exit code and seconds, the archive's SHA-256). Then the
 Markdown tables the README shows are printed, and kept as ``tables.md`` in that folder, every
 number read from the unpacked files:
 
-* the session: each stage's exit code and seconds (``gpu-log.txt``);
+* the run: each stage's exit code and seconds (``gpu-log.txt``);
 * ceilings against the datasheet and against the hand-written probes (``ceilings/``);
 * an excerpt of the default profile (``profile/default``, rebuilt with ``hwprof.load_profile``);
 * memory validation: every predictor against ``max_memory_allocated`` (``memory/``);
@@ -126,7 +126,7 @@ def _slug(text: str) -> str:
 
 
 def read_session(folder: Path) -> dict[str, str]:
-    """``session.txt`` (key=value lines) of an unpacked session."""
+    """``session.txt`` (key=value lines) of an unpacked run."""
     out: dict[str, str] = {}
     path = folder / "session.txt"
     for line in path.read_text().splitlines() if path.exists() else []:
@@ -149,7 +149,7 @@ def _read_json(path: Path) -> Any:
 
 
 def folder_name(folder: Path) -> str:
-    """``<device tag>-<date>`` (``-dry-run`` appended for a dry run) of an unpacked session."""
+    """``<device tag>-<date>`` (``-dry-run`` appended for a dry run) of an unpacked run."""
     session = read_session(folder)
     env = _read_json(folder / "env" / "env.json") or {}
     dev = env.get("device") or {}
@@ -438,7 +438,7 @@ SECTIONS: tuple[tuple[str, Callable[[Path], str]], ...] = (
 
 
 def tables(folder: Path) -> str:
-    """The Markdown of every section, read from an unpacked session folder."""
+    """The Markdown of every section, read from an unpacked run folder."""
     out = [f"# GPU results: {folder.name}", "", environment_line(folder)]
     for title, fn in SECTIONS:
         out += ["", f"## {title}", "", fn(folder)]
