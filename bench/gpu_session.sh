@@ -228,6 +228,14 @@ main() {
     echo "finished_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$W/session.txt"
     pack
     cat "$LOG"
+    # a dry run is a check: any command that failed (or was skipped for time) fails it; the real
+    # run returns 0 whatever its stages did (the log and the archive say it)
+    local failed
+    failed=$(awk -F'\t' 'NR > 1 && $3 != "0"' "$LOG" | wc -l)
+    if ((dry && failed)); then
+        echo "dry run: $failed command(s) did not exit 0 (see $LOG and $W/logs/)" >&2
+        return 1
+    fi
 }
 
 main "$@"

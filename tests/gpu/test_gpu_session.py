@@ -73,3 +73,16 @@ def test_the_built_in_table_has_every_stage_in_priority_order() -> None:
     assert [name for name, _ in rows] == ["env", "pytest", "ceilings", "profile", "memory", "depthwise", "counters",
                                           "resnet50", "llm", "verify"]
     assert sum(int(share.rstrip("%")) for _, share in rows) <= 96   # the rest is slack for packing
+
+
+def test_a_dry_run_with_a_failing_command_fails(tmp_path: Path) -> None:
+    r = _session(tmp_path, "--dry-run", "all")
+    assert r.returncode == 0, r.stderr                          # every dry command of the table is `true`
+    (tmp_path / "bad").mkdir()
+    table = TABLE.replace("'run true'\nstage slow", "'run false'\nstage slow")
+    (tmp_path / "bad" / "table.sh").write_text(table)
+    env = {**os.environ, "OUT": str(tmp_path / "bad" / "out"), "WORK": str(tmp_path / "bad" / "work"),
+           "BUDGET": "10", "GPU_SESSION_TABLE": str(tmp_path / "bad" / "table.sh"), "PY": sys.executable}
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "all"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and "dry run: 1 command(s) did not exit 0" in r.stderr
+    assert (tmp_path / "bad" / "out" / "gpu-results.tar.gz").exists()   # packed all the same
