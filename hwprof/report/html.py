@@ -34,7 +34,7 @@ import pandas as pd
 from hwprof.files import to_jsonable, write_atomic
 from hwprof.report.plots import PlotUnavailable, _positive_rows, _select_roofs
 from hwprof.report.profile_report import memory_lines, op_table, phase_table, summary_lines
-from hwprof.report.tables import human
+from hwprof.report.tables import human, human_bytes
 
 if TYPE_CHECKING:
     from hwprof.joining import Profile
@@ -119,6 +119,21 @@ _HOVER = ("<b>%{customdata[1]}</b><br>type %{customdata[2]}<br>shapes %{customda
           "<extra></extra>")
 
 
+def _cache_level_traces(go: Any, k: Any, x_lo: float, top: float) -> list[Any]:
+    """A dash-dot bandwidth slope per cache level with a measured bandwidth (``k.memory_levels()``
+    below main memory), as the PNG roofline draws them: a layer whose working set fits in that
+    level is placed against it (see the table's ``level`` column)."""
+    out = []
+    for lv in k.memory_levels():
+        if lv.capacity_bytes is None or not lv.bytes_per_s or not top:
+            continue
+        x_end = top / lv.bytes_per_s
+        out.append(go.Scatter(x=[x_lo, x_end], y=[lv.bytes_per_s * x_lo, top], mode="lines", hoverinfo="name",
+                              name=f"{lv.name} {human(lv.bytes_per_s)}B/s (up to {human_bytes(lv.capacity_bytes)})",
+                              line={"color": "#999", "width": 1, "dash": "dashdot"}))
+    return out
+
+
 def _roofline_figure(p: Profile, data: Mapping[str, Any]) -> Any:
     """Log-log roofline: the bandwidth slope, each measured compute roof a layer runs under (the datasheet's
     dashed), one point per layer (:func:`roofline_points`), coloured by type, sized by time share."""
@@ -134,6 +149,8 @@ def _roofline_figure(p: Profile, data: Mapping[str, Any]) -> Any:
         x_end = top / r.bw if top else x_hi
         fig.add_trace(go.Scatter(x=[x_lo, x_end], y=[r.bw * x_lo, r.bw * x_end], mode="lines", hoverinfo="name",
                                  name=f"memory {human(r.bw)}B/s", line={"color": "#444", "width": 2}))
+    for trace in _cache_level_traces(go, p.ceilings, x_lo, top):
+        fig.add_trace(trace)
     for (key, v), dash in [*((m, "solid") for m in r.measured), *((s, "dash") for s in r.sheet)]:
         fig.add_trace(go.Scatter(x=[v / r.bw if r.bw else x_lo, x_hi], y=[v, v], mode="lines", hoverinfo="name",
                                  name=f"{key} {human(v)}FLOP/s" + (" (datasheet)" if dash == "dash" else ""),

@@ -190,3 +190,18 @@ def test_the_browser_check_can_fail(saved: Path, tmp_path: Path) -> None:
     unsorted.write_text(page.replace("*(asc?1:-1)", ""))
     res = bc.check_report(unsorted, interact=True)
     assert res.ready and res.problems(6) == ["interaction sorted_desc: got False, expected True"]
+
+
+def test_cache_levels_get_their_own_bandwidth_slopes() -> None:
+    from hwprof.hardware.ceilings import Ceilings
+    from hwprof.hardware.levels import MemoryLevel
+    from hwprof.report.html import _cache_level_traces, _plotly
+
+    k = Ceilings("cpu", "x", "2.13", "2026-11-30", "measured", {"fp32": 300e9}, 23.5e9,
+                 levels=(MemoryLevel("L1", 48 * 2**10, None, 48 * 2**10, "sweep"),      # unresolved: no slope
+                         MemoryLevel("L2", 2 * 2**20, 135e9, 4 * 2**20, "sweep"),
+                         MemoryLevel("DRAM", None, 23.5e9, None, "copy")))              # main memory: drawn apart
+    (l2,) = _cache_level_traces(_plotly(), k, 0.1, 300e9)
+    assert l2.name == "L2 135.00GB/s (up to 2.00 MiB)" and l2.line.dash == "dashdot"
+    # from intensity 0.1 (13.5 GFLOP/s) up to the ridge with the fp32 roof, 300e9 / 135e9 = 2.22 FLOP/byte
+    assert list(l2.y) == [pytest.approx(13.5e9), 300e9] and list(l2.x) == [0.1, pytest.approx(300 / 135)]
