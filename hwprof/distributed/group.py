@@ -108,8 +108,9 @@ def _device(backend: str, device: str, local_rank: int) -> torch.device:
 def process_group(device: str = "cpu", backend: str | None = None,
                   timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[GroupInfo]:
     """The default process group for the block: reused when one is initialised already (and then left
-    open), else initialised from ``torchrun``'s environment with ``timeout_s`` and destroyed on a clean
-    exit. A failure inside is written to the store (:func:`post_failure`) and re-raised."""
+    open), else initialised from ``torchrun``'s environment with ``timeout_s`` and, on a clean exit,
+    destroyed after a barrier (every rank leaves together). A failure inside is written to the store
+    (:func:`post_failure`) and re-raised."""
     import torch.distributed as dist
 
     if dist.is_initialized():
@@ -132,7 +133,10 @@ def process_group(device: str = "cpu", backend: str | None = None,
     except BaseException as e:
         post_failure(info.rank, e)
         raise
-    dist.destroy_process_group()
+    try:
+        dist.barrier()   # leave together: a gloo rank whose peer tears its pairs down mid-exit can abort (SIGABRT)
+    finally:
+        dist.destroy_process_group()
 
 
 STOPPED = "stopped by the launcher"
