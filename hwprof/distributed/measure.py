@@ -43,7 +43,7 @@ from hwprof.measuring.records import MeasureConfig, Measurement
 from hwprof.measuring.runner import default_loss
 from hwprof.measuring.runner import measure as measure_one
 from hwprof.measuring.timers import Clock, PerfCounterClock
-from hwprof.spec import as_inputs, parse_dtype, vocab_size
+from hwprof.spec import as_input_tuple, parse_dtype
 
 __all__ = ["measure", "run_step", "count_step", "comm_pass", "DEFAULT_LAYER_REPS", "DEFAULT_COMM_ITERATIONS"]
 
@@ -152,8 +152,8 @@ def measure(model: nn.Module, inputs: Any, parallel: str, config: MeasureConfig 
     wrapped, resident = _wrapped(model, parallel, dev, cfg, blocks)
     m = measure_one(wrapped, inputs, cfg, clock=clock, loss_fn=loss_fn, resident_bytes=resident, restore=False)
     dtype = parse_dtype(m.run.dtype)
-    work = Work(wrapped, as_inputs(inputs, batch=cfg.batch, dtype=dtype, device=dev, vocab=vocab_size(model)),
-                cfg.train, loss_fn or default_loss)
+    work = Work(wrapped, as_input_tuple(inputs, batch=cfg.batch, dtype=dtype, device=dev), cfg.train,
+                loss_fn or default_loss)
     m = _with_clean_trace(m, work, RunContext(cfg, dev, clock or PerfCounterClock(), resident))
     calls = count_step(work, cfg.optimizer, world)
     dist.barrier()
