@@ -168,14 +168,16 @@ def measure(model: nn.Module, inputs: Any, parallel: str, config: MeasureConfig 
 
 
 def _clean(trace: AllocTrace | None) -> bool:
-    return trace is None or (trace.peak_excess_bytes == 0 and trace.net_bytes == 0)
+    """Every block counted at the trace's peak was seen freed or reused (its peak is exact)."""
+    return trace is None or (trace.peak_excess_bytes == 0 and trace.unfreed_at_peak_bytes == 0)
 
 
 def _with_clean_trace(m: Measurement, work: Work, ctx: RunContext, retries: int = TRACE_RETRIES) -> Measurement:
-    """The measurement with an allocator trace in which every free was recorded. A backend's worker thread can
-    drop the last reference to a collective's buffer, and the profiler records no free there
-    (:attr:`AllocTrace.missed_free_bytes`); whether it does is a race, so when any rank's trace missed a
-    free every rank runs the allocator-trace pass again (all ranks alike: it runs collectives), up to
+    """The measurement with an allocator trace whose peak is exact: every block it counts at the peak was seen
+    freed or reused. A backend's worker thread can drop the last reference to a collective's buffer, and the
+    profiler records no free there (:attr:`AllocTrace.peak_excess_bytes`, :attr:`AllocTrace.unfreed_at_peak_bytes`;
+    such a block allocated after the peak does not matter); whether it does is a race, so when any rank's
+    peak may be too high every rank runs the allocator-trace pass again (all ranks alike: it runs collectives), up to
     ``retries`` times. Each rank keeps its first clean trace, else the one with the lowest peak (an upper
     bound), and says so in a note."""
     import torch.distributed as dist
@@ -195,7 +197,7 @@ def _with_clean_trace(m: Measurement, work: Work, ctx: RunContext, retries: int 
     note = (f"allocator trace repeated {len(traces) - 1} time(s): a free on a backend thread went unrecorded in "
             + ("an earlier pass; this one saw every free" if clean else
                f"every pass; the lowest peak is kept: {best.peak_excess_bytes} B above a replay without the unseen "
-               f"frees, {best.net_bytes} B never seen freed (an upper bound if they were live at the peak)"))
+               f"frees, {best.unfreed_at_peak_bytes} B counted at the peak and never seen freed (an upper bound)"))
     record = dataclasses.replace(m.memory_record, alloc_trace=best)
     return dataclasses.replace(m, memory_record=record, notes=[*m.notes, note])
 

@@ -101,7 +101,12 @@ class AllocTrace:
     state, and a collective backend's worker thread can drop the last reference to a buffer
     after its work ended); it is counted live until its address returns. The excess is the
     peak minus the peak of the same replay without those blocks: 0 when every free was seen,
-    or when the unseen ones do not reach the peak."""
+    or when the unseen ones do not reach the peak. ``unfreed_at_peak_bytes``: the part of
+    ``net_bytes`` allocated up to the peak (so counted in it) and never seen freed: 0 when the
+    peak holds only blocks whose fate the window saw; otherwise each such block was either really
+    live at the end or freed unseen, and the peak is too high by up to this. A block allocated
+    after the peak and never seen freed does not touch the peak, so a trace with ``net_bytes > 0``
+    can still have an exact peak."""
 
     live_before_bytes: int
     window_peak_bytes: int
@@ -113,6 +118,7 @@ class AllocTrace:
     workspace_at_peak_bytes: int = 0
     peak_without_workspace_bytes: int = 0
     peak_excess_bytes: int = 0
+    unfreed_at_peak_bytes: int = 0
     timeline: MemoryTimeline | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -187,14 +193,17 @@ class _Replay(NamedTuple):
     allocations: int
     t_peak: int | None
     peak_excess: int
+    unfreed_at_peak: int
 
 
-def _replay_once(events: list[tuple[int, int, int]], skip: set[int]) -> tuple[int, int, int, int | None, set[int]]:
+def _replay_once(events: list[tuple[int, int, int]], skip: set[int]) -> tuple[int, int, int, int | None, set[int], int]:
     """One pass over time-sorted events, leaving out the allocations whose indices are in ``skip``: (peak, net,
-    allocations, time of the peak, indices of the allocations whose address was allocated again while live)."""
+    allocations, time of the peak, indices of the allocations whose address was allocated again while live,
+    bytes of the allocations made up to the peak that are still live at the end)."""
     live: dict[int, tuple[int, int]] = {}          # ptr -> (size, index of its allocation)
     cur = peak = count = 0
     t_peak: int | None = None
+    i_peak = -1
     missed: set[int] = set()
     for i, (t, ptr, size) in enumerate(events):
         if size > 0:
@@ -208,21 +217,23 @@ def _replay_once(events: list[tuple[int, int, int]], skip: set[int]) -> tuple[in
             live[ptr] = (size, i)
             cur += size
             if cur > peak:
-                peak, t_peak = cur, t
+                peak, t_peak, i_peak = cur, t, i
         elif size < 0 and ptr in live:
             cur -= live.pop(ptr)[0]
-    return peak, cur, count, t_peak, missed
+    unfreed_at_peak = sum(size for size, i in live.values() if i <= i_peak)
+    return peak, cur, count, t_peak, missed, unfreed_at_peak
 
 
 def _replay(events: Iterable[tuple[int, int, int]]) -> _Replay:
-    """(peak, net, allocations, time of the peak, peak excess) of :func:`window_peak_bytes`. A block whose address
-    is allocated again while it is live had its free go unrecorded: it is counted live until its address
-    returns, and ``peak_excess`` is how much that can add to the peak (the peak minus that of the same
-    replay without those blocks)."""
+    """(peak, net, allocations, time of the peak, peak excess, unfreed at the peak) of :func:`window_peak_bytes`.
+    A block whose address is allocated again while it is live had its free go unrecorded: it is counted
+    live until its address returns, and ``peak_excess`` is how much that can add to the peak (the peak
+    minus that of the same replay without those blocks). ``unfreed_at_peak``: bytes of the blocks
+    allocated up to the peak and still live at the end (never seen freed)."""
     ordered = sorted(events, key=lambda e: e[0])
-    peak, net, count, t_peak, missed = _replay_once(ordered, set())
+    peak, net, count, t_peak, missed, unfreed = _replay_once(ordered, set())
     low = _replay_once(ordered, missed)[0] if missed else peak
-    return _Replay(peak, net, count, t_peak, peak - low)
+    return _Replay(peak, net, count, t_peak, peak - low, unfreed)
 
 
 def window_peak_bytes(events: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -410,7 +421,8 @@ def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_typ
 def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> AllocTrace:
     """:class:`AllocTrace` of a finished ``profile(profile_memory=True)`` session."""
     events = allocation_events(prof, device_type)
-    peak, net, count, t_peak, excess = _replay(events)
+    r = _replay(events)
+    peak, net, count, t_peak, excess = r.peak, r.net, r.allocations, r.t_peak, r.peak_excess
     ops = _outermost_ops(prof, device_type)
     scratch = [(name, _workspace_events(ev)) for name, _, _, ev in ops if ev]
     op, transient = max(((name, window_peak_bytes(ws)[0]) for name, ws in scratch), key=lambda t: t[1],
@@ -425,4 +437,5 @@ def summarize(prof: Any, live_before_bytes: int, device_type: str = "cpu") -> Al
                 break
     timeline = memory_timeline(events, int(live_before_bytes), {e: name for name, _, _, ev in ops for e in ev})
     return AllocTrace(int(live_before_bytes), peak, net, count, int(transient), op if transient > 0 else "",
-                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, excess, timeline=timeline)
+                      peak_op, at_peak, int(live_before_bytes) + tensors_peak, excess, r.unfreed_at_peak,
+                      timeline=timeline)

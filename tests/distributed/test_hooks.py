@@ -53,6 +53,18 @@ def test_a_free_that_went_unrecorded_bounds_the_peak() -> None:
     assert window_peak_bytes([(0, 7, 100), (1, 7, -100)]) == (100, 0, 1)
 
 
+def test_a_block_never_seen_freed_counts_against_the_peak_only_when_allocated_before_it() -> None:
+    from hwprof.measuring.alloc_trace import _replay
+
+    # ptr 1 (100 B) freed; ptr 2 (80 B) and ptr 3 (30 B) live together: peak 110 at t=2; ptr 4 (40 B) allocated
+    # after the peak and never freed: net 40, but nothing unseen sits in the peak
+    after = _replay([(0, 1, 100), (1, 1, -100), (2, 2, 80), (2, 3, 30), (3, 2, -80), (4, 3, -30), (5, 4, 40)])
+    assert (after.peak, after.net, after.unfreed_at_peak) == (110, 40, 0)
+    # ptr 3 never freed: it was counted in the peak of 110 and is still live at the end: 30 B of the peak unsure
+    before = _replay([(0, 1, 100), (1, 1, -100), (2, 2, 80), (2, 3, 30), (3, 2, -80)])
+    assert (before.peak, before.net, before.unfreed_at_peak) == (110, 30, 30)
+
+
 # --------------------------------------------------------------------------- memory replay
 class _Toy(nn.Module):
     def __init__(self) -> None:

@@ -27,10 +27,6 @@ def _per_call(calls: object) -> list[tuple[str, str, int]]:
     return sorted((c.phase, c.kind, c.bytes) for c in calls)  # type: ignore[attr-defined]
 
 
-def _clean(trace: object) -> bool:
-    return trace.peak_excess_bytes == 0 and trace.net_bytes == 0  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_a_two_rank_run_matches_the_prediction(parallel: str, tmp_path: Path) -> None:
     """gpt_tiny (0.68 M parameters, 2.6 MiB) trained with Adam at batch 2 per rank."""
@@ -48,16 +44,21 @@ def test_a_two_rank_run_matches_the_prediction(parallel: str, tmp_path: Path) ->
     param_bytes = 4 * sum(p.numel() for p in model.parameters())
     for rank in res.ranks:
         assert _per_call(rank.collectives) == _per_call(pred.collectives)       # exact, call by call
-    # the replay predicts the tensors ops return (the allocator trace without in-op workspaces), measured on
-    # each rank whose trace saw every free (a gloo worker thread can drop a buffer unrecorded: then the
-    # measured peak is an upper bound)
-    traces = [rank.measurement.memory_record.alloc_trace for rank in res.ranks]
-    assert any(_clean(t) for t in traces), traces
-    for t in traces:
-        assert t is not None and pred.peak_bytes <= 1.03 * t.peak_without_workspace_bytes
-        if _clean(t):
-            assert abs(pred.peak_bytes - t.peak_without_workspace_bytes) <= 0.03 * t.peak_without_workspace_bytes, \
-                (pred.peak_bytes, t)
+    # the replay predicts the tensors ops return (the allocator trace without in-op workspaces). A gloo worker
+    # thread can drop a buffer unrecorded: the trace then says how much of its peak it is unsure of
+    # (peak_excess_bytes, unfreed_at_peak_bytes) and the rank's true peak lies in [lo, hi]. FSDP2 on gloo: a
+    # block's all-gather or reduce-scatter buffer is freed when the asynchronous work holding it is released,
+    # before or after the next block's buffer is allocated: in 2 of 16 runs (two ranks each) on the 2-core
+    # CPU a trace that saw every free peaked one block's unsharded parameters (788,480 B) above the others,
+    # so the band allows one all-gather more
+    race = max((c.bytes for c in pred.collectives if c.kind == "all_gather_into_tensor"), default=0)
+    for rank in res.ranks:
+        t = rank.measurement.memory_record.alloc_trace
+        assert t is not None
+        hi = t.peak_without_workspace_bytes
+        lo = hi - t.peak_excess_bytes - t.unfreed_at_peak_bytes
+        assert hi - pred.peak_bytes >= -0.03 * hi, (pred.peak_bytes, t)           # not above the measured peak
+        assert lo - pred.peak_bytes <= 0.03 * lo + race, (pred.peak_bytes, t)     # nor below it by more
     table = res.collectives(by_phase=False).set_index("kind")
     if parallel == "ddp":    # every gradient all-reduced once per step
         assert table.loc["all_reduce", "bytes"] == param_bytes and set(table.index) == {"all_reduce"}

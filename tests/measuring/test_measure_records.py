@@ -35,7 +35,7 @@ def test_flat_dict_keys_values_and_order() -> None:
         "alloc_trace_live_before_bytes", "alloc_trace_window_peak_bytes", "alloc_trace_net_bytes",
         "alloc_trace_allocations", "alloc_trace_max_op_transient_bytes", "alloc_trace_max_op_transient_op",
         "alloc_trace_peak_op", "alloc_trace_workspace_at_peak_bytes", "alloc_trace_peak_without_workspace_bytes",
-        "alloc_trace_peak_excess_bytes", "alloc_trace_peak_bytes"]
+        "alloc_trace_peak_excess_bytes", "alloc_trace_unfreed_at_peak_bytes", "alloc_trace_peak_bytes"]
     # whole-run allocator peaks = the largest phase peak: bwd's 50 MiB allocated, step's 80 MiB reserved
     assert (d["alloc_peak_bytes"], d["reserved_peak_bytes"]) == (50 * MiB, 80 * MiB)
     assert d["alloc_peak_bytes_step"] == 45 * MiB and d["nvml_baseline_bytes"] == 500 * MiB
