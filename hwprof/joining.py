@@ -51,7 +51,7 @@ import pandas as pd
 from hwprof.counting.counter import CountResult, layer_top_ops
 from hwprof.counting.formulas import TENSOR_CLASSES, op_class
 from hwprof.errors import HwprofError
-from hwprof.files import atomic_dir, write_atomic, write_json_atomic
+from hwprof.files import atomic_dir, to_jsonable, write_atomic, write_json_atomic
 from hwprof.hardware.ceilings import Ceilings, refresh_command
 from hwprof.measuring.records import Measurement
 from hwprof.predict import phases_of, predict_layers, predict_ops, residuals
@@ -65,6 +65,8 @@ LAYER_ROOF_MARGIN = 0.10
 """A layer is reported above a roof when its achieved rate exceeds (1 + margin) x the roof."""
 
 COUNT_FILE, MEASUREMENT_FILE, CEILINGS_FILE, PROFILE_FILE = "count.json", "measurement.json", "ceilings.json", "profile.json"
+STEP_PHASE = "whole_step"
+"""The one timed phase of a user's step (:class:`hwprof.measuring.passes.StepWork`)."""
 
 def _with_classes(count: CountResult) -> CountResult:
     """The count with ``op_class`` on its ops and ``op_class`` + ``variant`` on its layers. Counts
@@ -144,13 +146,15 @@ def join(count: CountResult, measurement: Measurement, ceilings: Ceilings, *, na
 
 def _join(count: CountResult, m: Measurement, k: Ceilings, *, name: str | None) -> Profile:
     c = _with_classes(count)
-    train = m.config.mode == "train"
+    step = m.config.kind == "step"
+    train = bool(c.config.get("backward")) if step else m.config.mode == "train"
     bw = k.bytes_per_s if k.bytes_per_s is not None else math.nan
     ops = predict_ops(join_ops(c.ops, m.ops, m.math_modes), k, m.math_modes)
-    layers = with_prediction(join_layers(c, m.layers, train, m.math_modes), ops, train, k)
+    layers = with_prediction(join_layers(c, m.layers, train, m.math_modes), ops, train, k, step)
     layers = derive(layers, k.flop_per_s, bw)
     ops = derive(ops, k.flop_per_s, bw)
-    summary = summarize(layers, c, whole_model_time_s(m.phases, train), k, train, ops)
+    summary = summarize(layers, c, whole_model_time_s(m.phases, train), k, train, ops, step)
+    summary.update(time_split(m, c))
     summary["layer_sum_paired"] = paired_layer_ratios(m.layer_sum, train)
     violations = roof_violations(layers, summary)
     summary["roof_violations"] = [dataclasses.asdict(v) for v in violations]
@@ -163,8 +167,8 @@ def _join(count: CountResult, m: Measurement, k: Ceilings, *, name: str | None) 
 
 def _config(m: Measurement, name: str | None) -> dict[str, Any]:
     cfg, modes = m.config, m.math_modes
-    return {"model": name or m.run.model, "device": m.run.device.split(":")[0], "mode": cfg.mode,
-            "dtype": m.run.dtype, "optimizer": cfg.optimizer_name, "channels_last": cfg.channels_last,
+    return {"model": name or m.run.model, "kind": cfg.kind, "device": m.run.device.split(":")[0], "mode": cfg.mode,
+            "dtype": m.run.dtype, "amp": m.run.amp, "optimizer": cfg.optimizer_name, "channels_last": cfg.channels_last,
             "batch": m.run.batch, "budget_s": cfg.budget_s,
             "math_modes": {"cudnn_tf32": modes.cudnn_tf32, "matmul_tf32": modes.matmul_tf32}}
 
@@ -177,7 +181,7 @@ def join_ops(counted: pd.DataFrame, measured: pd.DataFrame, modes: MathModes) ->
     ``difflib.SequenceMatcher``; counted ops left unmatched keep NaN time. Adds ``roof_key``."""
     out = counted.copy()
     out["time_s"] = float("nan")
-    for phase in ("fwd", "bwd"):
+    for phase in ("fwd", "bwd", "opt"):
         c_idx = out.index[out["phase"] == phase]
         m_sel = measured[measured["phase"] == phase] if len(measured) else measured
         if not len(c_idx) or not len(m_sel):
@@ -220,12 +224,13 @@ def join_layers(c: CountResult, times: pd.DataFrame, train: bool, modes: MathMod
     return rows
 
 
-def with_prediction(rows: pd.DataFrame, ops: pd.DataFrame, train: bool, k: Ceilings) -> pd.DataFrame:
+def with_prediction(rows: pd.DataFrame, ops: pd.DataFrame, train: bool, k: Ceilings,
+                    step: bool = False) -> pd.DataFrame:
     """Layer rows with their predicted time (the sum over their own ops in the headline phases,
     :func:`hwprof.predict.predict_layers`) and their memory level: the level of their largest op's
     working set (:func:`hwprof.roofline.place`). A layer without ops of its own (a view such as
     Flatten) is predicted 0 s; one whose ops could not be predicted (a roof the ceilings lack) NaN."""
-    pred = predict_layers(ops, phases_of(train))
+    pred = predict_layers(ops, phases_of(train, step))
     has_ops = rows.index.isin(pred.index)
     pred = pred.reindex(rows.index)
     out = rows.assign(predicted_s=pred["predicted_s"].astype(float).where(has_ops, 0.0),
@@ -234,19 +239,39 @@ def with_prediction(rows: pd.DataFrame, ops: pd.DataFrame, train: bool, k: Ceili
 
 
 def whole_model_time_s(phases: pd.DataFrame, train: bool) -> float:
-    """Median time of the timed forward (+ backward) phases; the optimizer step is excluded."""
+    """Median time of the timed forward (+ backward) phases, the optimizer step excluded; for a user's step
+    the median of the whole step (``whole_step``: forward, backward, optimizers and everything else)."""
+    if STEP_PHASE in phases.index:
+        return float(phases.loc[STEP_PHASE, "median_s"])
     names = ["fwd", "bwd"] if train else ["fwd_nograd"]
     return float(sum(phases.loc[n, "median_s"] for n in names if n in phases.index))
 
 
+def time_split(m: Measurement, c: CountResult) -> dict[str, Any]:
+    """What the whole time holds. A user's step: ``step_time_s`` (the ``whole_step`` median) and
+    ``step_split`` (seconds of one hooked step inside the modules' forwards, their backward nodes, the
+    optimizers and the rest, medians over the per-layer pass's pairs, and ``hooked_over_whole``, what
+    the hooks added); a model: ``optimizer_in_whole_time`` (False: the ``step`` phase is timed apart)
+    and ``optimizer_step_s`` (its median, None without an optimizer)."""
+    if m.config.kind == "step":
+        s = m.layer_sum
+        split = {part: s.get(f"step_{part}") for part in ("fwd_s", "bwd_s", "optimizer_s", "not_owned_s", "hooked_s")}
+        return {"step_time_s": float(m.phases.loc[STEP_PHASE, "median_s"]), "optimizer_in_whole_time": True,
+                "step_split": {**split, "hooked_over_whole": s.get("step_hooked_ratio")},
+                "flops_optimizer": float(c.totals.get("flops_opt", 0))}
+    step_s = float(m.phases.loc["step", "median_s"]) if "step" in m.phases.index else None
+    return {"optimizer_in_whole_time": False, "optimizer_step_s": step_s}
+
+
 def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Ceilings,
-              train: bool, ops: pd.DataFrame | None = None) -> dict[str, Any]:
+              train: bool, ops: pd.DataFrame | None = None, step: bool = False) -> dict[str, Any]:
     """Whole-model figures and the by-type breakdown, all computed from the records.
 
     The whole model's peak is the roof most of its tensor-class layers (conv, matmul, attention,
     rnn) use, else fp32. The share of time taken by ops without a formula comes from the per-op
     times when they were measured, else (coarser) from the time of the layers that ran such ops."""
-    flops = float(c.totals["flops_fwd"] + (c.totals["flops_bwd"] if train else 0))
+    flops = float(c.totals["flops_fwd"] + (c.totals["flops_bwd"] if train else 0)
+                  + (c.totals.get("flops_opt", 0) if step else 0))
     main_key = layers.loc[layers["op_class"].isin(list(TENSOR_CLASSES)), "roof_key"].mode()
     peak_key = str(main_key.iloc[0]) if len(main_key) else "fp32"
     peak = float(k.flop_per_s.get(peak_key, float("nan")))
@@ -264,7 +289,7 @@ def summarize(layers: pd.DataFrame, c: CountResult, whole_s: float, k: Ceilings,
     layer_sum = float(layers["time_s"].sum())
     return {
         "whole_model_time_s": whole_s,
-        **_predicted(ops, train, whole_s),
+        **_predicted(ops, train, whole_s, step),
         "sum_of_layer_times_s": layer_sum,
         "layer_sum_over_whole": layer_sum / whole_s if whole_s else float("nan"),
         "flops": flops,
@@ -295,13 +320,13 @@ def paired_layer_ratios(layer_sum: Mapping[str, Any], train: bool) -> dict[str, 
     return out
 
 
-def _predicted(ops: pd.DataFrame | None, train: bool, whole_s: float) -> dict[str, Any]:
+def _predicted(ops: pd.DataFrame | None, train: bool, whole_s: float, step: bool = False) -> dict[str, Any]:
     """``predicted_time_s`` (the sum of the ops' predictions in the headline phases; NaN when an op
     could not be predicted: a roof the ceilings lack), ``prediction_error`` ((predicted - measured)
     / measured) and ``op_overhead_time_s`` (the predicted time that is per-op overhead)."""
     if ops is None or "predicted_s" not in ops:
         return {"predicted_time_s": math.nan, "prediction_error": math.nan, "op_overhead_time_s": math.nan}
-    sel = ops[ops["phase"].isin(list(phases_of(train)))]
+    sel = ops[ops["phase"].isin(list(phases_of(train, step)))]
     total = float(sel["predicted_s"].sum()) if len(sel) and sel["predicted_s"].notna().all() else math.nan
     return {"predicted_time_s": total,
             "prediction_error": total / whole_s - 1 if whole_s and total == total else math.nan,
@@ -392,14 +417,16 @@ def _frame_from_dict(d: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def count_to_dict(c: CountResult) -> dict[str, Any]:
-    """What :func:`load_profile` needs of a count: layers, ops, totals, uncounted ops and notes."""
+    """What :func:`load_profile` needs of a count: layers, ops, totals, uncounted ops, notes and what was
+    counted (``config``: mode, backward, batch, dtypes, a step's kind)."""
     return {"layers": _frame_to_dict(c.layers), "ops": _frame_to_dict(c.ops), "totals": c.totals,
-            "uncounted": c.uncounted, "notes": c.notes}
+            "uncounted": c.uncounted, "notes": c.notes, "config": to_jsonable(c.config)}
 
 
 def count_from_dict(d: Mapping[str, Any]) -> CountResult:
     return CountResult(_frame_from_dict(d["layers"]), _frame_from_dict(d["ops"]), dict(d["totals"]),
-                       {str(k): int(v) for k, v in d["uncounted"].items()}, list(d.get("notes") or []))
+                       {str(k): int(v) for k, v in d["uncounted"].items()}, list(d.get("notes") or []),
+                       dict(d.get("config") or {}))
 
 
 def load_profile(directory: str | Path) -> Profile:

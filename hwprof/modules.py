@@ -86,9 +86,10 @@ def _parent_path(path: str) -> str:
     return path.rsplit(".", 1)[0] if "." in path else ""
 
 
-def graph_nodes(roots: Iterable[Any]) -> Iterator[Any]:
+def graph_nodes(roots: Iterable[Any], prune: Callable[[Any], bool] | None = None) -> Iterator[Any]:
     """Every autograd node reachable from ``roots`` (tensors, via their ``grad_fn``, or nodes), each
-    once, depth first along ``next_functions``."""
+    once, depth first along ``next_functions``; a node for which ``prune(node)`` is true is neither
+    yielded nor walked below."""
     todo: list[Any] = [r.grad_fn if isinstance(r, torch.Tensor) else r for r in roots]
     seen: set[int] = set()
     while todo:
@@ -96,6 +97,8 @@ def graph_nodes(roots: Iterable[Any]) -> Iterator[Any]:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
+        if prune is not None and prune(node):
+            continue
         todo.extend(nxt for nxt, _ in node.next_functions)
         yield node
 
@@ -145,7 +148,8 @@ class ModuleCalls:
 
     record_inputs: bool = True
 
-    def __init__(self, model: nn.Module, *, always_call: bool = False, depth: int | None = None) -> None:
+    def __init__(self, model: nn.Module, *, always_call: bool = False, depth: int | None = None,
+                 claim_on_exit: bool = False) -> None:
         self.model = model
         self.paths: dict[int, str] = {}
         for path, mod in model.named_modules():
@@ -153,9 +157,17 @@ class ModuleCalls:
                 self.paths.setdefault(id(mod), path)
         self._tracked = set(self.paths.values())
         self.always_call = always_call
+        self.claim_on_exit = claim_on_exit
         self.stack: list[Frame] = []
         self.frames: list[Frame] = []
         self._handles: list[Any] = []
+        self._starts: list[int] = []
+        self._claimed: dict[int, Any] = {}      # id(node) -> node (kept alive, so the ids stay unique)
+        self._owners: dict[int, str] | None = None
+        self.adopt: Callable[[nn.Module], str] | None = None
+        """Open world (``hwprof.capture``, whose modules are not known in advance): a module whose forward
+        starts while none of the tracked ones runs becomes a new root, added under ``model`` (a
+        container) by the name ``adopt(module)`` gives it; None (default): such modules are ignored."""
 
     def __enter__(self: _C) -> _C:
         pre = register_module_forward_pre_hook(self._pre)
@@ -176,6 +188,8 @@ class ModuleCalls:
         """Forget every call so far (e.g. between repetitions); the hooks stay."""
         self.stack.clear()
         self.frames.clear()
+        self._starts.clear()
+        self._claimed.clear()
 
     @property
     def calls(self) -> int:
@@ -211,18 +225,44 @@ class ModuleCalls:
         """A call ends (``frame`` already popped, ``seq_hi`` set); with ``always_call`` also when it
         raised (``sys.exc_info()`` then holds the exception, and ``output`` is None if the forward raised)."""
 
+    def on_claim(self, node: Any, frame: Frame) -> None:
+        """With ``claim_on_exit``: ``node`` was created by ``frame``'s call (attribution by creation, as
+        :meth:`owned_nodes`); the default writes the call's path into the node's ``metadata`` for
+        :func:`backward_module`, as :meth:`label_backward` does."""
+        meta: dict[str, str] = node.metadata
+        meta[LABEL_KEY] = frame.path
+
     # ------------------------------------------------------------------ hooks
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         path = self.paths.get(id(module))
         if path is None:
-            return
+            if self.stack or self.adopt is None:
+                return
+            path = self._adopt(module)
+
         ins = tensor_leaves(args) if self.record_inputs else []
         stack = self.stack
         frame = Frame(path, module, len(self.frames), stack[-1].call if stack else None,
                       [tuple(t.shape) for t in ins] if ins else [], seq_peek())
         self.frames.append(frame)
+        self._starts.append(frame.seq_lo)
         stack.append(frame)
         self.on_enter(frame, ins)
+
+    def _adopt(self, module: nn.Module) -> str:
+        """Add ``module`` (and its submodules) as a new root of the container ``model`` (see ``adopt``)."""
+        assert self.adopt is not None
+        name = self.adopt(module)
+        self.model.add_module(name, module)
+        for sub, mod in module.named_modules(prefix=name):
+            self.paths.setdefault(id(mod), sub)
+            self._tracked.add(sub)
+            self.on_adopt(sub, mod)
+        self._owners = None
+        return self.paths[id(module)]
+
+    def on_adopt(self, path: str, module: nn.Module) -> None:
+        """A module adopted under ``path`` (see ``adopt``); for subclasses that keep a record per path."""
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         stack = self.stack
@@ -234,6 +274,8 @@ class ModuleCalls:
             if frame is None:
                 return
         frame.seq_hi = seq_peek()
+        if self.claim_on_exit:
+            self._claim(frame, output)
         self.on_exit(frame, args, output)
 
     def _unwind_to(self, module: nn.Module) -> Frame | None:
@@ -267,6 +309,37 @@ class ModuleCalls:
             if frame is not None:
                 out.append((node, frame))
         return out
+
+    def _claim(self, frame: Frame, output: Any) -> None:
+        """Attribute the autograd nodes ``frame``'s call created, reachable from its output, as they are
+        made: for a step whose loss hwprof never sees, there is no moment between forward and backward
+        to walk the graph from the loss (:meth:`owned_nodes`), so each call walks its own output's graph
+        when it ends. The walk stops at nodes created before the call; each node is claimed once, by the
+        innermost call whose interval holds it (children end first), and a parameter's
+        ``AccumulateGrad`` node by the first call of the module that owns the parameter."""
+        first: dict[str, Frame] = {}
+
+        def before_call(node: Any) -> bool:      # made before this call: not ours, nor anything below it
+            return getattr(node, "variable", None) is None and node._sequence_nr() < frame.seq_lo
+
+        for node in graph_nodes(tensor_leaves(output), prune=before_call):
+            var = getattr(node, "variable", None)
+            if var is None:
+                seq = node._sequence_nr()
+                owner = self._creator(seq, self._starts) if seq < frame.seq_hi else None
+            else:
+                if not first:
+                    for f in self.frames:
+                        first.setdefault(f.path, f)
+                owner = self._first_called(self._param_owner(id(var)), first)
+            if owner is not None and id(node) not in self._claimed:
+                self._claimed[id(node)] = node
+                self.on_claim(node, owner)
+
+    def _param_owner(self, param_id: int) -> str | None:
+        if self._owners is None:
+            self._owners = self._param_owners()
+        return self._owners.get(param_id)
 
     def label_backward(self, roots: Iterable[Any]) -> int:
         """Write each owned node's call path into its ``metadata`` (:data:`LABEL_KEY`), for

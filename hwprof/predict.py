@@ -57,8 +57,11 @@ PREDICT_COLUMNS = ("working_set_bytes", "memory_level", "level_bytes_per_s", "co
 """The columns :func:`predict_ops` adds to an op table."""
 
 
-def phases_of(train: bool) -> tuple[str, ...]:
-    """The phases a prediction sums: forward, and backward in train mode."""
+def phases_of(train: bool, step: bool = False) -> tuple[str, ...]:
+    """The phases a prediction sums: forward, and backward in train mode; a user's step also its optimizers
+    (``opt``: in a step they are part of the time measured)."""
+    if step:
+        return ("fwd", "bwd", "opt")
     return ("fwd", "bwd") if train else ("fwd",)
 
 

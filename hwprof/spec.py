@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 __all__ = ["Mode", "MODES", "InputSpecError", "TensorSpec", "Inputs", "parse_spec", "parse_dtype", "make_inputs",
-           "as_inputs", "as_input_tuple", "vocab_size", "describe_inputs"]
+           "as_inputs", "as_input_tuple", "vocab_size", "describe_inputs", "resize_batch", "batch_of"]
 
 Mode = Literal["inference", "train"]
 """How a model runs: ``inference`` (eval mode: BatchNorm running statistics, no dropout) or ``train``
@@ -276,3 +276,35 @@ def describe_inputs(inputs: Inputs) -> str:
         return "x".join(str(d) for d in v.shape) or "scalar"
     return ", ".join([one(v) for v in inputs.args if isinstance(v, torch.Tensor)]
                      + [f"{k}={one(v)}" for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)])
+
+
+def resize_batch(inputs: Inputs, batch: int | None) -> Inputs:
+    """``inputs`` with dimension 0 of every tensor that has one resized to ``batch`` (None: as they are),
+    as :func:`hwprof.estimate_memory` does: the first ``batch`` rows when there are enough, else the
+    rows repeated in order (row ``i`` is row ``i % n``), so the values stay the user's data. Each resized
+    tensor is a new one (``requires_grad`` kept); the user's tensors are never modified."""
+    if batch is None:
+        return inputs
+    if batch < 1:
+        raise InputSpecError(f"batch must be a positive integer, got {batch}")
+
+    def one(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape[0] == batch:
+            return v
+        if v.shape[0] == 0:
+            raise InputSpecError(f"cannot resize an input with an empty dimension 0 to batch {batch}")
+        rows = torch.arange(batch, device=v.device) % v.shape[0]
+        out = v.detach().index_select(0, rows)
+        return out.requires_grad_(v.requires_grad) if out.is_floating_point() else out
+
+    return inputs.map(one)
+
+
+def batch_of(inputs: Inputs, batch: int | None) -> int | None:
+    """``batch`` when given, else dimension 0 of the first input tensor with a dimension (the batch that ran)."""
+    if batch is not None:
+        return batch
+    for v in inputs:
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    return None

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["OPTIMIZERS", "make_optimizer", "training_loss", "loss_tensors"]
+__all__ = ["OPTIMIZERS", "make_optimizer", "make_optimizers", "optimizer_label", "check_optimizer", "training_loss",
+           "loss_tensors"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
@@ -58,3 +59,44 @@ def make_optimizer(spec: Any, params: list[nn.Parameter], foreach: bool | None =
         except TypeError:
             return spec(params, lr=1e-3)
     raise ValueError(f"optimizer must be None, a name in {OPTIMIZERS} or an Optimizer class, got {spec!r}")
+
+
+def _specs(spec: Any) -> list[Any]:
+    return list(spec) if isinstance(spec, (list, tuple)) else ([] if spec is None else [spec])
+
+
+def check_optimizer(spec: Any) -> None:
+    """A ``ValueError`` for an optimizer spec :func:`make_optimizers` cannot build: an unknown name, an
+    empty list, a value that is none of a name, an Optimizer class or factory, or an Optimizer."""
+    if isinstance(spec, (list, tuple)) and not spec:
+        raise ValueError("optimizer=[]: give one optimizer or more, or None")
+    for one in _specs(spec):
+        if isinstance(one, str) and one.strip().lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {one!r}; expected one of {OPTIMIZERS}, an Optimizer class, "
+                             "an optimizer, or a list of them")
+        if not isinstance(one, (str, torch.optim.Optimizer)) and not callable(one):
+            raise ValueError(f"optimizer must be a name in {OPTIMIZERS}, an Optimizer class or factory, an "
+                             f"optimizer, or a list of them; got {one!r}")
+
+
+def make_optimizers(spec: Any, params: list[nn.Parameter], foreach: bool | None = None) -> list[torch.optim.Optimizer]:
+    """The optimizers a training step steps: ``spec`` None -> none; a name, class or factory -> one fresh
+    optimizer over ``params`` (:func:`make_optimizer`); an ``Optimizer`` instance -> itself (over its own
+    parameters: the caller snapshots and restores it); a list -> each of its items, in order."""
+    out = []
+    for one in _specs(spec):
+        out.append(one if isinstance(one, torch.optim.Optimizer) else make_optimizer(one, params, foreach))
+    return [o for o in out if o is not None]
+
+
+def optimizer_label(spec: Any) -> str | None:
+    """How records name an optimizer spec: "adam", "AdamW" (a class or an instance), "AdamW+Adam" (a list)."""
+    names = []
+    for one in _specs(spec):
+        if isinstance(one, str):
+            names.append(one)
+        elif isinstance(one, torch.optim.Optimizer):
+            names.append(type(one).__name__)
+        else:
+            names.append(str(getattr(one, "__name__", type(one).__name__)))
+    return "+".join(names) if names else None

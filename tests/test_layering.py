@@ -18,14 +18,14 @@ import hwprof
 ROOT = Path(hwprof.__file__).parent
 
 STAGES: list[tuple[str, ...]] = [
-    ("errors", "spec", "files", "device", "modules", "fakes", "placement", "training", "zoo"),
+    ("errors", "spec", "files", "device", "modules", "fakes", "placement", "training", "zoo", "amp", "stepping"),
     ("counting",),
     ("measuring",),
     ("hardware",),
     ("memory",),
     ("distributed",),
     ("report",),
-    ("roofline", "predict", "joining", "profiler", "compare"),
+    ("roofline", "predict", "joining", "profiler", "compare", "capturing"),
     ("studies", "llm"),
     ("cli", "__main__"),
 ]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-__all__ = ["add_output_options", "add_model_options", "add_input_options", "add_generation_options", "input_spec",
+__all__ = ["add_output_options", "add_model_options", "add_input_options", "add_amp_option", "amp_choice", "add_generation_options", "input_spec",
            "MODEL_HELP", "emit", "emit_all", "check_out_dir", "out_folder",
            "write_outputs", "Invocation", "invocation", "set_invocation", "reset_invocation", "command_line", "configure_logging",
            "LogFormatter", "progress_enabled", "quiet_profiler_log", "build_model", "FORMAT_FILES"]
@@ -103,6 +103,24 @@ def add_model_options(p: argparse.ArgumentParser, default_model: str | None = No
     p.add_argument("model", nargs="?" if default_model is not None else None, default=default_model, help=MODEL_HELP)
     add_input_options(p)
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+
+
+AMP_CHOICES = ("bf16", "fp16")
+
+
+def amp_choice(text: str) -> str:
+    """``--amp`` value: "bf16" or "fp16" (an ``argparse`` error otherwise)."""
+    t = text.strip().lower()
+    if t not in AMP_CHOICES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(AMP_CHOICES)}, got {text!r}")
+    return t
+
+
+def add_amp_option(p: argparse.ArgumentParser) -> None:
+    """``--amp bf16|fp16``: the forward under ``torch.autocast``, the parameters in their own dtype."""
+    p.add_argument("--amp", type=amp_choice, default=None, metavar="bf16|fp16",
+                   help="autocast the forward to this dtype (parameters keep theirs; fp16 on CUDA trains with a "
+                        "GradScaler); each op is recorded in the dtype it ran in")
 
 
 def add_input_options(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import argparse
 from torch import nn
 
 from hwprof import zoo
-from hwprof.cli.common import add_model_options, add_output_options, build_model, emit_all
+from hwprof.cli.common import add_amp_option, add_model_options, add_output_options, build_model, emit_all
 from hwprof.cli.parallel import add_predict_options
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="inference (default: eval, BN running stats, no dropout) or train (BN batch stats, dropout)")
     p.add_argument("--backward", action="store_true", help="also count the backward pass (in either mode)")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
+    add_amp_option(p)
     p.add_argument("--device", default="cpu", help="whose kernels to count: cpu (default) or cuda (needs CUDA)")
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")
     p.add_argument("--list", action="store_true", help="list the zoo's model names and exit")
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return run_conventions(args)
     model, spec = _build_without_memory(args)
     device = resolve_device(args.device)
-    c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device)
+    c = count(model, spec, backward=args.backward, mode=args.mode, batch=args.batch, dtype=args.dtype, device=device,
+              amp=args.amp)
     outputs = count_outputs(c, args.model, spec, all_modules=args.all)
     if args.parallel:
         outputs["table"] += "\n\n" + _collectives(args, model, spec)

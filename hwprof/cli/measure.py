@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
+from hwprof.cli.common import add_amp_option, add_model_options, add_output_options, build_model, emit
 from hwprof.cli.parallel import add_launch_options
 from hwprof.files import to_jsonable
 from hwprof.measuring.records import MeasureConfig
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=None, help="per-layer: deepest module path depth to time")
     p.add_argument("--per-op", action="store_true", help="also time every aten op (separate torch.profiler pass)")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: the model's)")
+    add_amp_option(p)
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
     p.add_argument("--budget", type=float, default=1.0, metavar="S", help="seconds of timed repetitions per phase")
     p.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (default 3)")
@@ -40,7 +41,7 @@ def config_of(args: argparse.Namespace) -> MeasureConfig:
     return MeasureConfig(device=args.device, mode=args.mode, optimizer=args.optimizer, per_layer=args.per_layer,
                          depth=args.depth, per_op=args.per_op, batch=args.batch, dtype=args.dtype,
                          channels_last=args.channels_last, budget_s=args.budget, warmup=args.warmup,
-                         l2_flush=args.l2_flush, threads=args.threads)
+                         l2_flush=args.l2_flush, threads=args.threads, amp=args.amp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +80,7 @@ def _unit_free(col: str) -> str:
 
 def _text(name: str, spec: str, m: Any) -> str:
     c, r, d = m.config, m.run, m.device
-    lines = [f"{name} (input {spec}, batch {r.batch}, {r.dtype}, {c.mode}"
+    lines = [f"{name} (input {spec}, batch {r.batch}, {r.dtype}" + (f", autocast {r.amp}" if r.amp else "") + f", {c.mode}"
              + (f", {c.optimizer_name}" if c.optimizer_name else "") + f") on {d['type']}: {d['name']}, "
              f"torch {d['torch_version']}, threads {d['threads']}", "", "phases (times in ms; raw seconds in csv/json):"]
     ph = m.phases.copy()

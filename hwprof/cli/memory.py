@@ -26,6 +26,7 @@ from hwprof.cli.common import (
     add_generation_options,
     add_model_options,
     add_output_options,
+    amp_choice,
     build_model,
     emit_all,
 )
@@ -45,7 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, default="adam",
                    help="optimizer of the training step (default adam; none: no step)")
     p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (parameters and activations)")
-    p.add_argument("--amp", action="store_true", help="autocast to --dtype (fp16 if fp32), parameters stay fp32")
+    p.add_argument("--amp", nargs="?", const=True, default=False, type=amp_choice, metavar="bf16|fp16",
+                   help="autocast the forward, parameters stay fp32: --amp bf16 | --amp fp16 (a bare --amp: to "
+                        "--dtype, fp16 if that is fp32); --validate runs the same autocast step")
     p.add_argument("--validate", action="store_true",
                    help="run the real step and compare measured peaks with every predictor")
     p.add_argument("--fit", metavar="SIZE", default=None,
@@ -84,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
     if real_model is not None:
         from hwprof.memory.validate import validate
         val = validate(real_model, spec, device=device, mode=args.mode, optimizer=optimizer, dtype=args.dtype,
-                       batch=args.batch, estimate=est, budget_s=args.budget)
+                       amp=args.amp, batch=args.batch, estimate=est, budget_s=args.budget)
     df = est.predictors.copy()
     if val is not None:
         df = df.join(val.table.drop(columns=["predicted_peak_bytes"], errors="ignore"))
-    header = (f"{args.model} (input {spec}, batch {est.config['batch']}, {est.config['dtype']}"
-              f"{' amp' if args.amp else ''}, {args.mode}{', ' + optimizer if optimizer else ''}) "
+    header = (f"{args.model} (input {spec}, batch {est.config['batch']}, "
+              + (f"autocast {est.config['dtype']}, parameters fp32" if args.amp else est.config["dtype"])
+              + f", {args.mode}{', ' + optimizer if optimizer else ''}) "
               f"predicted for {device}")
     body: dict[str, Any] = {"model": args.model, "input": spec, **est.to_dict()}
     if val is not None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from hwprof.cli.common import (
     MODEL_HELP,
+    add_amp_option,
     add_generation_options,
     add_input_options,
     add_output_options,
@@ -55,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_generation_options(p)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (auto: cuda if available)")
     p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
+    add_amp_option(p)
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
     p.add_argument("--optimizer", default=None, help="sgd|momentum|adam|adamw (train mode)")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
@@ -91,20 +93,22 @@ def _build_and_run_once(name: str, args: argparse.Namespace, batch: int) -> _Mod
     model, spec = build_model(args, name)
     measure(model, spec, device=args.device, mode=args.mode, optimizer=args.optimizer, batch=batch,
             dtype=args.dtype, channels_last=args.channels_last, budget_s=0.0, warmup=0, min_reps=1, max_reps=1,
-            alloc_trace=False)
+            alloc_trace=False, amp=args.amp)
     return _Model(name, model, spec)
 
 
 def _run_one(m: _Model, args: argparse.Namespace, batch: int, ceilings: Ceilings) -> Profile:
     return profile(m.module, m.spec, device=args.device, dtype=args.dtype, mode=args.mode,
                    optimizer=args.optimizer, channels_last=args.channels_last, batch=batch,
-                   budget_s=_budget_s(args), ceilings=ceilings, name=m.name, progress=progress_enabled())
+                   budget_s=_budget_s(args), ceilings=ceilings, name=m.name, progress=progress_enabled(), amp=args.amp)
 
 
 def _show(p: Profile, args: argparse.Namespace) -> str:
     if args.format != "table":
         return render(p.layers, args.format)
-    head = f"== {p.config['model']} on {p.ceilings.device_name}: {p.config['mode']}, {p.config['dtype']}, batch {p.config['batch']}"
+    amp = f" (autocast {p.config['amp']})" if p.config.get("amp") else ""
+    head = (f"== {p.config['model']} on {p.ceilings.device_name}: {p.config['mode']}, {p.config['dtype']}{amp}, "
+            f"batch {p.config['batch']}")
     return "\n".join([head, render(terminal_table(p, top=args.top), "table"), "", *summary_lines(p)])
 
 

@@ -23,7 +23,7 @@ import logging
 import math
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,15 +34,17 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from hwprof.amp import amp_name, autocast, resolve_amp
 from hwprof.counting import formulas as F
 from hwprof.counting.tracking import ModuleStack, backward_module, shapes_str, sizes_str, tensor_bytes
 from hwprof.errors import HwprofError, InputShapeError
 from hwprof.fakes import convert_tensors, fake_copy, fake_inputs
 from hwprof.placement import model_device, model_float_dtype
-from hwprof.spec import MODES, Inputs, Mode, describe_inputs, parse_dtype
+from hwprof.spec import MODES, Inputs, Mode, batch_of, describe_inputs, parse_dtype
+from hwprof.stepping.unit import Step
 from hwprof.training import loss_tensors
 
-__all__ = ["count", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes", "layer_top_ops"]
+__all__ = ["count", "count_step", "StepCount", "CountResult", "Mode", "MODES", "layer_variant", "layer_op_classes", "layer_top_ops"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class _Counter(TorchDispatchMode):
     def __init__(self, modules: ModuleStack) -> None:
         super().__init__()
         self.modules = modules
+        self.in_optimizer = 0          # > 0 inside an optimizer's step() (count_step's global optimizer hooks)
         self.rows: list[tuple[Any, ...]] = []
         self.uncounted: Counter[str] = Counter()
         self.formula_errors: dict[str, str] = {}
@@ -84,7 +87,7 @@ class _Counter(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         packet = func._overloadpacket
-        if F.is_view(func):
+        if F.is_view(func) or func.namespace == "profiler":   # profiler: record_function markers, no work
             return func(*args, **kwargs)
         formula = F.lookup(packet)
         if formula is None:
@@ -115,8 +118,9 @@ class _Counter(TorchDispatchMode):
             self.uncounted[name] += 1
         bwd = torch._C._current_graph_task_id() != -1
         module = backward_module() if bwd else self.modules.current
+        phase = "bwd" if bwd else "opt" if self.in_optimizer else "fwd"
         dtype = str(ins[0].dtype).removeprefix("torch.") if ins else (str(outs[0].dtype).removeprefix("torch.") if outs else "")
-        self.rows.append((module, "bwd" if bwd else "fwd", name, F.op_class(packet), shapes_str(ins), shapes_str(outs),
+        self.rows.append((module, phase, name, F.op_class(packet), shapes_str(ins), shapes_str(outs),
                           dtype, flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
 
 
@@ -149,6 +153,8 @@ def count(
     training: bool | None = None,
     *,
     mode: Mode | None = None,
+    amp: str | torch.dtype | None = None,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
 ) -> CountResult:
     """Count ``model`` on ``inputs`` (a tensor, a tuple of tensors, or a spec like ``"3x224x224"``).
 
@@ -159,37 +165,117 @@ def count(
     paths run, as they would in inference). ``mode`` sets the copy's mode independently of
     ``backward``: "inference" (default: eval, batch norm on running statistics, dropout off) or
     "train" (batch statistics, dropout active); the model itself is untouched. ``dtype``
-    converts the copy and floating inputs (e.g. ``"bf16"``). ``training=`` is the deprecated
-    spelling of ``mode`` (True = "train", False = "inference").
+    converts the copy and floating inputs (e.g. ``"bf16"``). ``amp="bf16" | "fp16"`` runs the
+    forward under ``torch.autocast`` (parameters keep their dtype; each op row carries the dtype
+    autocast gave it); a call inside the user's own autocast region counts under it and records it.
+    ``batch``: the batch of a spec string; with tensors, dimension 0 of every input is resized to it
+    (as :func:`hwprof.estimate_memory` does). ``loss_fn`` (with ``backward``): the backward starts from
+    ``loss_fn(output)`` (its ops counted too; tensors it closes over, such as labels, are read as
+    constants), as :func:`hwprof.measure` runs it. ``training=`` is the deprecated spelling of ``mode``.
     """
     mode = _resolve_mode(mode, training)
     dt = parse_dtype(dtype) if dtype is not None else None
     notes: list[str] = []
     target = count_device(model_device(model), device, notes)
+    amp_dtype = resolve_amp(amp, target.type)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=False)
     fmodel = fake_copy(model, fake_mode)
+    built = _built_from_spec(inputs)
     with fake_mode:
         if dt is not None or target != model_device(model):
             convert_tensors(fmodel, dt, target)
         fmodel.train(mode == "train")
         args = fake_inputs(inputs, batch=batch, spec_dtype=dt or model_float_dtype(model), device=target,
-                           fake_mode=fake_mode, cast_tensors=dt is not None)
+                           fake_mode=fake_mode, cast_tensors=dt is not None, rebatch=batch is not None and not built)
         stack = ModuleStack(fmodel)
         counter = _Counter(stack)
         grad_ctx = torch.enable_grad() if backward else torch.no_grad()
         with grad_ctx, stack:
             try:
-                with counter:
+                with counter, autocast(target.type, amp_dtype):
                     output = args.call(fmodel)
             except Exception as e:
                 raise _input_error(stack, e) from e
             if backward:
-                _run_backward(output, counter, notes)
-    built = isinstance(inputs, str) or (isinstance(inputs, Mapping) and any(isinstance(v, str) for v in inputs.values()))
-    config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and built else batch,
-              "dtype": str(dt or model_float_dtype(model)).removeprefix("torch."), "device": target.type,
-              "inputs": inputs if isinstance(inputs, str) else describe_inputs(args)}
+                _run_backward(_loss_output(output, loss_fn, counter, fake_mode, target.type, amp_dtype),
+                              counter, notes)
+    config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and built else batch_of(args, batch),
+              "dtype": str(dt or model_float_dtype(model)).removeprefix("torch."), "amp": amp_name(amp_dtype),
+              "device": target.type, "inputs": inputs if isinstance(inputs, str) else describe_inputs(args)}
     return _build_result(fmodel, args, stack, counter, notes, config)
+
+
+def _built_from_spec(inputs: Any) -> bool:
+    """Inputs that hwprof builds (a spec string, or a dict holding one): ``batch`` is theirs to take."""
+    return isinstance(inputs, str) or (isinstance(inputs, Mapping) and any(isinstance(v, str) for v in inputs.values()))
+
+
+class StepCount:
+    """The counter over a step's module tree (:class:`ModuleStack` with nodes claimed as calls end, and the
+    dispatch mode), entered and left by the caller: :func:`count_step` around one run of a step,
+    ``hwprof.capture`` at two boundaries of the user's own loop. ``opt_enter`` / ``opt_leave`` mark an
+    optimizer's ``step()`` (its ops get phase ``opt``); ``adopt`` names modules that start outside the
+    tree (an open world: :attr:`hwprof.modules.ModuleCalls.adopt`)."""
+
+    def __init__(self, root: nn.Module, adopt: Callable[[nn.Module], str] | None = None) -> None:
+        self.root = root
+        self.stack = ModuleStack(root, claim_on_exit=True)
+        self.stack.adopt = adopt
+        self.counter = _Counter(self.stack)
+
+    def begin(self) -> None:
+        self.stack.__enter__()
+        try:
+            self.counter.__enter__()
+        except BaseException:
+            self.stack.__exit__()
+            raise
+
+    def end(self) -> None:
+        try:
+            self.counter.__exit__(None, None, None)
+        finally:
+            self.stack.__exit__()
+
+    def opt_enter(self, *_: Any) -> None:
+        self.counter.in_optimizer += 1
+
+    def opt_leave(self, *_: Any) -> None:
+        self.counter.in_optimizer = max(0, self.counter.in_optimizer - 1)
+
+    def result(self, args: Inputs, config: dict[str, Any]) -> CountResult:
+        """The :class:`CountResult` of what was counted (``mode``/``backward`` from the ops that ran)."""
+        has_bwd = any(r[1] == "bwd" for r in self.counter.rows)
+        config = {"mode": "train" if has_bwd else "inference", "backward": has_bwd, "batch": batch_of(args, None),
+                  "dtype": str(model_float_dtype(self.root)).removeprefix("torch."), "inputs": describe_inputs(args),
+                  "kind": "step", **config}
+        return _build_result(self.root, args, self.stack, self.counter, [], config)
+
+
+def count_step(step: Step) -> CountResult:
+    """Count one run of a user's step (:class:`hwprof.stepping.unit.Step`, prepared by one run already) on
+    its *real* tensors, under the same dispatch mode as :func:`count`: every op the step dispatches,
+    forward, backward and optimizer (phase ``opt``, between torch's global optimizer step hooks), in
+    the dtype it actually ran in (the step's own autocast included). Forward ops belong to the module
+    running them; backward ops to the module call that created their autograd node, claimed as each
+    call ends (:meth:`hwprof.modules.ModuleCalls._claim`, as the step's loss is never handed to hwprof);
+    optimizer ops and ops outside every module to the root (""). The step really runs: the caller
+    restores what it changed (:meth:`Step.restore`)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    sc = StepCount(step.root)
+    handles = [register_optimizer_step_pre_hook(sc.opt_enter), register_optimizer_step_post_hook(sc.opt_leave)]
+    try:
+        sc.begin()
+        try:
+            step.run()
+        finally:
+            sc.end()
+    finally:
+        for h in handles:
+            h.remove()
+    args = Inputs(tuple(t for t in tree_flatten((step.args, step.kwargs))[0] if isinstance(t, torch.Tensor)))
+    return sc.result(args, {"device": step.device.type, "amp": step.amp, "step": step.label})
 
 
 def _resolve_mode(mode: str | None, training: bool | None) -> Mode:
@@ -233,6 +319,20 @@ def _input_error(stack: ModuleStack, e: Exception) -> Exception:
     if frame is None:
         return e
     return InputShapeError(frame.path, type(frame.module).__name__, [sizes_str(frame.input_shapes)], e)
+
+
+def _loss_output(output: Any, loss_fn: Callable[[Any], torch.Tensor] | None, counter: _Counter,
+                 fake_mode: FakeTensorMode, device_type: str, amp_dtype: torch.dtype | None) -> Any:
+    """``loss_fn(output)`` counted (under the forward's autocast), or ``output`` itself without a ``loss_fn``.
+    The user's loss may close over real tensors (labels): the fake mode reads them as constants here."""
+    if loss_fn is None:
+        return output
+    fake_mode.allow_non_fake_inputs = True
+    try:
+        with counter, autocast(device_type, amp_dtype):
+            return loss_fn(output)
+    finally:
+        fake_mode.allow_non_fake_inputs = False
 
 
 def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
@@ -367,7 +467,8 @@ def _totals(fmodel: nn.Module, ops: pd.DataFrame, layers: pd.DataFrame, input_by
         "params_bytes": sum(p.numel() * p.element_size() for p in unique),
         "input_bytes": input_bytes,
     }
-    for phase in ("fwd", "bwd"):
+    phases = ("fwd", "bwd", "opt") if (ops["phase"] == "opt").any() else ("fwd", "bwd")   # opt: a step's optimizer
+    for phase in phases:
         sel = ops[ops["phase"] == phase]
         for col in ("flops", "macs", "bytes_read", "bytes_written", "bytes"):
             t[f"{col}_{phase}"] = int(sel[col].sum()) if len(sel) else 0

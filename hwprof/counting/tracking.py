@@ -70,13 +70,16 @@ class ModuleStack(ModuleCalls):
     """The shared module-call tracker (context manager; hooks removed on exit) with a
     :class:`CallRecord` per module path. A frame's ``data`` is the set of its input storages."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, *, claim_on_exit: bool = False) -> None:
+        super().__init__(model, claim_on_exit=claim_on_exit)
         self.records: dict[str, CallRecord] = {}
         for path, mod in model.named_modules():
             self.records.setdefault(path, CallRecord(path, type(mod).__name__))
 
     # ------------------------------------------------------------------ hooks
+    def on_adopt(self, path: str, module: nn.Module) -> None:
+        self.records.setdefault(path, CallRecord(path, type(module).__name__))
+
     def on_enter(self, frame: Frame, inputs: list[torch.Tensor]) -> None:
         frame.data = {_storage_id(t) for t in inputs}
 

@@ -56,9 +56,9 @@ TRACE_RETRIES = 4
 Mark = Callable[[str], contextlib.AbstractContextManager[Any]]
 
 
-def run_step(work: Work, opt: torch.optim.Optimizer | None, mark: Mark) -> None:
+def run_step(work: Work, opts: list[torch.optim.Optimizer], mark: Mark) -> None:
     """One step as the timed phases run it, each phase inside ``mark(phase)``: ``fwd_nograd`` (inference), or
-    ``fwd`` (forward and loss), ``bwd`` (``loss.backward()``) and, with an optimizer, ``step``."""
+    ``fwd`` (forward and loss), ``bwd`` (``loss.backward()``) and, with optimizers, ``step``."""
     work.zero_grads()
     if not work.train:
         with mark("fwd_nograd"):
@@ -67,11 +67,11 @@ def run_step(work: Work, opt: torch.optim.Optimizer | None, mark: Mark) -> None:
     with mark("fwd"):
         loss = work.loss()
     with mark("bwd"):
-        loss.backward()
+        work.backward(loss)
     del loss
-    if opt is not None:
+    if opts:
         with mark("step"):
-            opt.step()
+            work.step(opts)
 
 
 def count_step(work: Work, optimizer: Any, world_size: int) -> tuple[Collective, ...]:
@@ -83,8 +83,8 @@ def count_step(work: Work, optimizer: Any, world_size: int) -> tuple[Collective,
         counter.phase = phase
         yield
 
-    with work.optimizer(optimizer) as opt, counter:
-        run_step(work, opt, mark)
+    with work.optimizers(optimizer) as opts, counter:
+        run_step(work, opts, mark)
     return tuple(counter.calls)
 
 
@@ -97,11 +97,11 @@ def comm_pass(work: Work, optimizer: Any, device: torch.device, iterations: int)
         return record_function(PHASE_PREFIX + phase)
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with work.optimizer(optimizer) as opt:
-        run_step(work, opt, contextlib.nullcontext)   # type: ignore[arg-type]
+    with work.optimizers(optimizer) as opts:
+        run_step(work, opts, contextlib.nullcontext)   # type: ignore[arg-type]
         with profile(activities=activities) as prof:
             for _ in range(iterations):
-                run_step(work, opt, mark)
+                run_step(work, opts, mark)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
     return list(prof.profiler.kineto_results.events())

@@ -7,7 +7,8 @@ The profiler records every aten call as a tree (``aten::conv2d`` > ``aten::convo
 tree is walked from the top, descending *through* CompositeImplicitAutograd ops and stopping at
 the first op that has a kernel of its own: that op is what the counter counted. Views and
 metadata ops (no kernel) are left out, as in the counter's op table. Ops under an
-``autograd::engine::evaluate_function`` event are backward.
+``autograd::engine::evaluate_function`` event are backward (``bwd``), ops under an ``Optimizer.step#``
+event an optimizer's (``opt``).
 
 Time of an op: on CUDA the summed time of the kernels it launched (``device_time_total``), on
 CPU its wall time including its children (``cpu_time_total``), which includes the profiler's
@@ -28,6 +29,7 @@ from hwprof.counting import is_view
 __all__ = ["dispatched_ops", "profile_ops", "is_composite_implicit"]
 
 _BACKWARD_MARK = "autograd::engine::evaluate_function"
+_OPTIMIZER_MARK = "Optimizer.step#"       # torch.optim's record_function around every step(): phase "opt"
 _composite_cache: dict[str, bool] = {}
 
 
@@ -69,6 +71,8 @@ def dispatched_ops(roots: Iterable[Any], use_device_time: bool) -> list[tuple[st
         name = e.name
         if name.startswith(_BACKWARD_MARK):
             phase = "bwd"
+        elif name.startswith(_OPTIMIZER_MARK):
+            phase = "opt"
         if name.startswith("aten::") and not is_composite_implicit(name):
             if not is_view(name):
                 out.append((phase, "aten." + name.removeprefix("aten::"), time_s(e)))

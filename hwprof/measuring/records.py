@@ -35,9 +35,11 @@ OP_COLUMNS = ("phase", "op", "time_s")
 class MeasureConfig:
     """What a measurement was asked to do (see :func:`hwprof.measure` for each field's meaning).
 
-    ``optimizer`` is a name ("adam", "sgd", ...) or, from the API, an optimizer class (stored by
-    name in :meth:`to_dict`). The clock and the loss function are arguments of ``measure()``, not
-    configuration: they are code, not data."""
+    ``optimizer`` is a name ("adam", "sgd", ...) or, from the API, an optimizer class, an optimizer,
+    or a list of them (stored by name in :meth:`to_dict`). ``amp``: the autocast dtype asked for
+    ("bf16" | "fp16"; the run's own, the user's autocast region included, is :attr:`RunInfo.amp`).
+    ``kind``: "model" (``model(inputs)``, hwprof's loss and optimizer) or "step" (a user's step). The
+    clock and the loss function are arguments of ``measure()``, not configuration: they are code, not data."""
 
     device: str = "auto"
     mode: Mode = "inference"
@@ -58,6 +60,8 @@ class MeasureConfig:
     target_iqr: float = 0.02
     layer_reps: int | None = None
     alloc_trace: bool = True
+    amp: str | None = None
+    kind: str = "model"
 
     def __post_init__(self) -> None:
         # a torch.device / torch.dtype is stored by name ("cuda:0", "float64"); strings are kept as given
@@ -69,6 +73,11 @@ class MeasureConfig:
             raise ValueError(f"mode must be 'inference' or 'train', got {self.mode!r}")
         if self.optimizer is not None and self.mode != "train":
             raise ValueError("an optimizer needs mode='train'")
+        if self.kind not in ("model", "step"):
+            raise ValueError(f"kind must be 'model' or 'step', got {self.kind!r}")
+        if self.amp is not None:
+            from hwprof.amp import amp_name, parse_amp
+            object.__setattr__(self, "amp", amp_name(parse_amp(self.amp)))
 
     @property
     def train(self) -> bool:
@@ -76,10 +85,9 @@ class MeasureConfig:
 
     @property
     def optimizer_name(self) -> str | None:
-        o = self.optimizer
-        if o is None or isinstance(o, str):
-            return o
-        return str(getattr(o, "__name__", type(o).__name__))
+        """The optimizer spec by name (:func:`hwprof.training.optimizer_label`: "adam", "AdamW+Adam")."""
+        from hwprof.training import optimizer_label
+        return optimizer_label(self.optimizer)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -95,8 +103,9 @@ class MeasureConfig:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What the measurement actually ran: the resolved device ("cuda:0"), dtype, batch and input
-    shapes, the model's class name, and whether a moved deep copy of the model was measured."""
+    """What the measurement actually ran: the resolved device ("cuda:0"), dtype (of the parameters), batch
+    and input shapes, the model's class name (a step's name), whether a moved deep copy of the model
+    was measured, and the autocast dtype it ran under ("bf16", "fp16"; None without autocast)."""
 
     model: str
     device: str
@@ -105,6 +114,7 @@ class RunInfo:
     input_shapes: tuple[Any, ...] = ()
     measured_copy: bool = False
     threads: int | None = None
+    amp: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -35,7 +35,9 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
+from hwprof.amp import amp_name, resolve_amp
 from hwprof.device import MathModes, describe_device, free_device_memory, resolve_device, same_device
 from hwprof.errors import InputShapeError, MeasurementError, is_oom
 from hwprof.measuring.passes import (
@@ -44,13 +46,16 @@ from hwprof.measuring.passes import (
     PhaseOutOfMemory,
     PhaseTimes,
     RunContext,
+    StepWork,
     TracePass,
+    UnitOfWork,
     Work,
     alloc_trace_pass,
     layer_sum,
     oom_phase,
     per_layer_pass,
     per_op_pass,
+    step_layer_sum,
     timed_phases,
 )
 from hwprof.measuring.probes import MemoryProbes, RunPeaks
@@ -64,14 +69,15 @@ from hwprof.measuring.records import (
     MemoryRecord,
     RunInfo,
 )
-from hwprof.measuring.state import preserved_state
 from hwprof.measuring.timers import Clock, PerfCounterClock
 from hwprof.modules import Frame, ModuleCalls
 from hwprof.placement import model_float_dtype, model_placement
-from hwprof.spec import Inputs, as_inputs, parse_dtype, vocab_size
-from hwprof.training import OPTIMIZERS, make_optimizer, training_loss
+from hwprof.spec import Inputs, as_inputs, batch_of, parse_dtype, resize_batch, vocab_size
+from hwprof.stepping.snapshot import OptimizerSnapshot, preserved_state
+from hwprof.stepping.unit import Step
+from hwprof.training import check_optimizer, make_optimizer, training_loss
 
-__all__ = ["measure", "Measurement", "MeasureConfig", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
+__all__ = ["measure", "measure_step", "assemble", "Passes", "Measurement", "MeasureConfig", "PHASES", "LAYER_COLUMNS", "is_oom", "make_optimizer"]
 
 
 def default_loss(output: Any) -> torch.Tensor:
@@ -119,14 +125,49 @@ def measure(model: nn.Module, inputs: Any, config: MeasureConfig | None = None, 
     device_notes: list[str] = []
     dev = resolve_device(cfg.device, device_notes)
     ctx = RunContext(cfg, dev, clock or PerfCounterClock(), int(resident_bytes))
-    batch = _batch_of(as_inputs(inputs, batch=cfg.batch, device="meta", random=False), cfg.batch)
     try:
         with _environment(cfg.threads, dev):
             return _run(model, inputs, ctx, loss_fn or default_loss, tuple(device_notes), restore)
     except PhaseOutOfMemory as e:
         oom = e.oom   # plain data: leaving this block drops the failed run's frames and tensors
     free_device_memory(dev)
-    raise MeasurementError(oom.phase, batch, oom.message, oom.allocated_bytes, oom.reserved_bytes, oom=True)
+    batch = cfg.batch if cfg.batch is not None or isinstance(inputs, str) else batch_of(as_inputs(inputs), None)
+    raise MeasurementError(oom.phase, batch or 1, oom.message, oom.allocated_bytes, oom.reserved_bytes, oom=True)
+
+
+def measure_step(step: Step, config: MeasureConfig | None = None, *, clock: Clock | None = None,
+                 **overrides: Any) -> Measurement:
+    """Time a user's step (:class:`hwprof.stepping.unit.Step`, prepared by one untimed run) and probe its
+    memory, through the same passes as :func:`measure`: the ``whole_step`` phase (warm-up, then
+    repetitions by budget), the allocator-trace pass (two steps), the per-layer pass (pairs of an
+    unhooked and a hooked step; every module the step ran, the hooked step split into forward,
+    backward, optimizer and not owned: ``layer_sum["step_*"]``) and the per-op pass. The step really
+    runs each time: the caller restores what it changed (:meth:`Step.restore`)."""
+    train = any(p.grad is not None for p in step.root.parameters()) or bool(step.optimizers)
+    cfg = _configure(config, {"device": str(step.device), "mode": "train" if train else "inference", "kind": "step",
+                              "per_layer": True, "per_op": True, "amp": step.amp, **overrides})
+    ctx = RunContext(cfg, step.device, clock or PerfCounterClock())
+    try:
+        with _environment(cfg.threads, step.device):
+            return _run_step(step, ctx, train)
+    except PhaseOutOfMemory as e:
+        oom = e.oom
+    free_device_memory(step.device)
+    raise MeasurementError(oom.phase, None, oom.message, oom.allocated_bytes, oom.reserved_bytes, oom=True)
+
+
+def _run_step(step: Step, ctx: RunContext, train: bool) -> Measurement:
+    dev = ctx.device
+    math_modes = MathModes.current(dev.type)
+    with MemoryProbes(dev, ctx.config.nvml_interval_s, use_nvml=_use_nvml(dev)) as probes:
+        xs = Inputs(tuple(t for t in tree_flatten((step.args, step.kwargs))[0] if isinstance(t, torch.Tensor)))
+        run = RunInfo(model=step.label, device=str(dev), dtype=str(model_float_dtype(step.root)).removeprefix("torch."),
+                      batch=batch_of(xs, None), input_shapes=tuple(_shapes(xs)), threads=torch.get_num_threads(),
+                      amp=step.amp)
+        passes = passes_after_first(StepWork(step, train), ctx)
+    notes = ("a user's step: its time is the whole_step phase; the per-layer pass splits one hooked step into "
+             "forward, backward, optimizer and not owned (layer_sum step_*)",)
+    return assemble(ctx, run, passes, probes, notes, math_modes)
 
 
 def _configure(config: MeasureConfig | None, overrides: dict[str, Any]) -> MeasureConfig:
@@ -136,8 +177,7 @@ def _configure(config: MeasureConfig | None, overrides: dict[str, Any]) -> Measu
     if unknown:
         raise TypeError(f"measure() got an unexpected keyword argument {unknown[0]!r}")
     cfg = dataclasses.replace(config or MeasureConfig(), **overrides)
-    if isinstance(cfg.optimizer, str) and cfg.optimizer.strip().lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected one of {OPTIMIZERS} or an Optimizer class")
+    check_optimizer(cfg.optimizer)
     _dtype(cfg)   # an unknown dtype name is refused here, before any work
     return cfg
 
@@ -159,7 +199,7 @@ def _environment(threads: int | None, dev: torch.device) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class _Passes:
+class Passes:
     """The records of the passes after the first forward (None: the pass was not asked for)."""
 
     phases: PhaseTimes
@@ -178,40 +218,68 @@ def _run(model: nn.Module, inputs: Any, ctx: RunContext, loss_fn: Callable[[Any]
     out-of-memory error leaving it drops them all."""
     cfg, dev = ctx.config, ctx.device
     math_modes = MathModes.current(dev.type)
+    amp = resolve_amp(cfg.amp, dev.type)
     # probes start first: their baselines precede the model copy / input creation on the device
     with MemoryProbes(dev, cfg.nvml_interval_s, use_nvml=_use_nvml(dev)) as probes:
         with oom_phase("setup", dev):
             model_run, copy_note = _work_model(model, cfg, dev)
+            if copy_note is not None and _instances(cfg.optimizer):
+                raise MeasurementError("setup", cfg.batch, "an optimizer instance steps the model's own parameters, "
+                                       f"but the model must be copied to be measured ({copy_note}); pass an "
+                                       "optimizer name or class instead, or the model already in place")
             run_dtype = _dtype(cfg) or model_float_dtype(model_run)
             xs = _prepare_inputs(inputs, cfg.batch, run_dtype, dev, cfg.channels_last, vocab_size(model_run))
         run = RunInfo(model=type(model).__name__, device=str(dev), dtype=str(run_dtype).removeprefix("torch."),
-                      batch=_batch_of(xs, cfg.batch), input_shapes=tuple(_shapes(xs)),
-                      measured_copy=copy_note is not None, threads=torch.get_num_threads())
-        work = Work(model_run, xs, cfg.train, loss_fn)
-        with contextlib.nullcontext() if copy_note or not restore else preserved_state(model_run):
+                      batch=batch_of(xs, cfg.batch), input_shapes=tuple(_shapes(xs)),
+                      measured_copy=copy_note is not None, threads=torch.get_num_threads(), amp=amp_name(amp))
+        work = Work(model_run, xs, cfg.train, loss_fn, amp, dev.type)
+        with _kept(model_run, cfg.optimizer, restore and copy_note is None):
             work.zero_grads()   # a copy's grads (preserved_state sets the user's to None itself)
-            passes = _passes(work, ctx)
+            work.model.train(cfg.train)
+            with oom_phase("fwd" if cfg.train else "fwd_nograd", dev):
+                _first_forward(work, cfg.train)
+            passes = passes_after_first(work, ctx)
         del work, model_run, xs
     setup_notes = device_notes + (() if copy_note is None else (copy_note,))
-    return _assemble(ctx, run, passes, probes, setup_notes, math_modes)
+    return assemble(ctx, run, passes, probes, setup_notes, math_modes)
 
 
-def _passes(work: Work, ctx: RunContext) -> _Passes:
-    """The first forward (untimed), then each pass the configuration asks for, in order."""
+def _instances(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """The caller's own optimizer instances among an optimizer spec (one, or a list)."""
+    specs = optimizer if isinstance(optimizer, (list, tuple)) else [optimizer]
+    return [o for o in specs if isinstance(o, torch.optim.Optimizer)]
+
+
+@contextlib.contextmanager
+def _kept(model: nn.Module, optimizer: Any, restore: bool) -> Iterator[None]:
+    """The user's model (:func:`preserved_state`) and every optimizer instance among ``optimizer``
+    (:class:`OptimizerSnapshot`) snapshotted and restored on exit; nothing when ``restore`` is False."""
+    if not restore:
+        yield
+        return
+    opts = [OptimizerSnapshot.take(o) for o in _instances(optimizer)]
+    try:
+        with preserved_state(model):
+            yield
+    finally:
+        for o in opts:
+            o.restore()
+
+
+def passes_after_first(work: UnitOfWork, ctx: RunContext) -> Passes:
+    """After the first (untimed) run: each pass the configuration asks for, in order."""
     cfg = ctx.config
-    work.model.train(cfg.train)
-    with oom_phase("fwd" if cfg.train else "fwd_nograd", ctx.device):
-        _first_forward(work.model, work.inputs, cfg.train)
     phases = timed_phases(work, ctx)
     trace = alloc_trace_pass(work, ctx) if cfg.alloc_trace and ctx.device.type in ("cpu", "cuda") else None
     layers = per_layer_pass(work, ctx) if cfg.per_layer else None
     ops = per_op_pass(work, ctx) if cfg.per_op else None
-    return _Passes(phases, trace, layers, ops)
+    return Passes(phases, trace, layers, ops)
 
 
-def _assemble(ctx: RunContext, run: RunInfo, passes: _Passes, probes: MemoryProbes, setup_notes: tuple[str, ...],
-              math_modes: MathModes) -> Measurement:
-    """The Measurement from the records: setup notes, then each pass's, then the probes'."""
+def assemble(ctx: RunContext, run: RunInfo, passes: Passes, probes: MemoryProbes, setup_notes: tuple[str, ...],
+             math_modes: MathModes) -> Measurement:
+    """The Measurement from the records: setup notes, then each pass's, then the probes'. (``measure``,
+    ``measure_step`` and ``hwprof.capture``, whose passes are steps of the user's own loop, all end here.)"""
     dev = ctx.device
     peaks: RunPeaks = probes.result()
     memory = MemoryRecord(run=peaks, phases=passes.phases.peaks,
@@ -229,8 +297,14 @@ def _assemble(ctx: RunContext, run: RunInfo, passes: _Passes, probes: MemoryProb
         config=ctx.config, run=run, phases=phases, timings=timings, memory_record=memory,
         device={**describe_device(dev), **probes.nvml_info, "threads": run.threads}, math_modes=math_modes,
         layers=lp.layers if lp is not None else pd.DataFrame(columns=list(LAYER_COLUMNS)).rename_axis("module"),
-        layer_sum=layer_sum(lp, timings, ctx.config.train) if lp is not None else {}, notes=notes,
+        layer_sum=_layer_sum(lp, timings, ctx.config), notes=notes,
         ops=passes.ops.ops if passes.ops is not None else pd.DataFrame(columns=list(OP_COLUMNS)))
+
+
+def _layer_sum(lp: LayerPass | None, timings: dict[str, Any], cfg: MeasureConfig) -> dict[str, float | None]:
+    if lp is None:
+        return {}
+    return step_layer_sum(lp, timings) if cfg.kind == "step" else layer_sum(lp, timings, cfg.train)
 
 
 def _use_nvml(dev: torch.device) -> bool:
@@ -302,10 +376,11 @@ def _shapes(values: Any) -> list[Any]:
 def _prepare_inputs(inputs: Any, batch: int | None, dtype: torch.dtype, dev: torch.device,
                     channels_last: bool, vocab: int | None = None) -> Inputs:
     """Specs are built on ``dev`` (token ids within ``vocab``); user tensors are copied there (floats cast
-    to ``dtype``), never modified."""
+    to ``dtype``, dimension 0 resized to ``batch`` when given: :func:`hwprof.spec.resize_batch`), never
+    modified."""
     xs = as_inputs(inputs, batch=batch, dtype=dtype, device=dev, vocab=vocab)
     if not isinstance(inputs, str):
-        xs = xs.map(lambda v: _copy_input(v, dtype, dev))
+        xs = resize_batch(xs.map(lambda v: _copy_input(v, dtype, dev)), batch)
     if channels_last:
         xs = xs.map(lambda v: v.contiguous(memory_format=torch.channels_last)
                     if isinstance(v, torch.Tensor) and v.dim() == 4 and v.is_floating_point() else v)
@@ -321,24 +396,15 @@ def _copy_input(v: Any, dtype: torch.dtype, dev: torch.device) -> Any:
     return out
 
 
-def _batch_of(inputs: Inputs, batch: int | None) -> int | None:
-    if batch is not None:
-        return batch
-    for v in inputs:
-        if isinstance(v, torch.Tensor) and v.dim() > 0:
-            return int(v.shape[0])
-    return None
-
-
-def _first_forward(work: nn.Module, xs: Inputs, train: bool) -> None:
+def _first_forward(work: Work, train: bool) -> None:
     """One untimed forward; a non-OOM failure becomes InputShapeError naming the innermost module."""
-    tracker = _Innermost(work)
+    tracker = _Innermost(work.model)
     try:
         with tracker, torch.set_grad_enabled(train):
-            out = xs.call(work)
+            out = work.forward()
         del out
     except Exception as e:
         if is_oom(e):
             raise
-        path, mtype, shapes = tracker.locate(e, work, xs)
+        path, mtype, shapes = tracker.locate(e, work.model, work.inputs)
         raise InputShapeError(path, mtype, shapes, e) from e

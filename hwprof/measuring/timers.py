@@ -34,7 +34,7 @@ import torch
 from hwprof.modules import Frame, ModuleCalls
 
 __all__ = ["Clock", "PerfCounterClock", "TimingStats", "time_fn", "make_l2_flusher", "l2_flush_bytes",
-           "Stopwatch", "NOISY_IQR_OVER_MEDIAN"]
+           "Stopwatch", "LayerTimer", "StepTimer", "NOISY_IQR_OVER_MEDIAN"]
 
 log = logging.getLogger(__name__)
 
@@ -370,8 +370,9 @@ class LayerTimer(ModuleCalls):
     record_inputs = False
 
     def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu",
-                 clock: Clock | None = None, depth: int | None = None, backward: bool = False) -> None:
-        super().__init__(model, always_call=True, depth=depth)
+                 clock: Clock | None = None, depth: int | None = None, backward: bool = False,
+                 claim_on_exit: bool = False) -> None:
+        super().__init__(model, always_call=True, depth=depth, claim_on_exit=claim_on_exit)
         self.device = torch.device(device)
         self.clock = clock or PerfCounterClock()
         self.backward = backward
@@ -407,6 +408,12 @@ class LayerTimer(ModuleCalls):
         self._fwd[frame.call][1] = self._mark()
 
     # ------------------------------------------------------------------ backward
+    def on_claim(self, node: Any, frame: Frame) -> None:
+        """``claim_on_exit`` (a user's step, whose loss hwprof never holds): hook each node as its creator's
+        call ends, instead of all of them from the loss in :meth:`prepare_backward`."""
+        if self.backward:
+            self._hook_node(frame.call, node)
+
     def prepare_backward(self, loss: torch.Tensor) -> int:
         """Attribute every node of ``loss``'s graph to a call and hook it; returns the number of nodes hooked."""
         if not self.backward or loss.grad_fn is None or not self.frames:
@@ -483,3 +490,60 @@ class LayerTimer(ModuleCalls):
 
 def _nan0(x: float) -> float:
     return 0.0 if math.isnan(x) else x
+
+
+class StepTimer(LayerTimer):
+    """:class:`LayerTimer` over a user's step (nodes hooked as their calls end: ``claim_on_exit``), plus
+    markers around every optimizer ``step()`` (torch's global optimizer hooks), so that one hooked
+    repetition splits into the time inside the root modules' forwards, inside their backward nodes,
+    inside optimizer steps, and the rest ("not owned": the loss outside modules, Python, data
+    movement, engine gaps): :meth:`split`."""
+
+    def __init__(self, model: torch.nn.Module, *, device: str | torch.device = "cpu",
+                 clock: Clock | None = None, optimizer_hooks: bool = True) -> None:
+        super().__init__(model, device=device, clock=clock, backward=True, claim_on_exit=True)
+        self._opt_marks: list[list[Marker]] = []
+        self.optimizer_hooks = optimizer_hooks
+        """False: the caller calls :meth:`opt_pre` / :meth:`opt_post` from optimizer hooks of its own
+        (``hwprof.capture`` enters the timer inside an optimizer hook, where none may be added)."""
+
+    def __enter__(self) -> StepTimer:
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+        super().__enter__()
+        if not self.optimizer_hooks:
+            return self
+        try:
+            self._handles += [register_optimizer_step_pre_hook(self.opt_pre),
+                              register_optimizer_step_post_hook(self.opt_post)]
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def reset(self) -> None:
+        super().reset()
+        self._opt_marks = []
+
+    def mark(self) -> Marker:
+        """A marker now (for the whole repetition's start and end)."""
+        return self._mark()
+
+    def opt_pre(self, *_: Any) -> None:
+        self._opt_marks.append([self._mark(), None])
+
+    def opt_post(self, *_: Any) -> None:
+        if self._opt_marks and self._opt_marks[-1][1] is None:
+            self._opt_marks[-1][1] = self._mark()
+
+    def split(self, start: Marker, end: Marker) -> dict[str, float]:
+        """Seconds of one hooked repetition from ``start`` to ``end`` (call after :meth:`collect`):
+        ``fwd_s`` (the outermost module calls' inclusive forward), ``bwd_s`` (every hooked node),
+        ``optimizer_s`` (inside optimizer steps), ``not_owned_s`` (the rest) and ``hooked_s`` (all)."""
+        total = self._elapsed_s(start, end) or 0.0
+        fwd = sum(self._elapsed_s(a, b) or 0.0 for (a, b), f in zip(self._fwd, self.frames, strict=False)
+                  if f.parent is None)
+        bwd = sum(self._elapsed_s(a, b) or 0.0 for _c, _n, a, b in self._nodes)
+        opt = sum(self._elapsed_s(a, b) or 0.0 for a, b in self._opt_marks)
+        return {"fwd_s": fwd, "bwd_s": bwd, "optimizer_s": opt, "not_owned_s": total - fwd - bwd - opt,
+                "hooked_s": total}

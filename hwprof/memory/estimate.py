@@ -103,7 +103,7 @@ def _batch_of(insp: Inspection) -> int | None:
 
 
 def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimizer: str | None = None,
-                    dtype: torch.dtype | str = torch.float32, amp: bool = False, batch: int | None = None,
+                    dtype: torch.dtype | str = torch.float32, amp: bool | str = False, batch: int | None = None,
                     device: str = "cuda", predictors: tuple[str, ...] = PREDICTORS,
                     fake_device: str | None = None) -> MemoryEstimate:
     """Predict the memory of one training step (or inference forward) of ``model`` on ``inputs``.
@@ -114,7 +114,8 @@ def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimize
         mode: ``"train"`` (forward, backward, optimizer step) or ``"inference"`` (forward under no_grad).
         optimizer: None (no step), ``"sgd"``, ``"momentum"``, ``"adam"`` or ``"adamw"`` (torch.optim defaults).
         dtype: parameters, buffers and floating inputs; with ``amp=True`` the autocast dtype instead
-            (parameters stay fp32; fp16 if ``dtype`` is fp32).
+            (parameters stay fp32; fp16 if ``dtype`` is fp32). ``amp="bf16" | "fp16"`` names the autocast
+            dtype itself (``dtype`` is then ignored).
         batch: batch size for a spec string; for tensors it replaces dimension 0.
         device: the device whose memory is predicted: ``"cuda"`` (the caching allocator is modelled)
             or ``"cpu"`` (exact bytes).
@@ -122,6 +123,8 @@ def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimize
         fake_device: where the fake tensors live (default the CPU, with CUDA's dropout and attention
             kernels emulated for a CUDA target); ``"cuda"`` replays on fake CUDA tensors where CUDA exists.
     """
+    if isinstance(amp, (str, torch.dtype)):   # amp="bf16": autocast to bf16, the parameters as they are
+        dtype, amp = amp, True
     dtype = parse_dtype(dtype)
     if mode not in ("train", "inference"):
         raise ValueError(f"mode must be 'train' or 'inference', got {mode!r}")

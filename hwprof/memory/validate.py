@@ -96,8 +96,10 @@ def real_inputs(inputs: Any, batch: int | None) -> Any:
 
 def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimizer: str | None,
                 batch: int | None, dtype: torch.dtype | str = torch.float32, budget_s: float = 0.5,
-                measure_fn: MeasureFn | None = None) -> dict[str, Any]:
-    """One real run; returns ``m.memory`` plus ``oom`` (bool) and ``error`` (str | None).
+                measure_fn: MeasureFn | None = None, amp: torch.dtype | None = None) -> dict[str, Any]:
+    """One real run; returns ``m.memory`` plus ``oom`` (bool) and ``error`` (str | None). With ``amp`` (an
+    autocast dtype) the run autocasts its forward and keeps the parameters in ``dtype``, as the
+    prediction assumes.
 
     Only the keyword arguments ``measure_fn`` accepts are passed (few repetitions: memory
     peaks need no statistics). On CUDA the caching allocator's free blocks and torch's cuBLAS
@@ -107,7 +109,7 @@ def run_measure(model: nn.Module, inputs: Any, *, device: str, mode: str, optimi
     kwargs: dict[str, Any] = {"device": device, "mode": mode, "optimizer": optimizer if mode == "train" else None,
                               "budget_s": budget_s}
     extra = {"batch": batch, "dtype": parse_dtype(dtype), "per_layer": False, "warmup": 1, "min_reps": 2,
-             "max_reps": 3}
+             "max_reps": 3, **({"amp": amp} if amp is not None else {})}
     try:
         params = inspect.signature(fn).parameters
         accepts_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -210,20 +212,35 @@ def _int(v: Any) -> int | None:
 
 
 def validate(model: nn.Module, inputs: Any, *, device: str = "cpu", mode: str = "train",
-             optimizer: str | None = None, dtype: torch.dtype | str = torch.float32, amp: bool = False,
+             optimizer: str | None = None, dtype: torch.dtype | str = torch.float32, amp: bool | str = False,
              batch: int | None = None, estimate: MemoryEstimate | None = None, budget_s: float = 0.5,
              measure_fn: MeasureFn | None = None) -> Validation:
     """Predict (unless ``estimate`` is given) and measure one configuration; compare them.
 
-    ``model`` must hold real tensors (``measure`` cannot run a meta model); it is not modified.
+    ``model`` must hold real tensors (``measure`` cannot run a meta model); it is not modified. ``amp``
+    (True: autocast to ``dtype``, parameters kept fp32; or the autocast dtype, "bf16" / "fp16"): the
+    measured step autocasts as the predicted one does, with the parameters in fp32.
     """
-    if amp:
-        raise ValueError("validation runs hwprof.measure, which has no autocast option: use amp=False")
-    est = estimate or estimate_memory(model, inputs, mode=mode, optimizer=optimizer, dtype=dtype, batch=batch,
-                                      device=device)
-    measured = run_measure(model, inputs, device=device, mode=mode, optimizer=optimizer, batch=batch, dtype=dtype,
-                           budget_s=budget_s, measure_fn=measure_fn)
+    param_dtype, amp_dtype = amp_dtypes(dtype, amp)
+    est = estimate or estimate_memory(model, inputs, mode=mode, optimizer=optimizer, dtype=amp_dtype or param_dtype,
+                                      amp=amp_dtype is not None, batch=batch, device=device)
+    measured = run_measure(model, inputs, device=device, mode=mode, optimizer=optimizer, batch=batch,
+                           dtype=param_dtype, budget_s=budget_s, measure_fn=measure_fn, amp=amp_dtype)
     v = compare(est, measured, device)
     if v.oom:
         v.notes.append(f"out of memory: {measured.get('error')}")
     return v
+
+
+def amp_dtypes(dtype: torch.dtype | str, amp: bool | str | torch.dtype | None) -> tuple[torch.dtype, torch.dtype | None]:
+    """(parameter dtype, autocast dtype) of a memory configuration: without ``amp`` (dtype, None); with
+    ``amp=True`` the autocast dtype is ``dtype`` (fp16 when that is fp32) and the parameters fp32; with
+    ``amp="bf16" | "fp16"`` that dtype, the parameters fp32 unless ``dtype`` says otherwise."""
+    from hwprof.amp import parse_amp
+
+    d = parse_dtype(dtype)
+    if amp is None or amp is False:
+        return d, None
+    if amp is True:
+        return torch.float32, (torch.float16 if d == torch.float32 else d)
+    return (d if d not in (torch.bfloat16, torch.float16) else torch.float32), parse_amp(amp)

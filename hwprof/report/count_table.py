@@ -61,7 +61,8 @@ def header_line(c: CountResult, model: str, input_spec: str | None = None) -> st
     """'lenet5 (input 1x28x28, batch 1, float32, inference mode, forward) counted with cpu kernels'."""
     cfg = c.config
     phases = "forward + backward" if cfg.get("backward") else "forward"
-    return (f"{model} (input {input_spec or cfg.get('inputs')}, batch {cfg.get('batch')}, {cfg.get('dtype')}, "
+    amp = f" under {cfg['amp']} autocast" if cfg.get("amp") else ""
+    return (f"{model} (input {input_spec or cfg.get('inputs')}, batch {cfg.get('batch')}, {cfg.get('dtype')}{amp}, "
             f"{cfg.get('mode')} mode, {phases}) counted with {cfg.get('device')} kernels")
 
 

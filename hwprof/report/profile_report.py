@@ -68,8 +68,7 @@ def summary_lines(p: Profile) -> list[str]:
     lines = [
         f"device {k.device_name}: roofs {roofs}, bandwidth {human(k.bytes_per_s)}B/s ({k.source})",
         *level_lines(p),
-        f"whole model: {s['whole_model_time_s'] * 1e3:.3f} ms for {human(s['flops'])}FLOPs = "
-        f"{human(s['achieved_flop_per_s'])}FLOP/s, {_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak",
+        *whole_time_lines(p),
         *prediction_lines(p),
         f"sum of per-layer times {s['sum_of_layer_times_s'] * 1e3:.3f} ms = {_pct(s['layer_sum_over_whole'])} of the "
         "whole-model time (from the hooked pass: below 100%, time between layers that no layer owns; "
@@ -103,6 +102,32 @@ def summary_lines(p: Profile) -> list[str]:
                      "matched a measured op (the rest keep no time in ops.csv)")
     lines += [f"warning: {n}" if n in p.warnings else f"note: {n}" for n in p.notes]
     return lines
+
+
+def whole_time_lines(p: Profile) -> list[str]:
+    """The whole time and what it holds: a user's step (its median, and one hooked step split into
+    forward, backward, optimizer and not owned), or a model (forward + backward; whether the optimizer
+    step, timed apart, is in it)."""
+    s = p.summary
+    rate = (f"{human(s['flops'])}FLOPs = {human(s['achieved_flop_per_s'])}FLOP/s, "
+            f"{_pct(s['fraction_of_peak'])} of the {s['peak_key']} peak")
+    if "step_time_s" in s:
+        sp = s.get("step_split") or {}
+        line = [f"step: {s['step_time_s'] * 1e3:.3f} ms (median, the whole step: forward, backward, optimizer and "
+                f"everything else) for {rate}"]
+        if sp.get("hooked_s"):
+            parts = ", ".join(f"{label} {sp[k] * 1e3:.3f} ms ({_pct(sp[k] / sp['hooked_s'])})" for k, label in
+                              (("fwd_s", "forward"), ("bwd_s", "backward"), ("optimizer_s", "optimizer"),
+                               ("not_owned_s", "not owned by any layer")) if sp.get(k) is not None)
+            ratio = sp.get("hooked_over_whole")
+            line.append(f"split of a hooked step ({sp['hooked_s'] * 1e3:.3f} ms"
+                        + (f", {ratio:.2f}x the unhooked step" if ratio else "") + f"): {parts}")
+        return line
+    opt = s.get("optimizer_step_s")
+    what = "forward + backward" if p.config.get("mode") == "train" else "forward"
+    extra = (f"; the optimizer step ({opt * 1e3:.3f} ms, timed apart) is not in it" if opt is not None else
+             "; no optimizer step" if p.config.get("mode") == "train" else "")
+    return [f"whole model ({what}{extra}): {s['whole_model_time_s'] * 1e3:.3f} ms for {rate}"]
 
 
 def level_lines(p: Profile) -> list[str]:

@@ -60,7 +60,7 @@ def test_profile_prints_header_table_and_summary(lenet: SimpleNamespace) -> None
         assert re.search(r" fp32 +\d+\.\d\d +(L1|L2|L3|LLC|DRAM|HBM|-)? +(memory|compute)( ABOVE ROOF)?$", r), r
     summary = lines[lines.index("") + 1:]
     assert summary[0].startswith("device test cpu: roofs fp32 300.00GFLOP/s, bf16 2.40TFLOP/s, bandwidth 25.00GB/s")
-    assert re.match(r"whole model: \d+\.\d{3} ms for 4\.60MFLOPs = ", summary[1])   # LeNet-5 forward: 4.60 MFLOPs
+    assert re.match(r"whole model \(forward\): \d+\.\d{3} ms for 4\.60MFLOPs = ", summary[1])   # LeNet-5 fwd: 4.60 MFLOPs
     assert "Dense twin" not in lenet.stdout                                      # one model: no comparison
 
 

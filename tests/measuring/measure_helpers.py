@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwprof.measuring.state import hook_counts
+from hwprof.stepping.snapshot import hook_counts
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from measure_helpers import FakeClock, TinyNet, assert_same, prepared_model, sna
 from torch import nn
 
 from hwprof.measuring.runner import measure
-from hwprof.measuring.state import preserved_state
+from hwprof.stepping.snapshot import preserved_state
 
 
 def test_train_adam_per_layer_leaves_model_untouched() -> None:
