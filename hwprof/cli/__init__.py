@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("hwprof.cli.study", "studies: `hwprof study depthwise`"),
     "predict": ("hwprof.cli.predict", "predicted time per layer and model from counts and ceilings (or a named GPU)"),
     "compare": ("hwprof.cli.compare", "two or more saved profiles joined per layer: speedup, bound changes, moves"),
+    "run": ("hwprof.cli.run", "profile chosen steps of an unmodified script: hwprof run [--steps 3:6] -- python train.py"),
 }
 
 OPTIONAL_DEPENDENCIES: frozenset[str] = frozenset({"matplotlib", "torchvision", "timm", "pynvml"})
@@ -88,10 +89,18 @@ def _early(argv: list[str]) -> argparse.Namespace:
     pre.add_argument("-v", "--verbose", action="store_true")
     pre.add_argument("--out")
     pre.add_argument("command", nargs="?")
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is not None and argv[first] == "run":   # `hwprof run -- python train.py --out X`: the script's own
+        argv = argv[:first + 1] + _run_own(argv[first + 1:])
     try:
         return pre.parse_known_args(argv)[0]
     except ValueError:   # left to the real parser to report
         return argparse.Namespace(command=None, out=None, verbose=False)
+
+
+def _run_own(argv: list[str]) -> list[str]:
+    from hwprof.cli.run import own_arguments  # torch-free, like this module
+    return own_arguments(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
