@@ -197,8 +197,13 @@ def count(
             except Exception as e:
                 raise _input_error(stack, e) from e
             if backward:
-                _run_backward(_loss_output(output, loss_fn, counter, fake_mode, target.type, amp_dtype),
-                              counter, notes)
+                # the user's loss may close over real tensors (labels), read as constants by the loss and by the
+                # backward ops that saved them
+                fake_mode.allow_non_fake_inputs = loss_fn is not None
+                try:
+                    _run_backward(_loss_output(output, loss_fn, counter, target.type, amp_dtype), counter, notes)
+                finally:
+                    fake_mode.allow_non_fake_inputs = False
     config = {"mode": mode, "backward": backward, "batch": 1 if batch is None and built else batch_of(args, batch),
               "dtype": str(dt or model_float_dtype(model)).removeprefix("torch."), "amp": amp_name(amp_dtype),
               "device": target.type, "inputs": inputs if isinstance(inputs, str) else describe_inputs(args)}
@@ -322,17 +327,12 @@ def _input_error(stack: ModuleStack, e: Exception) -> Exception:
 
 
 def _loss_output(output: Any, loss_fn: Callable[[Any], torch.Tensor] | None, counter: _Counter,
-                 fake_mode: FakeTensorMode, device_type: str, amp_dtype: torch.dtype | None) -> Any:
-    """``loss_fn(output)`` counted (under the forward's autocast), or ``output`` itself without a ``loss_fn``.
-    The user's loss may close over real tensors (labels): the fake mode reads them as constants here."""
+                 device_type: str, amp_dtype: torch.dtype | None) -> Any:
+    """``loss_fn(output)`` counted (under the forward's autocast), or ``output`` itself without a ``loss_fn``."""
     if loss_fn is None:
         return output
-    fake_mode.allow_non_fake_inputs = True
-    try:
-        with counter, autocast(device_type, amp_dtype):
-            return loss_fn(output)
-    finally:
-        fake_mode.allow_non_fake_inputs = False
+    with counter, autocast(device_type, amp_dtype):
+        return loss_fn(output)
 
 
 def _run_backward(output: Any, counter: _Counter, notes: list[str]) -> None:
