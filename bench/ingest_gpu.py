@@ -257,7 +257,7 @@ def probe_table(folder: Path) -> str:
 
 
 def _profile_excerpt(folder: Path, top: int) -> str:
-    from hwprof.joining import load_profile
+    from hwprof.profile_folder import load_profile
     from hwprof.report.profile_report import summary_lines, terminal_table
 
     p = load_profile(folder)

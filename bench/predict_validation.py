@@ -140,7 +140,7 @@ def quiet_ceilings(rounds: int, max_load: float, wait_s: float, device: str = "c
 
 def _keep(d: Path, p: hwprof.Profile) -> None:
     """The three records load_profile rebuilds a profile from (no plots, no report)."""
-    from hwprof.joining import count_to_dict
+    from hwprof.profile_folder import count_to_dict
 
     write_json_atomic(d / "count.json", count_to_dict(p.counts))
     write_json_atomic(d / "measurement.json", p.measurement.to_dict())

@@ -26,7 +26,7 @@ _EXPORTS = {
     "measure_step": "hwprof.measuring.runner:measure_step",
     "prepare_step": "hwprof.stepping.unit:prepare_step",
     "join": "hwprof.joining:join",
-    "load_profile": "hwprof.joining:load_profile",
+    "load_profile": "hwprof.profile_folder:load_profile",
     "Profile": "hwprof.joining:Profile",
     "Ceilings": "hwprof.hardware.ceilings:Ceilings",
     "estimate_memory": "hwprof.memory.estimate:estimate_memory",

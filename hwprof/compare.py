@@ -32,7 +32,7 @@ import pandas as pd
 from hwprof.errors import HwprofError
 from hwprof.files import atomic_dir, write_atomic, write_json_atomic
 from hwprof.hardware.ceilings import Ceilings
-from hwprof.joining import load_profile
+from hwprof.profile_folder import load_profile
 
 __all__ = ["Run", "Comparison", "load_run", "compare", "PER_RUN", "table", "whole_table", "summary_lines", "markdown"]
 

@@ -185,7 +185,7 @@ def predict(count: CountResult, ceilings: Ceilings, *, train: bool = False, mode
     """Predict the time of the counted model on the device of ``ceilings`` (module docstring).
 
     ``count`` carries an ``op_class`` column on its ops and ``variant`` on its layers (the counter
-    adds them; a count saved without them gets them from :func:`hwprof.joining.load_profile`).
+    adds them; a count saved without them gets them from :func:`hwprof.profile_folder.load_profile`).
     ``train``: sum forward and backward ops (count with ``backward=True``). ``efficiency``: per
     layer kind (:func:`fit_efficiency`), adds ``calibrated_s`` to the layers. Raises
     :class:`~hwprof.errors.HwprofError` when the ceilings lack a roof the ops need."""

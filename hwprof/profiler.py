@@ -23,8 +23,9 @@ from torch import nn
 
 from hwprof.counting.counter import CountResult, count
 from hwprof.hardware.ceilings import Ceilings
-from hwprof.joining import Profile, _join, join, load_profile
+from hwprof.joining import Profile, _join, join
 from hwprof.measuring.records import Measurement
+from hwprof.profile_folder import load_profile
 from hwprof.spec import Mode
 
 __all__ = ["profile", "profile_step", "trusted_join", "Profile", "join", "load_profile"]

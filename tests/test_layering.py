@@ -25,7 +25,7 @@ STAGES: list[tuple[str, ...]] = [
     ("memory",),
     ("distributed",),
     ("report",),
-    ("roofline", "predict", "joining", "profiler", "compare", "capturing"),
+    ("roofline", "predict", "joining", "profile_folder", "profiler", "compare", "capturing"),
     ("studies", "llm"),
     ("cli", "__main__"),
 ]

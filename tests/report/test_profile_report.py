@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hwprof.joining import load_profile
+from hwprof.profile_folder import load_profile
 from hwprof.report.profile_report import markdown_report, memory_line, memory_table, phase_table
 
 
