@@ -100,8 +100,8 @@ class _Counter(TorchDispatchMode):
         return out
 
     def _record(self, func: Any, packet: Any, formula: F.Formula | None, args: tuple, kwargs: dict, out: Any) -> None:
-        ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-        outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        ins = _tensors(args) + (_tensors(tuple(kwargs.values())) if kwargs else [])
+        outs = _tensors(out if isinstance(out, (tuple, list)) else (out,))
         name = str(packet)
         bytes_read = sum(tensor_bytes(t) for t in ins)
         flops = macs = math.nan
@@ -122,6 +122,18 @@ class _Counter(TorchDispatchMode):
         dtype = str(ins[0].dtype).removeprefix("torch.") if ins else (str(outs[0].dtype).removeprefix("torch.") if outs else "")
         self.rows.append((module, phase, name, F.op_class(packet), shapes_str(ins), shapes_str(outs),
                           dtype, flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
+
+
+def _tensors(values: tuple | list) -> list[torch.Tensor]:
+    """The tensors among an op's arguments or outputs (tensors, and lists or tuples of them: aten's only
+    nesting), in order: what ``tree_flatten`` finds there, without its per-call cost on every op."""
+    out: list[torch.Tensor] = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (tuple, list)):
+            out += _tensors(v)
+    return out
 
 
 def _meta(x: Any) -> Any:
@@ -399,20 +411,31 @@ def _layer_table(fmodel: nn.Module, stack: ModuleStack, ops: pd.DataFrame) -> pd
         })
     layers = pd.DataFrame(rows).set_index("path")
     layers.insert(1, "op_class", layer_op_classes(ops).reindex(layers.index).fillna("other"))
-    for phase in ("fwd", "bwd"):
-        sel = ops[ops["phase"] == phase]
-        grouped = sel.groupby("module")[list(_SUM_COLUMNS)].sum(min_count=1) if len(sel) else None
+    cols: dict[str, Any] = {}
+    sums = ops.groupby(["phase", "module"])[list(_SUM_COLUMNS)].sum(min_count=1) if len(ops) else None
+    unc = ops[~ops["counted"]].groupby(["phase", "module"]).size() if len(ops) else None
+    for phase in ("fwd", "bwd"):     # one groupby for every column and phase; the frame is built once
         for col in _SUM_COLUMNS:
-            values = grouped[col] if grouped is not None else pd.Series(dtype=float)
-            layers[f"{col}_{phase}"] = values.reindex(layers.index).fillna(0.0)
-        unc = sel[~sel["counted"]].groupby("module").size() if len(sel) else pd.Series(dtype=int)
-        layers[f"uncounted_calls_{phase}"] = unc.reindex(layers.index).fillna(0).astype(int)
-        layers[f"bytes_{phase}"] = layers[f"bytes_read_{phase}"] + layers[f"bytes_written_{phase}"]
+            cols[f"{col}_{phase}"] = _phase_column(sums, col, phase, layers.index, 0.0)
+        cols[f"uncounted_calls_{phase}"] = _phase_column(unc, None, phase, layers.index, 0).astype(int)
+        cols[f"bytes_{phase}"] = cols[f"bytes_read_{phase}"] + cols[f"bytes_written_{phase}"]
+    cols["params"] = layers["params"]
     for col in ("flops_fwd", "macs_fwd", "bytes_fwd", "flops_bwd", "macs_bwd", "bytes_bwd", "params"):
-        layers[f"{col}_incl"] = _inclusive(layers[col], children)
-    layers["intensity_fwd"] = layers["flops_fwd"] / layers["bytes_fwd"].where(layers["bytes_fwd"] > 0)
-    layers["intensity_bwd"] = layers["flops_bwd"] / layers["bytes_bwd"].where(layers["bytes_bwd"] > 0)
-    return layers
+        cols[f"{col}_incl"] = _inclusive(cols[col], children)
+    del cols["params"]
+    for phase in ("fwd", "bwd"):
+        b = cols[f"bytes_{phase}"]
+        cols[f"intensity_{phase}"] = cols[f"flops_{phase}"] / b.where(b > 0)
+    return pd.concat([layers, pd.DataFrame(cols, index=layers.index)], axis=1)
+
+
+def _phase_column(grouped: Any, col: str | None, phase: str, index: pd.Index, fill: float) -> pd.Series:
+    """``grouped`` (indexed by phase, module) for one phase (and column), on ``index``, missing = ``fill``."""
+    if grouped is None or phase not in grouped.index.get_level_values(0):
+        return pd.Series(fill, index=index, dtype=float)
+    part = grouped.xs(phase, level=0)
+    values = part[col] if col is not None else part
+    return values.reindex(index).fillna(fill).astype(float)
 
 
 def layer_variant(module: nn.Module | None) -> str:
