@@ -425,6 +425,22 @@ def llm_table(folder: Path) -> str:
     return "\n".join(out)
 
 
+def steps_table(folder: Path) -> str:
+    """The step path's checks (steps/steps.json of bench/gpu_steps.py): one row per check."""
+    data = _read_json(folder / "steps" / "steps.json") if (folder / "steps" / "steps.json").exists() else None
+    if not isinstance(data, dict) or not data.get("checks"):
+        return "No step checks in this GPU run."
+    rows = []
+    for c in data["checks"]:
+        ratio = c.get("step_time_over_plain")
+        rows.append({"check": c.get("check"), "pass": "pass" if c.get("pass") else "FAIL",
+                     "dtypes": ", ".join(c.get("conv_dtypes") or []) or "-",
+                     "restored": {True: "yes", False: "NO"}.get(c.get("restored", c.get("identical_losses")), "-"),
+                     "step_time / plain loop": "-" if ratio is None else f"{ratio:.2f}",
+                     "FlopCounterMode mismatches": len(c.get("flop_mismatches") or [])})
+    return _md(pd.DataFrame(rows))
+
+
 SECTIONS: tuple[tuple[str, Callable[[Path], str]], ...] = (
     ("Session", session_table),
     ("Ceilings vs datasheet and hand-written probes", ceilings_table),
@@ -434,6 +450,7 @@ SECTIONS: tuple[tuple[str, Callable[[Path], str]], ...] = (
     ("Nsight Compute DRAM bytes vs analytic bytes", counters_table),
     ("ResNet-50 training profile (bf16, channels_last)", resnet_section),
     ("LLM generation: prefill and decode on the roofline (llama-style, ~100M parameters, bf16)", llm_table),
+    ("The user's step: profile_step under fp16 (GradScaler) and bf16 autocast, capture", steps_table),
 )
 
 

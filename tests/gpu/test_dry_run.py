@@ -23,13 +23,13 @@ from bench_scripts import bench_module
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_session.sh"
-STAGES = ["env", "pytest", "ceilings", "profile", "memory", "depthwise", "counters", "resnet50", "llm", "verify"]
+STAGES = ["env", "pytest", "ceilings", "profile", "memory", "depthwise", "counters", "resnet50", "llm", "steps", "verify"]
 EXPECTED = [   # one file per stage at least: what the ingest reads
     "env/env.json", "pytest/junit.xml", "ceilings/hwprof/ceilings.json", "ceilings/probe.json",
     "profile/default/mobilenet_v1/profile.json", "profile/default/mobilenet_v1_dense/profile.json",
     "profile/default/comparison.md", "memory/memory-validation-cpu.csv", "depthwise/fp32/depthwise.csv",
     "depthwise/bf16/depthwise.csv", "counters/fp32-nchw/manifest.json", "resnet50/profile.json",
-    "verify/summary.json", "llm/generate/phases.csv", "llm/memory/memory.json", "session.txt", "gpu-log.txt", *(f"logs/{s}.log" for s in STAGES)]
+    "verify/summary.json", "steps/steps.json", "steps/amp-bf16/profile.json", "llm/generate/phases.csv", "llm/memory/memory.json", "session.txt", "gpu-log.txt", *(f"logs/{s}.log" for s in STAGES)]
 
 
 @pytest.fixture(scope="module")
