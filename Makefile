@@ -26,7 +26,7 @@ bench: setup
 	$(BIN)python -m pytest -q bench --benchmark-only
 
 lint: setup
-	$(BIN)ruff check hwprof tests bench
+	$(BIN)ruff check hwprof tests bench examples
 	$(BIN)mypy hwprof --ignore-missing-imports
 
 # rewrite the CLI golden files (tests/golden) after an intended output change; review `git diff tests/golden`

@@ -20,7 +20,7 @@ x, y = torch.randn(4, 16, 64), torch.randint(0, 10, (4, 16))
 def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
     """Distillation over 4 accumulated micro-batches: the teacher runs inside the loss."""
     opt.zero_grad()
-    for xb, yb in zip(x, y):
+    for xb, yb in zip(x, y, strict=True):
         with torch.no_grad():
             soft = F.softmax(teacher(xb), -1)
         logits = student(xb)
