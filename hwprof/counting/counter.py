@@ -104,6 +104,7 @@ class _Counter(TorchDispatchMode):
         outs = _tensors(out if isinstance(out, (tuple, list)) else (out,))
         name = str(packet)
         bytes_read = sum(tensor_bytes(t) for t in ins)
+        bytes_written = sum(tensor_bytes(t) for t in outs)
         flops = macs = math.nan
         if formula is not None:
             try:
@@ -111,6 +112,8 @@ class _Counter(TorchDispatchMode):
                 flops, macs = float(cost.flops), float(cost.macs)
                 if cost.bytes_read is not None:
                     bytes_read = cost.bytes_read
+                if cost.bytes_written is not None:
+                    bytes_written = cost.bytes_written
             except Exception as e:  # a formula that cannot read this call: listed, never zero
                 self.formula_errors[name] = f"{type(e).__name__}: {e}"
                 formula = None
@@ -121,7 +124,7 @@ class _Counter(TorchDispatchMode):
         phase = "bwd" if bwd else "opt" if self.in_optimizer else "fwd"
         dtype = str(ins[0].dtype).removeprefix("torch.") if ins else (str(outs[0].dtype).removeprefix("torch.") if outs else "")
         self.rows.append((module, phase, name, F.op_class(packet), shapes_str(ins), shapes_str(outs),
-                          dtype, flops, macs, bytes_read, sum(tensor_bytes(t) for t in outs), formula is not None))
+                          dtype, flops, macs, bytes_read, bytes_written, formula is not None))
 
 
 def _tensors(values: tuple | list) -> list[torch.Tensor]:

@@ -127,6 +127,9 @@ class Cost:
     macs: int = 0
     bytes_read: int | None = None
     notes: tuple[str, ...] = field(default=())
+    bytes_written: int | None = None
+    """Overrides the generic output-bytes rule: an in-place ``_foreach_*_`` op returns nothing, yet writes its
+    first list of tensors."""
 
 
 Formula = Callable[[OpCall], Cost]
@@ -411,6 +414,51 @@ def _gelu(c: OpCall) -> Cost:
     0.5·x·(1+tanh(√(2/π)(x+0.044715x³))) = 9 FLOPs/element."""
     per = 9 if c.args.get("approximate", "none") == "tanh" else 5
     return Cost(per * c.out_numel)
+
+
+# ----------------------------------------------------------------------------- foreach (optimizers, clipping)
+FOREACH: dict[str, int] = {
+    **dict.fromkeys(["add", "sub", "mul", "div", "neg", "abs", "maximum", "minimum", "clamp_min", "clamp_max",
+                     "sqrt", "rsqrt", "reciprocal", "sign", "exp", "log", "pow", "sin", "cos", "tanh", "erf",
+                     "floor", "ceil", "round", "trunc", "frac", "expm1", "log1p", "log2", "log10"], 1),
+    "sigmoid": 4, "addcmul": 3, "addcdiv": 3, "lerp": 3,
+}
+"""FLOPs per element of every tensor in the first list, for ``_foreach_<name>`` and ``_foreach_<name>_``:
+the same costs as the single-tensor ops in :data:`ELEMENTWISE` (Adam's and SGD's multi-tensor
+kernels, which CUDA optimizers use by default)."""
+
+
+def _foreach_list(c: OpCall) -> list[T]:
+    """The first tensor-list argument of a ``_foreach_*`` call (the tensors it updates or reads)."""
+    return next((list(v) for v in c.args.values() if isinstance(v, (list, tuple)) and v
+                 and all(isinstance(t, T) for t in v)), [])
+
+
+def _foreach(cost_per_element: int, in_place: bool) -> Formula:
+    def formula(c: OpCall) -> Cost:
+        first = _foreach_list(c)
+        written = sum(t.numel * t.itemsize for t in first) if in_place else None
+        return Cost(cost_per_element * sum(t.numel for t in first), bytes_written=written)
+    formula.__doc__ = (f"{cost_per_element} FLOP(s) per element of each tensor of the first list"
+                       + ("; in place: that list is what it writes" if in_place else ""))
+    return formula
+
+
+for _name, _cost in FOREACH.items():
+    register(*_ops(f"_foreach_{_name}"), op_class="elementwise")(_foreach(_cost, False))
+    register(*_ops(f"_foreach_{_name}_"), op_class="elementwise")(_foreach(_cost, True))
+
+
+@register(*_ops("_foreach_norm"), op_class="reduction")
+def _foreach_norm(c: OpCall) -> Cost:
+    """One vector norm per tensor of the list (``clip_grad_norm_``): 2 FLOPs per element (square + add)."""
+    return Cost(2 * sum(t.numel for t in _foreach_list(c)))
+
+
+@register(*_ops("_foreach_copy_", "_foreach_zero_"), op_class="data_movement")
+def _foreach_move(c: OpCall) -> Cost:
+    """Copies and zero-fills: no arithmetic; the first list is written."""
+    return Cost(0, bytes_written=sum(t.numel * t.itemsize for t in _foreach_list(c)))
 
 
 # ----------------------------------------------------------------------------- reductions

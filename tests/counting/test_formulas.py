@@ -115,3 +115,32 @@ def test_lstm_layer_macs_vs_seed_004() -> None:
 def test_views_are_free_and_not_formulas() -> None:
     assert F.is_view(aten.view) and F.is_view(aten.t) and F.is_view(aten.expand)
     assert F.lookup(aten.view) is None
+
+
+def test_foreach_ops_count_every_tensor_of_their_list() -> None:
+    """A multi-tensor optimizer (foreach=True, the CUDA default) and clip_grad_norm_, counted on real tensors:
+    params of 10 and 6 elements (16 in all)."""
+    from hwprof.counting.counter import count_step
+    from hwprof.stepping.unit import prepare_step
+
+    w = torch.nn.Parameter(torch.ones(10))
+    b = torch.nn.Parameter(torch.ones(6))
+    opt = torch.optim.SGD([w, b], lr=0.1, momentum=0.9, foreach=True)
+
+    def step() -> None:
+        opt.zero_grad()
+        (w.sum() + b.sum()).backward()
+        torch.nn.utils.clip_grad_norm_([w, b], 1.0)
+        opt.step()
+
+    s = prepare_step(step)          # the first run creates the momentum buffers
+    c = count_step(s)
+    s.restore()
+    ops = c.ops.set_index("op")
+    norm = ops.loc["aten._foreach_norm"]
+    assert norm["flops"] == 2 * 16                                   # square + add per element of both grads
+    # SGD with momentum: buf = 0.9 buf + g (_foreach_mul_ + _foreach_add_), p -= lr buf (_foreach_add_)
+    adds = c.ops[(c.ops["op"] == "aten._foreach_add_") & (c.ops["phase"] == "opt")]
+    assert list(adds["flops"]) == [16, 16]
+    assert list(adds["bytes_written"]) == [16 * 4, 16 * 4]           # in place: the first list is written
+    assert "aten._foreach_add_" not in c.uncounted and "aten._foreach_norm" not in c.uncounted
