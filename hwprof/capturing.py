@@ -63,6 +63,7 @@ from hwprof.measuring.passes import (
 )
 from hwprof.measuring.probes import MemoryProbes, PhasePeak, cuda_peaks, cuda_reset_peaks
 from hwprof.measuring.records import MeasureConfig, RunInfo
+from hwprof.measuring.sessions import quiet_profile
 from hwprof.measuring.timers import PerfCounterClock, StepTimer, Stopwatch, TimingStats
 from hwprof.placement import model_float_dtype
 from hwprof.spec import Inputs
@@ -438,13 +439,13 @@ class _Layers(_Role):
 
 class _Ops(_Role):
     def begin(self, cap: Capture) -> None:
-        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler import ProfilerActivity
 
         dev = cap.device
         self.before = storage_bytes(cap.live_tensors()) if dev.type != "cuda" else int(torch.cuda.memory_allocated(dev))
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-        self.prof = profile(activities=activities, profile_memory=True)
-        self.prof.__enter__()
+        self.session = quiet_profile(activities=activities, profile_memory=True)
+        self.prof = self.session.__enter__()
 
     def end(self, cap: Capture) -> None:
         import pandas as pd
@@ -452,14 +453,14 @@ class _Ops(_Role):
         dev = cap.device
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        self.prof.__exit__(None, None, None)
+        self.session.__exit__(None, None, None)
         events = self.prof.events()
         rows = dispatched_ops([e for e in events if e.cpu_parent is None], use_device_time=dev.type == "cuda")
         cap._records.ops = pd.DataFrame(rows, columns=["phase", "op", "time_s"])
         cap._records.trace = summarize(self.prof, self.before, dev.type)
 
     def abort(self, cap: Capture) -> None:
-        self.prof.__exit__(None, None, None)
+        self.session.__exit__(None, None, None)
 
     def opt_pre(self) -> None:
         """A range of the profiler's own around each optimizer step: the profile window ends inside the step's

@@ -91,7 +91,9 @@ def count_step(work: Work, optimizer: Any, world_size: int) -> tuple[Collective,
 def comm_pass(work: Work, optimizer: Any, device: torch.device, iterations: int) -> list[Any]:
     """One untimed step, then ``iterations`` steps under ``torch.profiler`` (CPU events; kernels too on CUDA),
     each phase in ``record_function(PHASE_PREFIX + phase)``; returns the profiler's events."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch.profiler import ProfilerActivity, record_function
+
+    from hwprof.measuring.sessions import quiet_profile
 
     def mark(phase: str) -> contextlib.AbstractContextManager[Any]:
         return record_function(PHASE_PREFIX + phase)
@@ -99,7 +101,7 @@ def comm_pass(work: Work, optimizer: Any, device: torch.device, iterations: int)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with work.optimizers(optimizer) as opts:
         run_step(work, opts, contextlib.nullcontext)   # type: ignore[arg-type]
-        with profile(activities=activities) as prof:
+        with quiet_profile(activities=activities) as prof:
             for _ in range(iterations):
                 run_step(work, opts, mark)
             if device.type == "cuda":

@@ -406,12 +406,14 @@ def alloc_trace_peak(run: Callable[[], None], live_before_bytes: int, device_typ
     of tensor bytes on ``device_type`` ("cpu" or "cuda"; see the module docstring). ``run`` must
     drop what it allocates if the caller wants ``net_bytes`` to be 0; on CUDA the device is
     synchronised before the profiler stops."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
+
+    from hwprof.measuring.sessions import quiet_profile
 
     activities = [ProfilerActivity.CPU]
     if device_type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities, profile_memory=True) as prof:
+    with quiet_profile(activities=activities, profile_memory=True) as prof:
         run()
         if device_type == "cuda":
             torch.cuda.synchronize()

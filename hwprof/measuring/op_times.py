@@ -90,7 +90,9 @@ def profile_ops(run_once: Callable[[], None], device: torch.device, reps: int = 
     under ``torch.profiler``; the median time of each op position over the repetitions.
 
     Returns a DataFrame with columns phase, op, time_s (one row per dispatched op, in order)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
+
+    from hwprof.measuring.sessions import quiet_profile
 
     activities = [ProfilerActivity.CPU]
     cuda = device.type == "cuda"
@@ -99,7 +101,7 @@ def profile_ops(run_once: Callable[[], None], device: torch.device, reps: int = 
     run_once()
     runs: list[list[tuple[str, str, float]]] = []
     for _ in range(max(1, reps)):
-        with profile(activities=activities) as prof:
+        with quiet_profile(activities=activities) as prof:
             run_once()
             if cuda:
                 torch.cuda.synchronize(device)
