@@ -4,10 +4,11 @@ roofline (:mod:`hwprof.llm.generation`) and KV-cache memory (:mod:`hwprof.llm.kv
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import build_model, command_line, emit, out_folder
+from hwprof.cli.common import build_model, command_line, emit, emit_all, out_folder
 from hwprof.device import resolve_device
 from hwprof.report.tables import mib, render
 
@@ -100,18 +101,33 @@ def run_memory(args: argparse.Namespace, device: str) -> int:
     real = build_model(args)[0].eval() if args.validate else None
     gm = generation_memory(meta, prompt=args.prompt, new_tokens=args.new_tokens, batch=args.batch, device=device,
                            real_lm=real)
-    if args.format != "table":
-        emit(render(gm.predictors, args.format), args.out, gm.predictors)
-        return 0
+    emit_all(args, _memory_outputs(args, gm, device))
+    return 0
+
+
+def _memory_outputs(args: argparse.Namespace, gm: Any, device: str) -> dict[str, str]:
+    """Every format of a generation's memory: the table view, and JSON holding all it shows (the components,
+    the KV cache among them, the predictors and the notes, the KV-cache formula's included); CSV and
+    Markdown of the predictors with the components as rows of their own."""
+    import json
+
+    from hwprof.files import to_jsonable
+
     comp = ", ".join(f"{k} {mib(v)} MiB" for k, v in gm.components.items())
     shown = gm.predictors.assign(peak_mib=gm.predictors["peak_bytes"].map(mib),
                                  error=gm.predictors["error_pct"].map(lambda v: "-" if v is None or pd.isna(v)
                                                                       else f"{v:+.2f}%"))
-    emit("\n".join([f"{args.model} generation: prompt {args.prompt}, {args.new_tokens} new tokens, batch {args.batch}, "
-                    f"{gm.config['dtype']}, on {device}", f"components: {comp}", "",
-                    render(shown[["peak_mib", "error"]], "table"), "", *(f"note: {n}" for n in gm.notes)]), args.out,
-         gm.predictors)
-    return 0
+    head = (f"{args.model} generation: prompt {args.prompt}, {args.new_tokens} new tokens, batch {args.batch}, "
+            f"{gm.config['dtype']}, on {device}")
+    table = "\n".join([head, f"components: {comp}", "", render(shown[["peak_mib", "error"]], "table"), "",
+                       *(f"note: {n}" for n in gm.notes)])
+    body = {"model": args.model, "prompt": args.prompt, "new_tokens": args.new_tokens, "batch": args.batch,
+            "device": device, "config": gm.config, "components": gm.components,
+            "predictors": gm.predictors.reset_index().to_dict(orient="records"), "notes": gm.notes}
+    rows = pd.concat([gm.predictors, pd.DataFrame({"peak_bytes": pd.Series(gm.components)}).rename(
+        index=lambda k: f"component:{k}")])
+    return {"table": table, "json": json.dumps(to_jsonable(body), indent=1),
+            **{fmt: render(rows, fmt).rstrip("\n") for fmt in ("csv", "md")}}
 
 
 def run_conventions(args: argparse.Namespace) -> int:

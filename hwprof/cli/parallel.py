@@ -222,11 +222,24 @@ def save_distributed(res: Any, out: Path, text: str, table: pd.DataFrame, comman
     with out_folder(out) as tmp:
         assert tmp is not None
         write_json_atomic(tmp / "distributed.json", res.to_dict())
+        write_json_atomic(tmp / "report.json", report_json(res, table, None))
         write_atomic(tmp / "ranks.csv", render(res.rank_table(), "csv"))
         write_atomic(tmp / "collectives.csv", render(table, "csv", index=False))
         write_atomic(tmp / "phases.csv", render(res.phase_table(), "csv", index=False))
         write_atomic(tmp / "report.txt", text + "\n")
         write_atomic(tmp / "command.txt", command + "\n")
+
+
+def report_json(res: Any, table: pd.DataFrame, note: str | None) -> dict[str, Any]:
+    """The JSON of a distributed measurement: every rank's record, and what the table shows beside them: the
+    per-step totals of the collectives (collectives.csv: per kind and phase, bytes, time, bus bandwidth,
+    placed against the collective ceiling when there is one), the phases per rank and the ranks' table."""
+    from hwprof.files import to_jsonable
+
+    return to_jsonable({**res.to_dict(), "collectives_per_step": table.to_dict(orient="records"),
+                        "phases_per_rank": res.phase_table().to_dict(orient="records"),
+                        "ranks_table": res.rank_table().reset_index().to_dict(orient="records"),
+                        "collective_ceiling_note": note})
 
 
 def _command_line() -> str:
@@ -266,7 +279,7 @@ def _report(args: argparse.Namespace, res: Any, info: GroupInfo, spec: str) -> s
     if args.format == "json":
         import json
 
-        print(json.dumps(res.to_dict(), indent=1))
+        print(json.dumps(report_json(res, table, note), indent=1))
     elif args.format in ("csv", "md"):
         print(render(res.rank_table(), args.format))
     else:

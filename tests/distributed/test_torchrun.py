@@ -68,6 +68,13 @@ def test_a_two_rank_run_matches_the_prediction(parallel: str, tmp_path: Path) ->
         assert fwd.loc["all_gather_into_tensor", "bytes"] == param_bytes
     assert (table["time_s"] > 0).all() and (table["busbw_bytes_per_s"] > 0).all()
     assert {"fwd", "bwd", "step"} == set(res.phase_table()["phase"])
+    # the JSON holds the per-step totals the table prints (collectives.csv), beside every rank's record
+    report = json.loads((out / "report.json").read_text())
+    per_kind: dict[str, int] = {}
+    for row in report["collectives_per_step"]:
+        per_kind[row["kind"]] = per_kind.get(row["kind"], 0) + row["bytes"]
+    assert per_kind == {k: int(v) for k, v in table["bytes"].items()}
+    assert len(report["ranks"]) == 2 and report["phases_per_rank"]
 
 
 def test_fsdp_inference_keeps_the_root_gathered(tmp_path: Path) -> None:

@@ -122,3 +122,25 @@ def test_cli_generation_commands(capsys) -> None:  # type: ignore[no-untyped-def
     assert "training with attention (PaLM)" in capsys.readouterr().out
     assert main(["profile", "hf:bert", "--generate"]) == 2                 # not a causal LM: one line, rc 2
     assert main(["profile", "resnet18", "--batch", "1,4"]) == 2            # a batch list needs --generate
+
+
+def test_generation_memory_json_holds_what_the_table_shows(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--format json of `memory --generate`: the components (the KV cache among them), the predictors and the
+    notes the table prints, and the same numbers in the --out folder's memory.json."""
+    import json
+
+    args = ["memory", "hf:llama", "--config", TINY_LLAMA, "--generate", "--prompt", "16", "--new-tokens", "4",
+            "--batch", "2", "--device", "cpu"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert main([*args, "--format", "json", "--out", str(tmp_path / "o")]) == 0
+    body = json.loads(capsys.readouterr().out)
+    # KV cache = 2 x layers 2 x kv_heads 2 x head_dim 16 x tokens (16 + 4) x batch 2 x 4 B = 20,480 B
+    assert body["components"]["kv_cache"] == 2 * 2 * 2 * 16 * 20 * 2 * 4 == 20_480
+    from hwprof.report.tables import mib
+
+    for name, value in body["components"].items():        # every component of the table's line, by value
+        assert f"{name} {mib(value)} MiB" in table, (name, value)
+    assert any("KV cache: 2 x 2 layers" in n for n in body["notes"]) and all(n in table for n in body["notes"])
+    assert {r["predictor"] for r in body["predictors"]} == {"formula", "simulated"}
+    assert json.loads((tmp_path / "o" / "memory.json").read_text()) == body
