@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from hwprof.amp import ambient_amp
 from hwprof.memory.formula import Inspection, formula, inspect_forward
 from hwprof.memory.seed import seed_per_layer_rule, seed_rule
 from hwprof.memory.simulate import simulate
@@ -115,7 +116,8 @@ def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimize
         optimizer: None (no step), ``"sgd"``, ``"momentum"``, ``"adam"`` or ``"adamw"`` (torch.optim defaults).
         dtype: parameters, buffers and floating inputs; with ``amp=True`` the autocast dtype instead
             (parameters stay fp32; fp16 if ``dtype`` is fp32). ``amp="bf16" | "fp16"`` names the autocast
-            dtype itself (``dtype`` is then ignored).
+            dtype itself (``dtype`` is then ignored). Called inside the user's own ``torch.autocast`` region
+            for ``device``, the prediction autocasts as that region does.
         batch: batch size for a spec string; for tensors it replaces dimension 0.
         device: the device whose memory is predicted: ``"cuda"`` (the caching allocator is modelled)
             or ``"cpu"`` (exact bytes).
@@ -123,6 +125,8 @@ def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimize
         fake_device: where the fake tensors live (default the CPU, with CUDA's dropout and attention
             kernels emulated for a CUDA target); ``"cuda"`` replays on fake CUDA tensors where CUDA exists.
     """
+    if not amp and ambient_amp(device) is not None:   # called inside the user's own autocast region
+        amp = ambient_amp(device) or False
     if isinstance(amp, (str, torch.dtype)):   # amp="bf16": autocast to bf16, the parameters as they are
         dtype, amp = amp, True
     dtype = parse_dtype(dtype)

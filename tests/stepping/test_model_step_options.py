@@ -83,3 +83,14 @@ def test_profile_takes_a_loss_fn_and_counts_it() -> None:
     ops = set(p.counts.ops["op"])
     assert "aten._log_softmax" in ops and "aten.nll_loss_forward" in ops and "aten.nll_loss_backward" in ops
     assert p.summary["optimizer_in_whole_time"] is False and p.summary["optimizer_step_s"] is None
+
+
+def test_estimate_memory_inside_the_users_autocast_predicts_an_autocast_step() -> None:
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+    plain = hwprof.estimate_memory(model, "64", batch=32, device="cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ambient = hwprof.estimate_memory(model, "64", batch=32, device="cpu")
+    asked = hwprof.estimate_memory(model, "64", batch=32, device="cpu", amp="bf16")
+    assert (ambient.config["amp"], ambient.config["dtype"]) == (True, "bfloat16") == (asked.config["amp"],
+                                                                                     asked.config["dtype"])
+    assert ambient.peak_bytes == asked.peak_bytes != plain.peak_bytes   # bf16 activations, fp32 parameters
