@@ -125,8 +125,16 @@ def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimize
         fake_device: where the fake tensors live (default the CPU, with CUDA's dropout and attention
             kernels emulated for a CUDA target); ``"cuda"`` replays on fake CUDA tensors where CUDA exists.
     """
-    if not amp and ambient_amp(device) is not None:   # called inside the user's own autocast region
-        amp = ambient_amp(device) or False
+    ambient = None if amp else ambient_amp(device)
+    if ambient is not None:
+        # inside the user's own autocast region: predict the step that region autocasts, exactly as amp= does,
+        # on a thread of its own (autocast's state, and its cache of cast weights that a nested region keeps
+        # alive past its end, are per thread)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(estimate_memory, model, inputs, mode, optimizer, dtype, ambient, batch, device,
+                               predictors, fake_device).result()
     if isinstance(amp, (str, torch.dtype)):   # amp="bf16": autocast to bf16, the parameters as they are
         dtype, amp = amp, True
     dtype = parse_dtype(dtype)
