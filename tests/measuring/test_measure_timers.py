@@ -11,6 +11,7 @@ import torch
 from measure_helpers import FakeClock
 from torch import nn
 
+from hwprof.measuring import timers
 from hwprof.measuring.runner import measure
 from hwprof.measuring.timers import TimingStats, time_fn
 
@@ -107,10 +108,57 @@ def test_setup_is_outside_the_timed_region() -> None:
     assert calls["setup"] == 3 + 5   # warm-up reps get their setup too
 
 
-def test_l2_flush_runs_in_setup_on_cpu() -> None:
+def test_l2_flush_runs_in_setup_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flush runs before every rep (warm-up included), after ``setup`` and outside the timed
+    region: the spy wraps the real flusher, records each call and "takes" 1 s of the fake clock."""
     clock = FakeClock()
-    stats = time_fn(scripted(clock, [1 * MS]), l2_flush=True, warmup=1, min_reps=3, max_reps=3, clock=clock)
-    assert stats.median_s == pytest.approx(0.001)
+    events: list[str] = []
+    real = timers.make_l2_flusher
+
+    def spy(device: str | torch.device):  # type: ignore[no-untyped-def]
+        flush = real(device)              # the real buffer and its write
+
+        def flush_and_record() -> None:
+            flush()
+            events.append("flush")
+            clock.advance(1_000 * MS)
+        return flush_and_record
+
+    def fn() -> None:
+        events.append("fn")
+        clock.advance(1 * MS)
+
+    monkeypatch.setattr(timers, "make_l2_flusher", spy)
+    stats = time_fn(fn, setup=lambda: events.append("setup"), l2_flush=True, warmup=1, min_reps=3, max_reps=3,
+                    clock=clock)
+    assert events == ["setup", "flush", "fn"] * 4          # 1 warm-up + 3 timed reps, each flushed after setup
+    assert stats.times_s == pytest.approx([0.001] * 3)      # the flush's 1 s is not in any rep
+    events.clear()
+    time_fn(fn, setup=lambda: events.append("setup"), warmup=1, min_reps=3, max_reps=3, clock=clock)
+    assert "flush" not in events                            # l2_flush=False: no flusher is made
+
+
+def test_cpu_l2_flusher_zeroes_a_buffer_of_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, int, torch.dtype]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.seen.append((str(func), args[0].numel(), args[0].dtype))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(timers, "_cpu_l2_bytes", lambda: 2 * 2**20)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert timers.l2_flush_bytes("cpu") == 24 * 2**20       # 4 x 2 MiB L2 x 3 threads = 24 MiB (> the 16 MiB floor)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert timers.l2_flush_bytes("cpu") == 16 * 2**20       # 4 x 2 MiB x 1 = 8 MiB: the 16 MiB floor
+    flush = timers.make_l2_flusher("cpu")
+    with Ops() as ops:
+        flush()
+    assert ops.seen == [("aten.zero_.default", 16 * 2**20, torch.uint8)]   # one write of every byte
 
 
 class Sleeper(nn.Module):
