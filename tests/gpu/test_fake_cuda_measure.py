@@ -161,10 +161,36 @@ def test_l2_flush_buffer_is_counted_and_noted(fake_gpu: FakeGpu) -> None:
     assert any(n.startswith("l2_flush:") for n in m.notes)
 
 
+class FourOps(torch.nn.Module):
+    """mm, sin, exp, add: four aten ops with no aten op below them (each is its own innermost event)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(torch.sin(torch.mm(x, self.w))) + 1
+
+
 def test_per_op_pass_asks_for_device_times(fake_gpu: FakeGpu) -> None:
-    m = measure(TinyNet(), "3x8x8", device="cuda", per_op=True, alloc_trace=False, **QUICK)
-    assert list(m.ops.columns) == ["phase", "op", "time_s"] and len(m.ops)
+    # the fake's kernels: 40, 7, 5 and 3 us, neither the ops' CPU times nor zero
+    fake_gpu.kernel_us = {"aten::mm": 40.0, "aten::sin": 7.0, "aten::exp": 5.0, "aten::add": 3.0}
+    m = measure(FourOps(), "8", batch=4, device="cuda", per_op=True, alloc_trace=False, **QUICK)
+    assert list(m.ops.columns) == ["phase", "op", "time_s"]
+    assert list(m.ops.itertuples(index=False, name=None)) == [
+        ("fwd", "aten.mm", pytest.approx(40e-6)), ("fwd", "aten.sin", pytest.approx(7e-6)),
+        ("fwd", "aten.exp", pytest.approx(5e-6)), ("fwd", "aten.add", pytest.approx(3e-6))]
     assert fake_gpu.calls["profiler.CUDA"] == 3                  # one profiler session per profiled iteration
+
+
+def test_per_op_device_time_sums_the_kernels_below_each_op(fake_gpu: FakeGpu) -> None:
+    # every innermost aten event gets a 2 us kernel: an op is 2 us per innermost event below it (itself
+    # if it has none), never 0
+    fake_gpu.default_kernel_us = 2.0
+    m = measure(TinyNet(), "3x8x8", device="cuda", per_op=True, alloc_trace=False, **QUICK)
+    assert len(m.ops) == 13 and list(m.ops["phase"]) == ["fwd"] * 13
+    us = m.ops["time_s"] * 1e6
+    assert (us >= 2 - 1e-9).all() and all(abs(v / 2 - round(v / 2)) < 1e-6 for v in us)
 
 
 def test_out_of_memory_names_the_phase_and_the_allocator(fake_gpu: FakeGpu) -> None:
