@@ -24,7 +24,8 @@ Pieces (all installed by :func:`install`, undone by the ``monkeypatch`` that ins
   free, used), per-process memory, name, driver, clocks, power limit, temperature.
 * :class:`CudaOnCpu`, a ``TorchFunctionMode``: a tensor asked for on ``"cuda"`` (a factory's
   ``device=``, ``Tensor.to``, ``Module.to``, ``Tensor.cuda``) is made on the CPU instead and its
-  storage counted by the fake allocator until it dies.
+  storage counted by the fake allocator until it dies. Under a ``FakeTensorMode`` (counting, the
+  memory replay) "cuda" stays CUDA: fake CUDA tensors dispatch to CUDA's kernels, as on a GPU.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ class CudaOnCpu(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         to_cuda = False
         name = getattr(func, "__name__", "")
+        if _fake_mode_active():
+            return _fake_on_cuda(func, name, args, kwargs)
         if name != "_parse_to" and "device" in kwargs and _is_cuda(kwargs["device"]):   # Module.to parses first
             kwargs["device"] = torch.device("cpu")
             to_cuda = True
@@ -196,6 +199,25 @@ class CudaOnCpu(TorchFunctionMode):
         if to_cuda:
             self.gpu.track(out)
         return out
+
+
+def _fake_mode_active() -> bool:
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None
+
+
+def _fake_on_cuda(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Under a ``FakeTensorMode`` (counting, the memory replay) "cuda" stays CUDA: fake CUDA tensors
+    need no device, and ops on them dispatch to CUDA's kernels as on a GPU. Only a copy of a fake
+    tensor to CUDA (``.to`` / ``.cuda``), which a CPU build of torch refuses, is made as a new fake
+    CUDA tensor of the same shape, strides and (requested) dtype."""
+    t = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    target = kwargs.get("device", args[1] if len(args) > 1 and not isinstance(args[1], (torch.dtype, torch.Tensor))
+                        else None)
+    if name in ("to", "cuda") and isinstance(t, FakeTensor) and t.device.type != "cuda" \
+            and (name == "cuda" or (target is not None and _is_cuda(target))):
+        dtype = kwargs.get("dtype") or next((a for a in args[1:] if isinstance(a, torch.dtype)), t.dtype)
+        return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dtype, device="cuda")
+    return func(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------- torch.cuda stand-ins
