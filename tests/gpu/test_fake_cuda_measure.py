@@ -228,3 +228,21 @@ def test_time_fn_and_stopwatch_read_events_after_one_sync(fake_gpu: FakeGpu) -> 
     for _ in range(3):
         w.mark()
     assert w.elapsed_s(0, 2) == pytest.approx(2 * STEP_S) and not math.isnan(w.elapsed_s(0, 1))
+
+
+def test_cuda_batches_are_sized_by_the_time_per_rep(fake_gpu: FakeGpu) -> None:
+    """Host clock 1 ms per read, budget 10 ms, min_reps 2. Reads: start 0; batch 1 (2 reps) 1-2 ms: 0.5 ms
+    per rep, 8 ms left -> 16 reps; batch 2 at 3-4 ms: 1/16 ms per rep, 6 ms left -> 96; batch 3 at 5-6 ms
+    -> 384, capped at 100; batch 4 at 7-8 ms -> 200, capped at 100; batch 5 ends at 10 ms: the budget.
+    2 + 16 + 96 + 100 + 100 = 314 reps in 5 batches, one host sync each."""
+    stats = time_fn(lambda: None, device="cuda", warmup=0, min_reps=2, max_reps=1000, budget_s=0.01, target_iqr=0,
+                    clock=FakeClock(1_000_000))
+    assert stats.reps == 314 and stats.stop_reason == "budget"
+    assert fake_gpu.calls["Event.synchronize"] == 5
+
+
+def test_cuda_l2_flush_is_twice_a_large_l2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_cuda import installed
+
+    with installed(monkeypatch, FakeGpu(l2_cache_bytes=50 * 2**20)):
+        assert l2_flush_bytes("cuda") == 100 * 2**20             # 2 x 50 MiB, above the 64 MiB floor

@@ -172,3 +172,34 @@ def test_real_clock_sleep_is_ten_milliseconds_in_seconds() -> None:
     median = m.phases.loc["fwd_nograd", "median_s"]
     assert median == pytest.approx(0.010, abs=0.001)   # seconds, not ms
     assert m.timings["fwd_nograd"].reps >= 10
+
+
+def test_noisy_means_above_ten_percent_and_max_reps_defaults_to_1000() -> None:
+    # [8, 10, 10, 12]: q25 8 + 0.75 x 2 = 9.5, q75 10 + 0.25 x 2 = 10.5, median 10: IQR/median exactly 10%
+    assert TimingStats([8.0, 10.0, 10.0, 12.0]).iqr_over_median == 0.1
+    assert not TimingStats([8.0, 10.0, 10.0, 12.0]).noisy          # "above" 10%: the bound itself is quiet
+    assert TimingStats([8.0, 10.0, 10.0, 12.5]).noisy
+    clock = FakeClock()
+    # 1 and 2 ms alternating never get stable and the budget is never reached: the default max_reps stops it
+    stats = time_fn(scripted(clock, [1 * MS, 2 * MS]), warmup=0, budget_s=1e6, clock=clock, warn_noisy=False)
+    assert stats.reps == 1000 and stats.stop_reason == "max_reps"
+
+
+def test_cpu_l2_size_is_read_from_sysfs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    def level(name: str, lvl: int, size: str) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "level").write_text(f"{lvl}\n")
+        (d / "size").write_text(f"{size}\n")
+
+    real_path = timers.Path
+    monkeypatch.setattr(timers, "Path", lambda p: tmp_path if p == "/sys/devices/system/cpu/cpu0/cache" else real_path(p))
+    level("index0", 1, "48K")
+    level("index2", 2, "1280K")                      # 1280 x 1024 = 1,310,720 B
+    level("index3", 3, "48M")
+    assert timers._cpu_l2_bytes() == 1280 * 2**10
+    level("index4", 2, "2M")                         # the largest L2 listed: 2 x 2**20
+    assert timers._cpu_l2_bytes() == 2 * 2**20
+    for d in tmp_path.iterdir():
+        (d / "level").write_text("1\n")
+    assert timers._cpu_l2_bytes() == 2 * 2**20       # no L2 at all: 2 MiB
