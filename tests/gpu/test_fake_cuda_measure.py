@@ -231,12 +231,14 @@ def test_time_fn_and_stopwatch_read_events_after_one_sync(fake_gpu: FakeGpu) -> 
 
 
 def test_cuda_batches_are_sized_by_the_time_per_rep(fake_gpu: FakeGpu) -> None:
-    """Host clock 1 ms per read, budget 10 ms, min_reps 2. Reads: start 0; batch 1 (2 reps) 1-2 ms: 0.5 ms
+    """Host clock 1 ms per read, budget 10 ms, min_reps 2. Reads (from the start): start 0; batch 1 (2 reps) 1-2 ms: 0.5 ms
     per rep, 8 ms left -> 16 reps; batch 2 at 3-4 ms: 1/16 ms per rep, 6 ms left -> 96; batch 3 at 5-6 ms
     -> 384, capped at 100; batch 4 at 7-8 ms -> 200, capped at 100; batch 5 ends at 10 ms: the budget.
     2 + 16 + 96 + 100 + 100 = 314 reps in 5 batches, one host sync each."""
+    clock = FakeClock(1_000_000)
+    clock.t = 5_000_000_000                  # the host clock does not start at 0: only differences count
     stats = time_fn(lambda: None, device="cuda", warmup=0, min_reps=2, max_reps=1000, budget_s=0.01, target_iqr=0,
-                    clock=FakeClock(1_000_000))
+                    clock=clock)
     assert stats.reps == 314 and stats.stop_reason == "budget"
     assert fake_gpu.calls["Event.synchronize"] == 5
 

@@ -33,6 +33,7 @@ def test_inference_chain_allocated_and_reserved() -> None:
     # (Sequential drops y1 only when the ReLU returns); later r1 + y2: 3 x 16,384 at most
     assert r.peak_requested_bytes == 2 * P + 3 * X == 8_445_952
     assert list(r.phase_peaks["iteration"].unique()) == [0]      # inference: one forward, no second iteration
+    assert r.components["activations_saved"] == 0                 # no grad: nothing is saved for a backward
     # every size is a multiple of 512: the caching allocator adds nothing
     assert r.peak_allocated_bytes == 8_445_952
     # reserved: the two 4 MiB weights (1..10 MiB) share one 20 MiB segment (split, 16 MiB then 12 MiB
