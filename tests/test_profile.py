@@ -229,9 +229,25 @@ def test_profile_end_to_end_cpu(tiny_profile: hwprof.Profile) -> None:
     assert (lay["flops"] == lay["flops_fwd"] + lay["flops_bwd"]).all()
     assert lay.loc["3", "variant"] == "depthwise"
     assert (lay["time_s"] > 0).all()
+    # FLOPs of the training step by hand (batch 2, 16x16: 4096 outputs per 8-channel map; docs/CONVENTIONS.md):
+    #   conv 3->8 3x3: 2 x 4096 x 27 = 221,184 forward; backward grad_weight 221,184 + bias 4096 (no
+    #     grad_input: the model's input needs none) = 225,280
+    #   batch norm (train): 8 x 4096 = 32,768 + 1 (num_batches_tracked += 1); backward 10 x 4096 = 40,960
+    #   ReLU 4096; backward 4096
+    #   depthwise 3x3: 2 x 4096 x 9 = 73,728; backward grad_input + grad_weight 2 x 73,728 + bias 4096 = 151,552
+    #   Linear 2048 -> 10: 2 x 2 x 2048 x 10 = 81,920; backward 2 x 81,920 + bias 2 x 10 = 163,860
+    # forward 413,697 + backward 585,748 = 999,445
+    expected = {"0": 221_184 + 225_280, "1": 32_769 + 40_960, "2": 4096 + 4096, "3": 73_728 + 151_552,
+                "4": 0, "5": 81_920 + 163_860}
+    assert {k: int(v) for k, v in lay["flops"].items() if k} == expected
     s = tiny_profile.summary
-    assert s["flops"] == tiny_profile.counts.totals["flops_fwd"] + tiny_profile.counts.totals["flops_bwd"]
-    assert 0 < s["fraction_of_peak"]
+    assert s["flops"] == 999_445
+    # the whole model's time is the measured forward + backward (the optimizer step left out), held to the
+    # fp32 roof of FAKE_CEILINGS (100 GFLOP/s)
+    m = tiny_profile.measurement.phases["median_s"]
+    assert s["whole_model_time_s"] == pytest.approx(m["fwd"] + m["bwd"]) and "step" in m
+    assert s["peak_key"] == "fp32" and s["peak_flop_per_s"] == 100e9
+    assert s["fraction_of_peak"] == pytest.approx(999_445 / (m["fwd"] + m["bwd"]) / 100e9)
     assert isinstance(tiny_profile.measurement, hwprof.measuring.records.Measurement)
     assert tiny_profile.config["optimizer"] == "sgd" and tiny_profile.config["dtype"] == "float32"
 

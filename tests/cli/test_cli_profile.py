@@ -134,9 +134,9 @@ def test_default_profiles_mobilenet_and_dense_twin(tmp_path: Path) -> None:
     assert len(comp) == 2 or (len(comp) == 3 and comp[2].startswith("Warning: the 1-minute load average was "))
     m = TWIN.match(comp[1])
     assert m is not None, comp[1]
-    # FLOPs: 9.75 G vs 1.16 G forward (README's counts) -> 8.4x; the paired ratio within its own spread
+    # FLOPs: 9.75 G vs 1.16 G forward (README's counts) -> 8.4x. The times are real here and not checked;
+    # the line's ratio, quartiles and achieved rates from given times: test_twin_lines_take_the_paired_ratio
     assert m["flops"] == "8.4" and int(m["n"]) >= 3
-    assert float(m["q25"]) <= float(m["ratio"]) + 0.05 and float(m["ratio"]) <= float(m["q75"]) + 0.05
     out = tmp_path / "o"
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "manifest.json", "mobilenet_v1",
                                                     "mobilenet_v1_dense"]

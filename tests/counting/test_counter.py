@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
 import hwprof
 from hwprof import zoo
@@ -124,10 +123,22 @@ def test_an_exception_caught_inside_a_forward_leaves_the_records_whole() -> None
 
 
 def test_identical_runs_give_identical_numbers() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
     m = zoo.build("transformer_encoder")[0]
     a, b = hwprof.count(m, "long:32", backward=True), hwprof.count(m, "long:32", backward=True)
-    pd_eq = a.ops.drop(columns=[]).equals(b.ops)
-    assert pd_eq and a.totals == b.totals
+    assert a.ops.equals(b.ops) and a.totals == b.totals
+    # and the numbers both runs agree on are right: every op counted (no NaN), and the linear layers'
+    # matmuls, forward and backward, equal FlopCounterMode's on the same step
+    assert len(a.ops) == 78 and a.ops["flops"].notna().all() and not a.uncounted
+    fcm = FlopCounterMode(display=False)
+    with fcm:
+        m(*hwprof.spec.as_input_tuple("long:32", batch=1)).float().sum().backward()
+    m.zero_grad(set_to_none=True)
+    theirs = {f"aten.{str(k).split('.')[-1]}": v for k, v in fcm.get_flop_counts()["Global"].items()}
+    ours = a.ops.groupby("op")["flops"].sum()
+    for op in ("aten.addmm", "aten.mm"):
+        assert ours[op] == theirs[op] > 0, op
 
 
 def test_meta_model_counts_without_memory() -> None:
@@ -190,11 +201,15 @@ def test_model_left_exactly_as_it_was() -> None:
         assert after[key] == before[key], key
     assert model.conv1.weight.grad is sentinel and [g is None for g in after["grads"][1:]] == [
         g is None for g in before["grads"][1:]]
-    # a failing count leaves it untouched too
+    # a failing count leaves it untouched too: the same snapshot as before either count
     with pytest.raises(InputShapeError):
         hwprof.count(model, "4x32x32", backward=True)
-    assert _snapshot(model)["global"] == before["global"]
-    assert copy.deepcopy(model) is not None
+    failed = _snapshot(model)
+    assert all(torch.equal(before["state"][k], v) for k, v in failed["state"].items())
+    for key in ("keys", "training", "requires_grad", "hooks", "global", "attrs", "buffers"):
+        assert failed[key] == before[key], key
+    assert model.conv1.weight.grad is sentinel
+    assert all(not isinstance(t, FakeTensor) for t in (*model.parameters(), *model.buffers()))
 
 
 def test_dtype_changes_bytes_not_flops() -> None:

@@ -112,6 +112,36 @@ def test_lstm_layer_macs_vs_seed_004() -> None:
     assert cost.flops == 196_800
 
 
+@pytest.mark.parametrize("mode,gates,elementwise", [
+    (0, 1, 3), (1, 1, 3),   # RNN (ReLU or tanh): 1 gate; 2 bias adds + the activation = 3H per row
+    (3, 3, 20),             # GRU (r, z, n): bias adds 6H, 2 sigmoids 8H, tanh H, r.(W h + b) H, add H, mix 3H
+])
+def test_rnn_and_gru_layer_costs(mode: int, gates: int, elementwise: int) -> None:
+    # T*B = 15 rows, C_in 16, H 32: MACs = 15 * (G*H*C_in + G*H*H); FLOPs = 2 MACs + 15 * elementwise * H
+    h = 32
+    call = OpCall("aten.mkldnn_rnn_layer", {"input": T((5, 3, 16)), "weight0": T((gates * h, 16)),
+                                            "weight1": T((gates * h, h)), "mode": mode, "hidden_size": h,
+                                            "batch_first": False})
+    cost = F.REGISTRY[aten.mkldnn_rnn_layer](call)
+    macs = 15 * (gates * h * 16 + gates * h * h)     # RNN 23,040; GRU 69,120
+    assert cost.macs == macs and cost.flops == 2 * macs + 15 * elementwise * h
+    assert F.rnn_gates(mode) == gates
+
+
+def test_rms_norm_and_avg_pool_backward() -> None:
+    x = T((2, 8, 64))                                  # 1,024 elements
+    rms = F.REGISTRY[aten._fused_rms_norm]
+    # square + add 2, normalise 1 per element; the weight's multiply 1 more
+    assert rms(OpCall("aten._fused_rms_norm", {"input": x, "normalized_shape": [64], "weight": T((64,)),
+                                               "eps": 1e-6})).flops == 4 * 1024
+    assert rms(OpCall("aten._fused_rms_norm", {"input": x, "normalized_shape": [64], "weight": None,
+                                               "eps": 1e-6})).flops == 3 * 1024
+    # each of the 1x4x4x4 = 64 output gradients spread over its 2x2 window: 256 FLOPs
+    bwd = OpCall("aten.avg_pool2d_backward", {"grad_output": T((1, 4, 4, 4)), "self": T((1, 4, 8, 8)),
+                                              "kernel_size": [2, 2], "stride": [2, 2]})
+    assert F.REGISTRY[aten.avg_pool2d_backward](bwd).flops == 256
+
+
 def test_views_are_free_and_not_formulas() -> None:
     assert F.is_view(aten.view) and F.is_view(aten.t) and F.is_view(aten.expand)
     assert F.lookup(aten.view) is None
@@ -144,3 +174,21 @@ def test_foreach_ops_count_every_tensor_of_their_list() -> None:
     assert list(adds["flops"]) == [16, 16]
     assert list(adds["bytes_written"]) == [16 * 4, 16 * 4]           # in place: the first list is written
     assert "aten._foreach_add_" not in c.uncounted and "aten._foreach_norm" not in c.uncounted
+
+
+def test_fused_encoder_layer_flops_equal_the_unfused_ops() -> None:
+    """nn.TransformerEncoderLayer(64, 4, 128) on 2x10x64 in eval: without grad it runs one fused
+    ``_transformer_encoder_layer_fwd``, with grad the ops one by one (dropout off). The fused formula:
+    2 x MACs (680,960: test_peers) + softmax 5 x 2*4*10*10 = 4,000 + two layer norms 8 x 2 x 1,280 =
+    20,480 + ReLU 2*10*128 = 2,560 + two residual adds 2 x 1,280 = 2,560: 1,391,520. The unfused path
+    counts the same but for the in-projection's bias, added apart from its mm: 3 x 64 x 20 = 3,840."""
+    import hwprof
+
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, batch_first=True).eval()
+    x = torch.randn(2, 10, 64)
+    fused = hwprof.count(layer, x, backward=False)
+    assert set(fused.ops["op"]) == {"aten._transformer_encoder_layer_fwd"}
+    assert fused.totals["flops_fwd"] == 2 * 680_960 + 4_000 + 20_480 + 2_560 + 2_560 == 1_391_520
+    unfused = hwprof.count(layer, x, backward=True)
+    assert "aten._transformer_encoder_layer_fwd" not in set(unfused.ops["op"])
+    assert unfused.totals["flops_fwd"] == 1_391_520 + 3_840

@@ -1,5 +1,8 @@
-"""The CLI commands whose whole output is pinned by a golden file (deterministic: counts and
-memory predictions on fake tensors, no timing). Regenerate every file after an intended change:
+"""The CLI commands whose whole output is pinned by a golden file: counts and memory predictions on
+fake tensors (deterministic as they are), and the JSON of ``measure``, ``profile`` and ``ceilings`` on
+a scripted machine (``fake_machine.py``: fake clock, profiler times, probes and ceiling trials, the
+machine-specific fields masked). README.md says which numbers of each file are derived elsewhere and
+where. Regenerate every file after an intended change:
 
     .venv/bin/python tests/golden/regenerate.py      (or: make golden)
 
@@ -38,20 +41,33 @@ CASES: dict[str, list[str]] = {
                                        "--format", "csv"],
 }
 
+_MLP = ["golden_models:mlp", "--input", "64", "--batch", "8", "--device", "cpu"]
+# name -> argv, run on the scripted machine of fake_machine.py and masked there
+FAKE_MACHINE_CASES: dict[str, list[str]] = {
+    "measure-mlp-train.json": ["measure", *_MLP, "--mode", "train", "--optimizer", "sgd", "--per-layer", "--per-op",
+                               "--threads", "1", "--budget", "0.01", "--format", "json"],
+    "profile-mlp.json": ["profile", *_MLP, "--budget", "0.01", "--quick", "--no-html", "--format", "json"],
+    "ceilings-cpu-quick.json": ["ceilings", "--device", "cpu", "--quick", "--refresh", "--format", "json"],
+}
+CASES.update(FAKE_MACHINE_CASES)
+
 # values that change with the installation, not with hwprof's behaviour
 _VOLATILE = [(re.compile(r'("torch": )"[^"]*"'), r'\1"<torch>"')]
 
 
 def run_cli(argv: list[str]) -> str:
     """stdout of ``hwprof argv`` run in this process (exit code 0 asserted), volatile fields masked."""
+    from fake_machine import fake_machine, mask
+
     from hwprof.cli import main
 
+    scripted = argv in FAKE_MACHINE_CASES.values()
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    with contextlib.redirect_stdout(buf), fake_machine() if scripted else contextlib.nullcontext():
         rc = main(list(argv))
     if rc != 0:
         raise AssertionError(f"hwprof {' '.join(argv)} exited {rc}")
-    text = buf.getvalue()
+    text = mask(buf.getvalue()) if scripted else buf.getvalue()
     for pattern, repl in _VOLATILE:
         text = pattern.sub(repl, text)
     return text

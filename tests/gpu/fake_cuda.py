@@ -24,7 +24,8 @@ Pieces (all installed by :func:`install`, undone by the ``monkeypatch`` that ins
   free, used), per-process memory, name, driver, clocks, power limit, temperature.
 * :class:`CudaOnCpu`, a ``TorchFunctionMode``: a tensor asked for on ``"cuda"`` (a factory's
   ``device=``, ``Tensor.to``, ``Module.to``, ``Tensor.cuda``) is made on the CPU instead and its
-  storage counted by the fake allocator until it dies.
+  storage counted by the fake allocator until it dies. Under a ``FakeTensorMode`` (counting, the
+  memory replay) "cuda" stays CUDA: fake CUDA tensors dispatch to CUDA's kernels, as on a GPU.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class FakeGpu:
     clock that advances ``event_step_ns`` per read, so every event pair spans a whole number of
     steps). ``capacity_bytes`` (default ``total_memory_bytes``) is where the allocator raises
     ``torch.cuda.OutOfMemoryError``; ``set_per_process_memory_fraction`` moves it.
+    ``kernel_us``: the device time (microseconds) of the one kernel the fake profiler gives each
+    aten op of that name in a profiled run (``"aten::mm"``); ``default_kernel_us`` that of the kernel
+    each other innermost aten op gets, unless it runs inside a listed one. They are not CPU times
+    and not zero, so a reader of the wrong field gets other numbers.
     """
 
     name: str = "NVIDIA H200"
@@ -84,6 +89,8 @@ class FakeGpu:
     driver: str = "580.00 (fake)"
     context_bytes: int = 500 * 2**20
     event_step_ns: int = 1_000_000
+    kernel_us: dict[str, float] = field(default_factory=dict)
+    default_kernel_us: float = 1.0
     clock: Any = None
     fraction: float = 1.0
     allocated_bytes: int = 0
@@ -177,6 +184,8 @@ class CudaOnCpu(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         to_cuda = False
         name = getattr(func, "__name__", "")
+        if _fake_mode_active():
+            return _fake_on_cuda(func, name, args, kwargs)
         if name != "_parse_to" and "device" in kwargs and _is_cuda(kwargs["device"]):   # Module.to parses first
             kwargs["device"] = torch.device("cpu")
             to_cuda = True
@@ -190,6 +199,25 @@ class CudaOnCpu(TorchFunctionMode):
         if to_cuda:
             self.gpu.track(out)
         return out
+
+
+def _fake_mode_active() -> bool:
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None
+
+
+def _fake_on_cuda(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Under a ``FakeTensorMode`` (counting, the memory replay) "cuda" stays CUDA: fake CUDA tensors
+    need no device, and ops on them dispatch to CUDA's kernels as on a GPU. Only a copy of a fake
+    tensor to CUDA (``.to`` / ``.cuda``), which a CPU build of torch refuses, is made as a new fake
+    CUDA tensor of the same shape, strides and (requested) dtype."""
+    t = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    target = kwargs.get("device", args[1] if len(args) > 1 and not isinstance(args[1], (torch.dtype, torch.Tensor))
+                        else None)
+    if name in ("to", "cuda") and isinstance(t, FakeTensor) and t.device.type != "cuda" \
+            and (name == "cuda" or (target is not None and _is_cuda(target))):
+        dtype = kwargs.get("dtype") or next((a for a in args[1:] if isinstance(a, torch.dtype)), t.dtype)
+        return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=dtype, device="cuda")
+    return func(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------- torch.cuda stand-ins
@@ -414,16 +442,45 @@ def fake_pynvml(gpu: FakeGpu, process_listed: bool = True) -> types.ModuleType:
 
 def _profiler_class(gpu: FakeGpu) -> type:
     """``torch.profiler.profile`` without the CUDA activity (a CPU build has no CUPTI: asked for
-    it, the profiler falls back to legacy CUDA events and fails slowly); the request is counted."""
+    it, the profiler falls back to legacy CUDA events and fails slowly); the request is counted.
+
+    Asked for CUDA, its ``events()`` carry device times as a CUDA run's would: an aten event named
+    in ``gpu.kernel_us`` gets one kernel of that many microseconds; an innermost aten event (no
+    aten op below it) outside the listed ones gets one of ``gpu.default_kernel_us``. torch's own
+    ``device_time_total`` sums the kernels of an event and of the events below it."""
     base = torch.profiler.profile
 
     class profile(base):  # type: ignore[misc, valid-type]  # noqa: N801 - torch's name
         def __init__(self, *args: Any, activities: Any = None, **kwargs: Any) -> None:
-            if activities is not None and torch.profiler.ProfilerActivity.CUDA in activities:
+            self._fake_kernels = activities is not None and torch.profiler.ProfilerActivity.CUDA in activities
+            self._kernels_added = False
+            if self._fake_kernels:
                 gpu.called("profiler.CUDA")
                 activities = [a for a in activities if a != torch.profiler.ProfilerActivity.CUDA]
             super().__init__(*args, activities=activities, **kwargs)
+
+        def events(self) -> Any:
+            events = super().events()
+            if self._fake_kernels and not self._kernels_added:
+                self._kernels_added = True
+                for e in events:
+                    e.use_device = "cuda"
+                    if e.name in gpu.kernel_us:
+                        e.append_kernel(f"fake_kernel<{e.name}>", 0, gpu.kernel_us[e.name])
+                    elif (e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children)
+                          and not _inside_listed(e, gpu.kernel_us)):
+                        e.append_kernel(f"fake_kernel<{e.name}>", 0, gpu.default_kernel_us)
+            return events
     return profile
+
+
+def _inside_listed(e: Any, names: dict[str, float]) -> bool:
+    p = e.cpu_parent
+    while p is not None:
+        if p.name in names:
+            return True
+        p = p.cpu_parent
+    return False
 
 
 # ---------------------------------------------------------------------- install

@@ -124,16 +124,29 @@ def test_train_per_layer_pairs_and_allocator_trace(fake_gpu: FakeGpu) -> None:
     for phase in ("fwd", "bwd", "step"):
         assert m.timings[phase].median_s == pytest.approx(STEP_S)
         assert m.memory[f"alloc_peak_bytes_{phase}"] is not None
-    s = m.layer_sum
-    for ph in ("fwd", "bwd"):
-        assert s[f"{ph}_pairs"] == 2
-        # the unhooked rep is one event pair: 1 ms; the hooked rep's self times are whole steps
-        assert s[f"{ph}_paired_whole_s"] == pytest.approx(STEP_S)
-        assert s[f"{ph}_paired_ratio"] == pytest.approx(s[f"{ph}_layer_sum_s"] / STEP_S, rel=0.5)
+    # Every event the hooks record is one 1 ms step after the previous one. Forward: TinyNet's 16 module
+    # calls record a start and an end event each, nested as the calls are, so a leaf spans 1 step and a
+    # parent with k children 2k + 1 steps of which k + 1 are its own. Backward: each autograd node is
+    # bracketed by a pre- and a post-hook event, 1 step, and a module's backward self time is its nodes:
+    # Conv2d with bias 3 (ConvolutionBackward0, 2 AccumulateGrad), BatchNorm2d 3, ReLU 1, the blocks'
+    # bias-free conv 2, each Block's residual add 1, the pool 1, Linear 4 (AddmmBackward0, TBackward0,
+    # 2 AccumulateGrad), the root's flatten 1; a Sequential creates none.
+    #               fwd_s  fwd_incl  bwd_s  bwd_incl   (ms)
+    expected = {"": (5, 31, 1, 27), "stem": (4, 7, 0, 7), "stem.0": (1, 1, 3, 3), "stem.1": (1, 1, 3, 3),
+                "stem.2": (1, 1, 1, 1), "blocks": (3, 17, 0, 14), "pool": (1, 1, 1, 1), "fc": (1, 1, 4, 4)}
+    for b in ("blocks.0", "blocks.1"):
+        expected |= {b: (4, 7, 1, 7), f"{b}.conv": (1, 1, 2, 2), f"{b}.bn": (1, 1, 3, 3), f"{b}.relu": (1, 1, 1, 1)}
     lay = m.layers
-    assert (lay["fwd_s"] >= 0).all() and (lay["bwd_s"] >= 0).all()
-    assert lay["fwd_s"].sum() == pytest.approx(lay.loc["", "fwd_incl_s"])
-    assert all(v * 1e3 == pytest.approx(round(v * 1e3)) for v in lay["fwd_incl_s"])   # whole 1 ms steps
+    got = {p: tuple(round(v * 1e3, 9) for v in row) for p, row in
+           zip(lay.index, lay[["fwd_s", "fwd_incl_s", "bwd_s", "bwd_incl_s"]].itertuples(index=False), strict=True)}
+    assert got == expected
+    s = m.layer_sum
+    # the unhooked rep is one event pair: 1 ms; the hooked one's self times sum to 31 ms forward (16 calls:
+    # 32 events, 31 steps) and 27 ms backward (27 hooked nodes)
+    for ph, layer_sum_ms in (("fwd", 31), ("bwd", 27)):
+        assert s[f"{ph}_pairs"] == 2 and s[f"{ph}_paired_whole_s"] == pytest.approx(STEP_S)
+        assert s[f"{ph}_layer_sum_s"] == pytest.approx(layer_sum_ms * STEP_S)
+        assert s[f"{ph}_paired_ratio"] == pytest.approx(layer_sum_ms)
     # the trace pass starts from what the allocator holds (memory_allocated: the copy and the input,
     # not the 2 MiB reserved, nor a sum of storages)
     assert m.memory["alloc_trace_live_before_bytes"] == _bytes(*model.parameters(), *model.buffers()) + 4 * 3 * 8 * 8 * 4
@@ -148,10 +161,36 @@ def test_l2_flush_buffer_is_counted_and_noted(fake_gpu: FakeGpu) -> None:
     assert any(n.startswith("l2_flush:") for n in m.notes)
 
 
+class FourOps(torch.nn.Module):
+    """mm, sin, exp, add: four aten ops with no aten op below them (each is its own innermost event)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(torch.sin(torch.mm(x, self.w))) + 1
+
+
 def test_per_op_pass_asks_for_device_times(fake_gpu: FakeGpu) -> None:
-    m = measure(TinyNet(), "3x8x8", device="cuda", per_op=True, alloc_trace=False, **QUICK)
-    assert list(m.ops.columns) == ["phase", "op", "time_s"] and len(m.ops)
+    # the fake's kernels: 40, 7, 5 and 3 us, neither the ops' CPU times nor zero
+    fake_gpu.kernel_us = {"aten::mm": 40.0, "aten::sin": 7.0, "aten::exp": 5.0, "aten::add": 3.0}
+    m = measure(FourOps(), "8", batch=4, device="cuda", per_op=True, alloc_trace=False, **QUICK)
+    assert list(m.ops.columns) == ["phase", "op", "time_s"]
+    assert list(m.ops.itertuples(index=False, name=None)) == [
+        ("fwd", "aten.mm", pytest.approx(40e-6)), ("fwd", "aten.sin", pytest.approx(7e-6)),
+        ("fwd", "aten.exp", pytest.approx(5e-6)), ("fwd", "aten.add", pytest.approx(3e-6))]
     assert fake_gpu.calls["profiler.CUDA"] == 3                  # one profiler session per profiled iteration
+
+
+def test_per_op_device_time_sums_the_kernels_below_each_op(fake_gpu: FakeGpu) -> None:
+    # every innermost aten event gets a 2 us kernel: an op is 2 us per innermost event below it (itself
+    # if it has none), never 0
+    fake_gpu.default_kernel_us = 2.0
+    m = measure(TinyNet(), "3x8x8", device="cuda", per_op=True, alloc_trace=False, **QUICK)
+    assert len(m.ops) == 13 and list(m.ops["phase"]) == ["fwd"] * 13
+    us = m.ops["time_s"] * 1e6
+    assert (us >= 2 - 1e-9).all() and all(abs(v / 2 - round(v / 2)) < 1e-6 for v in us)
 
 
 def test_out_of_memory_names_the_phase_and_the_allocator(fake_gpu: FakeGpu) -> None:
@@ -189,3 +228,23 @@ def test_time_fn_and_stopwatch_read_events_after_one_sync(fake_gpu: FakeGpu) -> 
     for _ in range(3):
         w.mark()
     assert w.elapsed_s(0, 2) == pytest.approx(2 * STEP_S) and not math.isnan(w.elapsed_s(0, 1))
+
+
+def test_cuda_batches_are_sized_by_the_time_per_rep(fake_gpu: FakeGpu) -> None:
+    """Host clock 1 ms per read, budget 10 ms, min_reps 2. Reads (from the start): start 0; batch 1 (2 reps) 1-2 ms: 0.5 ms
+    per rep, 8 ms left -> 16 reps; batch 2 at 3-4 ms: 1/16 ms per rep, 6 ms left -> 96; batch 3 at 5-6 ms
+    -> 384, capped at 100; batch 4 at 7-8 ms -> 200, capped at 100; batch 5 ends at 10 ms: the budget.
+    2 + 16 + 96 + 100 + 100 = 314 reps in 5 batches, one host sync each."""
+    clock = FakeClock(1_000_000)
+    clock.t = 5_000_000_000                  # the host clock does not start at 0: only differences count
+    stats = time_fn(lambda: None, device="cuda", warmup=0, min_reps=2, max_reps=1000, budget_s=0.01, target_iqr=0,
+                    clock=clock)
+    assert stats.reps == 314 and stats.stop_reason == "budget"
+    assert fake_gpu.calls["Event.synchronize"] == 5
+
+
+def test_cuda_l2_flush_is_twice_a_large_l2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fake_cuda import installed
+
+    with installed(monkeypatch, FakeGpu(l2_cache_bytes=50 * 2**20)):
+        assert l2_flush_bytes("cuda") == 100 * 2**20             # 2 x 50 MiB, above the 64 MiB floor

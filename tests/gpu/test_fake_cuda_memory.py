@@ -10,6 +10,7 @@ verdict on a predictor."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -110,5 +111,15 @@ def test_time_budget_records_the_points_left(tmp_path: Path) -> None:
 def test_cli_validates_on_cuda(fake_gpu: FakeGpu, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["memory", "lenet5", "--device", "cuda", "--validate", "--batch", "2", "--mode", "inference",
                      "--budget", "0.01", "--format", "csv"]) == 0
-    out = capsys.readouterr().out
-    assert "measured_alloc_peak_bytes" in out and "reserved_error_pct" in out
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="predictor")
+    # the fake allocator holds LeNet-5's copy, 431,080 x 4 = 1,724,320 B, and the input, 2 x 28 x 28 x 4
+    # = 6,272 B: 1,730,592 B, in one 2 MiB segment; NVML's used memory above its baseline is that segment
+    measured = 431_080 * 4 + 2 * 28 * 28 * 4
+    assert (df["measured_alloc_peak_bytes"] == measured).all() and measured == 1_730_592
+    assert (df["measured_reserved_peak_bytes"] == 2 * 2**20).all()
+    assert (df["nvml_used_minus_baseline_bytes"] == 2 * 2**20).all()
+    # seed 000 in inference: params + input + the 7 leaf outputs at batch 2 (conv1 92,160, pool1 23,040,
+    # conv2 25,600, pool2 6,400, fc1 4,000, its in-place relu 4,000 again, fc2 80 = 155,280 B)
+    seed = 1_724_320 + 6_272 + 155_280
+    assert df.loc["seed", "peak_predicted_bytes"] == seed
+    assert df.loc["seed", "error_pct"] == pytest.approx(100 * 155_280 / measured)     # +8.97%

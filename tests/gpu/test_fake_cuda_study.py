@@ -107,11 +107,29 @@ def test_model_level_profiles_on_cuda(fake_gpu: FakeGpu, monkeypatch: pytest.Mon
     assert m.loc["resnet18", "depthwise_time_share"] == 0.0      # no depthwise layer: nothing to time
 
 
+class _Attention(torch.nn.Module):
+    """A Linear, then SDPA on (batch, 2 heads, 4 tokens, 8): the CPU counts SDPA as one
+    ``_scaled_dot_product_flash_attention_for_cpu``; fake CUDA tensors dispatch it to CUDA's kernels
+    (on a CPU build of torch its math path: mul, mul, bmm, _safe_softmax, bmm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.proj(x)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
 def test_profile_counts_with_cuda_kernels(fake_gpu: FakeGpu) -> None:
-    p = hwprof.profile(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), "8", device="cuda",
-                       ceilings=H200, budget_s=0.0)
+    p = hwprof.profile(_Attention(), "2x4x8", device="cuda", ceilings=H200, budget_s=0.0)
     assert p.measurement.math_modes.device_type == "cuda" and p.measurement.run.device == "cuda:0"
-    assert p.summary["peak_key"] == "fp32" and p.layers.loc["0", "roof_key"] == "fp32"
+    assert p.summary["peak_key"] == "fp32" and p.layers.loc["proj", "roof_key"] == "fp32"
+    # the counted kernels are CUDA's: what hwprof.count gives for device="cuda", not for the CPU
+    cpu = list(hwprof.count(_Attention(), "2x4x8", device="cpu").ops["op"])
+    cuda = list(hwprof.count(_Attention(), "2x4x8", device="cuda").ops["op"])
+    assert cpu == ["aten.addmm", "aten._scaled_dot_product_flash_attention_for_cpu"] and cuda != cpu
+    assert list(p.counts.ops["op"]) == cuda and p.counts.config["device"] == "cuda"
 
 
 def test_verify_script_on_cuda(fake_gpu: FakeGpu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,9 @@ Tiny llama (tests/llm/hf_configs.py): L=2 layers, d=64, H=4 heads of Q=16, 2 KV 
 
 from __future__ import annotations
 
+from typing import Any
+
+import pandas as pd
 import pytest
 import torch
 from hf_configs import TINY_LLAMA
@@ -87,14 +90,46 @@ def test_generation_study_batching_raises_decode_intensity(real_lm: torch.nn.Mod
     assert t.loc[("prefill", 1), "tokens"] == 16
     # decode reads every weight for each batch of tokens: 4 sequences do ~4x the FLOPs for about the same bytes
     assert t.loc[("decode", 4), "intensity"] > 2.5 * t.loc[("decode", 1), "intensity"]
-    row = t.loc[("decode", 1)]
-    assert row["mfu"] == pytest.approx(row["achieved_flop_per_s"] / 100e9)
-    assert row["mbu"] == pytest.approx(row["achieved_bytes_per_s"] / 20e9)
-    assert row["tokens_per_s"] == pytest.approx(1 / row["time_s"])
-    assert row["above_roof"] == (row["achieved_flop_per_s"] > min(100e9, row["intensity"] * 20e9))
+    # each row's tokens, FLOPs and bytes are the phase module's count, its time the measurement's median
+    for (phase, b), row in t.iterrows():
+        run = next(x for x in r.runs if (x.phase, x.batch) == (phase, b))
+        assert row["flops"] == run.count.totals["flops_fwd"] and row["bytes"] == run.count.totals["bytes_fwd"]
+        assert row["time_s"] == run.measurement.phases.loc["fwd_nograd", "median_s"]
     files = {p.relative_to(tmp_path / "gen").as_posix() for p in r.save(tmp_path / "gen")}
     assert {"phases.csv", "generation.json", "summary.md", "roofline_phases.png", "batch_sweep.png"} <= files
     assert "decode_b1/layers.csv" in files and "decode_b4/layers.csv" not in files   # layers of the first batch
+
+
+def _run(phase: str, batch: int, tokens: int, flops: float, bytes_: float, time_s: float) -> Any:
+    """A PhaseRun's count and measurement with the numbers given (what phase_row reads of them)."""
+    from types import SimpleNamespace
+
+    from hwprof.device import MathModes
+    phases = pd.DataFrame({"median_s": [time_s], "iqr_over_median": [0.01], "reps": [10]}, index=["fwd_nograd"])
+    m = SimpleNamespace(phases=phases, run=SimpleNamespace(dtype="float32"), math_modes=MathModes("cpu"))
+    return SimpleNamespace(phase=phase, batch=batch, tokens=tokens, measurement=m,
+                           count=SimpleNamespace(totals={"flops_fwd": flops, "bytes_fwd": bytes_}))
+
+
+def test_phase_row_metrics_from_given_counts_and_times() -> None:
+    """FAKE_CEILINGS: fp32 100 GFLOP/s, 20 GB/s (ridge 5 FLOP/B); the numbers set so that swapping MFU and
+    MBU, another roof (bf16 400 GFLOP/s) or tokens per call instead of per second give other answers."""
+    from hwprof.llm.generation import phase_row
+
+    # decode at batch 4: 120 MFLOPs and 8 MB in 3 ms; the weights and cache, 6 MB, read at least once
+    d = phase_row(_run("decode", 4, 4, 1.2e8, 8e6, 3e-3), FAKE_CEILINGS, 6_000_000)
+    assert d["tokens_per_s"] == pytest.approx(4 / 3e-3)                 # 1,333 tokens/s
+    assert d["flops_per_token"] == 3e7 and d["bytes_per_token"] == 2e6
+    assert d["intensity"] == pytest.approx(15.0)                        # 1.2e8 / 8e6, above the ridge: compute
+    assert d["mfu"] == pytest.approx(0.4)                               # 1.2e8 / 3e-3 = 40 GFLOP/s of 100
+    assert d["mbu"] == pytest.approx(8e6 / 3e-3 / 20e9)                 # 2.67 GB/s of 20 = 0.133
+    assert d["mbu_weights_cache"] == pytest.approx(0.1)                 # 6e6 / 3e-3 = 2 GB/s of 20
+    assert d["bound"] == "compute" and d["above_roof"] is False         # 40 GFLOP/s < min(100, 15 x 20)
+    # a memory-bound call faster than the bandwidth allows: 1 MFLOP, 2 MB in 50 us = 40 GB/s > 20 GB/s
+    fast = phase_row(_run("decode", 1, 1, 1e6, 2e6, 5e-5), FAKE_CEILINGS, 2_000_000)
+    assert fast["mfu"] == pytest.approx(0.2) and fast["mbu"] == pytest.approx(2.0)
+    assert fast["bound"] == "memory" and fast["above_roof"] is True     # 20 GFLOP/s > 0.5 x 20 = 10 GFLOP/s
+    assert fast["tokens_per_s"] == pytest.approx(20_000)
 
 
 def test_conventions_terms_are_exact(meta_lm: torch.nn.Module) -> None:

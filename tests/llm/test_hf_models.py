@@ -28,13 +28,33 @@ SPECS = {  # the default input each type gets at --seq 16
 }
 
 
+TENSOR_OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.convolution")
+
+
 @pytest.mark.parametrize("model_type", sorted(TINY))
 def test_each_type_builds_on_meta_with_its_inputs_and_counts(model_type: str) -> None:
+    """Counted on meta; the matmuls and convolutions cross-checked against FlopCounterMode on the same
+    configuration built with real weights and run on real inputs of the spec (SDPA's CPU kernel, which
+    FlopCounterMode reports as 0, is left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hwprof.spec import as_inputs
+
     model, spec = zoo.build(f"hf:{model_type}", device="meta", config=TINY[model_type], seq=16)
     assert spec == SPECS[model_type]
     assert all(p.device.type == "meta" for p in model.parameters())
     c = hwprof.count(model, spec)
-    assert c.totals["flops_fwd"] > 0 and not c.uncounted
+    assert not c.uncounted
+    torch.manual_seed(0)
+    real = zoo.build(f"hf:{model_type}", config=TINY[model_type], seq=16)[0].eval()
+    inputs = as_inputs(spec, batch=1, vocab=1000)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        inputs.call(real)
+    theirs = {f"aten.{str(k).split('.')[-1]}": v for k, v in fc.get_flop_counts()["Global"].items()}
+    ours = c.ops.groupby("op")["flops"].sum()
+    assert sum(theirs.get(op, 0) for op in TENSOR_OPS) > 0
+    for op in TENSOR_OPS:
+        assert ours.get(op, 0) == theirs.get(op, 0), op
 
 
 def test_tiny_llama_count_is_exact() -> None:
@@ -94,9 +114,17 @@ def test_train_mode_adds_labels_and_the_model_loss_is_backpropagated() -> None:
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama", "qwen2", "bert", "t5", "vit", "whisper"])
 def test_each_type_measures_on_cpu(model_type: str) -> None:
+    """The measured forward runs the model on the inputs the count assumed: torch.profiler (the per-op
+    pass) sees as many matmul, convolution and attention calls as the counter, op by op."""
     model, spec = zoo.build(f"hf:{model_type}", config=TINY[model_type], seq=8)
-    m = hwprof.measure(model, spec, device="cpu", budget_s=0.01, min_reps=2, warmup=1, alloc_trace=False)
-    assert m.phases.loc["fwd_nograd", "median_s"] > 0
+    m = hwprof.measure(model, spec, device="cpu", budget_s=0.01, min_reps=2, warmup=1, alloc_trace=False,
+                       per_op=True)
+    c = hwprof.count(model, spec)
+    ops = (*TENSOR_OPS, "aten._scaled_dot_product_flash_attention_for_cpu")
+    measured, counted = m.ops.groupby("op").size(), c.ops.groupby("op").size()
+    assert {op: int(measured.get(op, 0)) for op in ops} == {op: int(counted.get(op, 0)) for op in ops}
+    assert sum(int(counted.get(op, 0)) for op in TENSOR_OPS) > 0
+    assert m.timings["fwd_nograd"].reps >= 2
 
 
 def test_llama_profiles_on_cpu_and_trains() -> None:

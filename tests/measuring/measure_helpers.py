@@ -121,3 +121,75 @@ def prepared_model(model: TinyNet | None = None) -> tuple[TinyNet, dict[str, tor
             sentinels[name] = p.grad
     model.fc.register_forward_hook(lambda mod, inp, out: None)   # a user hook stays, and only it
     return model, sentinels
+
+
+# --------------------------------------------------------------------------- scripted module times
+class _Tick(torch.autograd.Function):
+    """Identity whose backward advances ``clock`` by ``ns``: an autograd node that 'takes' ns."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, clock: FakeClock, ns: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.clock, ctx.ns = clock, ns
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        ctx.clock.advance(ctx.ns)
+        return grad, None, None
+
+
+class Timed(nn.Module):
+    """Takes ``fwd_ns`` of the scripted clock in its forward and ``bwd_ns`` in its backward (one
+    node of its own, ``_Tick``; its ``x * w`` node and ``w``'s AccumulateGrad take no time)."""
+
+    def __init__(self, clock: FakeClock, fwd_ns: int, bwd_ns: int) -> None:
+        super().__init__()
+        self.clock, self.fwd_ns, self.bwd_ns = clock, fwd_ns, bwd_ns
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.advance(self.fwd_ns)
+        return _Tick.apply(x * self.w, self.clock, self.bwd_ns)
+
+
+MS_NS = 1_000_000
+
+
+class TimedPair(nn.Module):
+    """c (1 ms forward, 4 ms backward), then 5 ms of its own forward work, then d (3 ms, 6 ms);
+    its own backward node takes 11 ms."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.c = Timed(clock, 1 * MS_NS, 4 * MS_NS)
+        self.d = Timed(clock, 3 * MS_NS, 6 * MS_NS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        self.clock.advance(5 * MS_NS)               # work written in this forward: its self time
+        return self.d(_Tick.apply(y, self.clock, 11 * MS_NS))
+
+
+class TimedNet(nn.Module):
+    """a (2 ms, 7 ms) then inner (TimedPair). Hand derivation of every time (ms), forward / backward:
+
+    ===========  ======  ==========  ======  ==========
+    module       fwd_s   fwd_incl_s  bwd_s   bwd_incl_s
+    ===========  ======  ==========  ======  ==========
+    a            2       2           7       7
+    inner.c      1       1           4       4
+    inner.d      3       3           6       6
+    inner        5       1+5+3 = 9   11      11+4+6 = 21
+    (root) ""    0       2+9 = 11    0       7+21 = 28
+    ===========  ======  ==========  ======  ==========
+
+    The whole model: 11 ms forward, 28 ms backward (the loss's own nodes take no time)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.a = Timed(clock, 2 * MS_NS, 7 * MS_NS)
+        self.inner = TimedPair(clock)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.a(x))

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
+
+import hwprof
+from hwprof.files import to_jsonable
+from hwprof.hardware.ceilings import Ceilings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gpu"))   # bench_scripts: bench/ as modules
 from bench_scripts import bench_module  # noqa: E402
@@ -46,8 +54,32 @@ def test_a_violation_without_a_warning_naming_its_roof_fails(lt: ModuleType) -> 
     assert not silent["passed"] and not silent["every_violation_warned"]
 
 
+def _shared_ceilings(cache: Path) -> Ceilings:
+    """Ceilings for this CPU in ``cache`` (roofs far above any layer, so nothing re-measures them)."""
+    from hwprof.device import device_name
+    from hwprof.hardware.ceilings import cache_path
+    from hwprof.hardware.levels import MemoryLevel
+
+    name = device_name(torch.device("cpu"))
+    k = Ceilings("cpu", name, torch.__version__, "2026-12-06", "measured", {"fp32": 1e15, "bf16": 4e15}, 1e13,
+                 levels=(MemoryLevel("L2", 2**20, 5e13, 2**20, "sweep"), MemoryLevel("DRAM", None, 1e13, None, "copy")))
+    for threads in {torch.get_num_threads(), os.cpu_count() or 1}:   # the launched run's thread count
+        path = cache_path(cache, name, quick=False, threads=threads)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(to_jsonable(k.to_dict())))
+    return k
+
+
 def test_the_profile_command_runs_on_the_cpu_with_the_shared_ceilings(lt: ModuleType, tmp_path: Path) -> None:
-    args = type("A", (), {"model": "resnet18", "batch": 4, "budget": 2.0, "ceilings_cache": tmp_path / "c"})()
+    _shared_ceilings(tmp_path / "c")
+    args = type("A", (), {"model": "lenet5", "batch": 1, "budget": 0.05, "ceilings_cache": tmp_path / "c"})()
     cmd = lt.profile_command(args, tmp_path / "quiet")
     assert cmd[1:4] == ["-m", "hwprof", "profile"] and "--ceilings-cache" in cmd and "--no-html" in cmd
     assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[-1] == str(tmp_path / "quiet")
+    run = lt.run_profile(args, tmp_path / "quiet")          # the command itself, in its own process
+    assert run["command"] == shlex.join(cmd) and run["seconds"] >= 0
+    p = hwprof.load_profile(tmp_path / "quiet")
+    assert p.ceilings.source == "cache" and p.ceilings.roof("fp32") == 1e15   # judged against the shared file
+    judged = lt.judge(tmp_path / "quiet")
+    assert set(judged["ratios"]) == {"fwd"} and judged["ratios"]["fwd"]["pairs"] >= 3
+    assert judged["uncovered_violations"] == [] and judged["fraction_of_peak"] == p.summary["fraction_of_peak"]

@@ -13,7 +13,7 @@ from measure_helpers import TinyNet, assert_same, prepared_model, snapshot
 from torch import nn
 
 import hwprof.measuring.runner as runner
-from hwprof.errors import MeasurementError
+from hwprof.errors import InputShapeError, MeasurementError
 from hwprof.measuring.runner import measure
 
 W, R = 1, 2
@@ -93,10 +93,33 @@ def test_oom_while_preparing_the_run_names_setup(monkeypatch: pytest.MonkeyPatch
 
 
 def test_other_errors_pass_unchanged() -> None:
+    """An error that is not out-of-memory, raised in a timed repetition, reaches the caller as the very
+    exception raised: not a MeasurementError, not re-worded."""
+    class FailsLater(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+            self.raised: ZeroDivisionError | None = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls == 3:              # the first forward (1) and the warm-up (2) pass
+                self.raised = ZeroDivisionError("not memory")
+                raise self.raised
+            return x
+
+    model = FailsLater()
+    with pytest.raises(ZeroDivisionError) as e:
+        measure(model, "4", device="cpu", warmup=W, min_reps=R, max_reps=R)
+    assert e.value is model.raised and str(e.value) == "not memory" and model.calls == 3
+
+
+def test_an_error_in_the_first_forward_names_the_module_and_is_not_oom() -> None:
     class Broken(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             raise ZeroDivisionError("not memory")
 
-    with pytest.raises(Exception) as e:   # noqa: B017 - the first forward wraps it, naming the module
+    with pytest.raises(InputShapeError) as e:   # the first forward names the module that failed
         measure(Broken(), "4", device="cpu")
     assert not isinstance(e.value, MeasurementError) and isinstance(e.value.__cause__, ZeroDivisionError)
+    assert str(e.value) == "module '<root>' (Broken) failed on input shapes [(1, 4)]: not memory"

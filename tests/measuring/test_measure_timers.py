@@ -11,6 +11,7 @@ import torch
 from measure_helpers import FakeClock
 from torch import nn
 
+from hwprof.measuring import timers
 from hwprof.measuring.runner import measure
 from hwprof.measuring.timers import TimingStats, time_fn
 
@@ -107,10 +108,57 @@ def test_setup_is_outside_the_timed_region() -> None:
     assert calls["setup"] == 3 + 5   # warm-up reps get their setup too
 
 
-def test_l2_flush_runs_in_setup_on_cpu() -> None:
+def test_l2_flush_runs_in_setup_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flush runs before every rep (warm-up included), after ``setup`` and outside the timed
+    region: the spy wraps the real flusher, records each call and "takes" 1 s of the fake clock."""
     clock = FakeClock()
-    stats = time_fn(scripted(clock, [1 * MS]), l2_flush=True, warmup=1, min_reps=3, max_reps=3, clock=clock)
-    assert stats.median_s == pytest.approx(0.001)
+    events: list[str] = []
+    real = timers.make_l2_flusher
+
+    def spy(device: str | torch.device):  # type: ignore[no-untyped-def]
+        flush = real(device)              # the real buffer and its write
+
+        def flush_and_record() -> None:
+            flush()
+            events.append("flush")
+            clock.advance(1_000 * MS)
+        return flush_and_record
+
+    def fn() -> None:
+        events.append("fn")
+        clock.advance(1 * MS)
+
+    monkeypatch.setattr(timers, "make_l2_flusher", spy)
+    stats = time_fn(fn, setup=lambda: events.append("setup"), l2_flush=True, warmup=1, min_reps=3, max_reps=3,
+                    clock=clock)
+    assert events == ["setup", "flush", "fn"] * 4          # 1 warm-up + 3 timed reps, each flushed after setup
+    assert stats.times_s == pytest.approx([0.001] * 3)      # the flush's 1 s is not in any rep
+    events.clear()
+    time_fn(fn, setup=lambda: events.append("setup"), warmup=1, min_reps=3, max_reps=3, clock=clock)
+    assert "flush" not in events                            # l2_flush=False: no flusher is made
+
+
+def test_cpu_l2_flusher_zeroes_a_buffer_of_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, int, torch.dtype]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.seen.append((str(func), args[0].numel(), args[0].dtype))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(timers, "_cpu_l2_bytes", lambda: 2 * 2**20)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert timers.l2_flush_bytes("cpu") == 24 * 2**20       # 4 x 2 MiB L2 x 3 threads = 24 MiB (> the 16 MiB floor)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert timers.l2_flush_bytes("cpu") == 16 * 2**20       # 4 x 2 MiB x 1 = 8 MiB: the 16 MiB floor
+    flush = timers.make_l2_flusher("cpu")
+    with Ops() as ops:
+        flush()
+    assert ops.seen == [("aten.zero_.default", 16 * 2**20, torch.uint8)]   # one write of every byte
 
 
 class Sleeper(nn.Module):
@@ -124,3 +172,34 @@ def test_real_clock_sleep_is_ten_milliseconds_in_seconds() -> None:
     median = m.phases.loc["fwd_nograd", "median_s"]
     assert median == pytest.approx(0.010, abs=0.001)   # seconds, not ms
     assert m.timings["fwd_nograd"].reps >= 10
+
+
+def test_noisy_means_above_ten_percent_and_max_reps_defaults_to_1000() -> None:
+    # [8, 10, 10, 12]: q25 8 + 0.75 x 2 = 9.5, q75 10 + 0.25 x 2 = 10.5, median 10: IQR/median exactly 10%
+    assert TimingStats([8.0, 10.0, 10.0, 12.0]).iqr_over_median == 0.1
+    assert not TimingStats([8.0, 10.0, 10.0, 12.0]).noisy          # "above" 10%: the bound itself is quiet
+    assert TimingStats([8.0, 10.0, 10.0, 12.5]).noisy
+    clock = FakeClock()
+    # 1 and 2 ms alternating never get stable and the budget is never reached: the default max_reps stops it
+    stats = time_fn(scripted(clock, [1 * MS, 2 * MS]), warmup=0, budget_s=1e6, clock=clock, warn_noisy=False)
+    assert stats.reps == 1000 and stats.stop_reason == "max_reps"
+
+
+def test_cpu_l2_size_is_read_from_sysfs(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    def level(name: str, lvl: int, size: str) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "level").write_text(f"{lvl}\n")
+        (d / "size").write_text(f"{size}\n")
+
+    real_path = timers.Path
+    monkeypatch.setattr(timers, "Path", lambda p: tmp_path if p == "/sys/devices/system/cpu/cpu0/cache" else real_path(p))
+    level("index0", 1, "48K")
+    level("index2", 2, "1280K")                      # 1280 x 1024 = 1,310,720 B
+    level("index3", 3, "48M")
+    assert timers._cpu_l2_bytes() == 1280 * 2**10
+    level("index4", 2, "2M")                         # the largest L2 listed: 2 x 2**20
+    assert timers._cpu_l2_bytes() == 2 * 2**20
+    for d in tmp_path.iterdir():
+        (d / "level").write_text("1\n")
+    assert timers._cpu_l2_bytes() == 2 * 2**20       # no L2 at all: 2 MiB

@@ -19,8 +19,18 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["memory", "lenet5", "--batch", "8", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "predicted memory (MiB)" in out
-    for name in ("seed", "seed_per_layer", "formula", "simulated"):
-        assert name in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.split()[:1] and line.split()[0] in ("seed", "seed_per_layer", "formula", "simulated")}
+    assert list(rows) == ["seed", "seed_per_layer", "formula", "simulated"]
+    # LeNet-5 at batch 8, train with Adam, by hand (MiB = 2**20 B): params 431,080 x 4 = 1,724,320 B = 1.6,
+    # grads the same, Adam's 2 states 3,448,640 B = 3.3; feature maps = input 25,088 + leaf outputs (conv1
+    # 368,640, pool1 92,160, conv2 102,400, pool2 25,600, fc1 16,000, its in-place relu 16,000 again, fc2
+    # 320) = 646,208 B = 0.6, twice in training; seed 000: 4 x 1,724,320 + 2 x 646,208 = 8,189,696 B = 7.8
+    # columns: params buffers grads optimizer_state activations_saved inputs transient workspace
+    #          allocator_rounding peak_predicted
+    assert rows["seed"] == ["1.6", "-", "1.6", "3.3", "0.6", "-", "0.6", "-", "-", "7.8"]
+    assert rows["seed_per_layer"] == ["1.6", "-", "-", "-", "0.6", "-", "-", "-", "-", "2.3"]   # 2,370,528 B
+    assert "feature maps = input + sum of 7 leaf outputs (1 in-place/view outputs counted again)" in out
 
 
 def test_csv_and_out_folder(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,7 +74,12 @@ def test_validate_with_a_fake_measure(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert main(["memory", "lenet5", "--batch", "8", "--device", "cpu", "--validate", "--format", "csv"]) == 0
     df = pd.read_csv(io.StringIO(capsys.readouterr().out), index_col="predictor")
     assert (df["measured_rss_delta_bytes"] == 100_000_000).all()
-    assert "error_pct" in df.columns
+    # on the CPU the prediction is compared with the RSS growth: the predicted peak minus what was allocated
+    # before the baseline, params 1,724,320 + input 25,088 = 1,749,408 B. Seed 000: 8,189,696 - 1,749,408 =
+    # 6,440,288 B predicted, error 100 x (6,440,288 - 1e8) / 1e8 = -93.559712%
+    assert df.loc["seed", "predicted_delta_bytes"] == 6_440_288
+    assert df.loc["seed", "error_pct"] == pytest.approx(-93.559712)
+    assert (df["error_pct"] == df["rss_error_pct"]).all()
     assert main(["memory", "lenet5", "--batch", "8", "--device", "cpu", "--validate"]) == 0
     assert "validation on cpu" in capsys.readouterr().out
 

@@ -23,11 +23,35 @@ def test_predictors_table_and_components() -> None:
     assert e.components["params"] == 42_920
     assert e.components["optimizer_state"] == 2 * 42_920
     assert e.components["activations_saved"] == 32_896
-    assert e.peak_bytes == int(e.predictors.loc["simulated", "peak_predicted_bytes"])
+    # the peak is the simulated replay's: torch's MemTracker following the same two steps on real tensors
+    # (Adam's default single-tensor step on the CPU) peaks at the same 256,896 B
+    assert e.peak_bytes == int(e.predictors.loc["simulated", "peak_predicted_bytes"]) == _memtracker_peak(model, 4)
     assert e.reserved_bytes is None                               # CPU: no caching allocator
     assert e.config["batch"] == 4 and e.config["optimizer"] == "adam"
     assert not e.layers.empty and not e.timeline.empty
     assert e.to_dict()["components"]["params"] == 42_920
+
+
+def _memtracker_peak(model: nn.Module, batch: int) -> int:
+    import copy
+
+    mt = pytest.importorskip("torch.distributed._tools.mem_tracker")
+    from hwprof.training import training_loss
+
+    work = copy.deepcopy(model)
+    x = torch.randn(batch, 3, 8, 8)
+    opt = torch.optim.Adam(work.parameters())
+    tracker = mt.MemTracker()
+    tracker.track_external(work, opt, x)
+    with tracker:
+        for _ in range(2):
+            loss = training_loss(work(x))
+            loss.backward()
+            del loss
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tracker.reset_mod_stats()
+    return int(tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"])
 
 
 def test_cuda_target_models_reserved_and_workspace() -> None:

@@ -213,8 +213,10 @@ def test_real_fit_check_on_cpu() -> None:
     checks = check_fit(tiny(), "3x8x8", fit, device="cpu", optimizer="adam", budget_s=0.02).set_index("batch")
     nxt = checks.loc[fit.batch + 1]
     assert nxt["alloc_trace_peak_bytes"] > 2_000_000 and nxt["measured_fit"] == False  # noqa: E712
+    # the batch predicted to fit does fit for real: on the 2-core CPU (torch 2.13.0, 2026-12-06) fit.batch
+    # was 213, measured 1,993,672 B against the 2,000,000 B limit, and each sample adds 8,960 B (214: 2,002,632)
     here = checks.loc[fit.batch]
-    assert here["measured_fit"] == (here["alloc_trace_peak_bytes"] <= 2_000_000)
+    assert here["alloc_trace_peak_bytes"] <= 2_000_000 and here["measured_fit"] == True  # noqa: E712
 
 
 def test_fit_on_the_simulation() -> None:

@@ -49,9 +49,24 @@ def test_predict_on_a_ceilings_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["predict", "lenet5", "--on", str(f), "--batch", "4", "--format", "csv"]) == 0
     table = pd.read_csv(StringIO(capsys.readouterr().out), index_col=0)
     assert {"compute_s", "memory_s", "overhead_s", "predicted_s", "level", "bound"} <= set(table.columns)
-    # every op pays the 1 us overhead and a max() of two non-negative terms: predicted > overhead
-    assert (table["predicted_s"] > table["overhead_s"]).all() and (table["overhead_s"] > 0).all()
-    assert table["share"].sum() == pytest.approx(1.0)
+    # By hand, batch 4, fp32 roof 100 GFLOP/s, L2 200 GB/s up to 1 MiB, DRAM 20 GB/s, 1 us per op; one op
+    # per layer: predicted = max(FLOPs / roof, bytes / bandwidth of the level the bytes fit in) + 1 us.
+    #   conv2 (20->50, 5x5, 8x8 out): 2 x 4*50*8*8*20*25 = 12.8 MFLOPs -> 128 us; bytes 46,080 in + 100,000
+    #         weight + 200 bias + 51,200 out = 197,480 (L2) -> 0.99 us; 129 us
+    #   fc1 (800->500): 3.2 MFLOPs -> 32 us; 12,800 + 1,600,000 + 2,000 + 8,000 = 1,622,800 B > 1 MiB: DRAM
+    #         -> 81.14 us; 82.14 us
+    #   conv1 (1->20, 5x5, 24x24 out): 2.304 MFLOPs -> 23.04 us; 198,944 B -> 0.99 us; 24.04 us
+    #   pool1: 46,080 FLOPs; 184,320 in + 46,080 out + 92,160 int64 indices = 322,560 B -> 1.6128 us; 2.6128 us
+    #   pool2: 12,800 FLOPs; 51,200 + 12,800 + 25,600 = 89,600 B -> 0.448 us; 1.448 us
+    #   fc2 (500->10): 40,000 FLOPs -> 0.4 us; 28,200 B -> 0.141 us; 1.4 us
+    #   relu (2,000 elements): 2,000 FLOPs -> 0.02 us; 16,000 B -> 0.08 us; 1.08 us
+    #   total 241.7208 us; conv2's share 129 / 241.7208
+    us = {"conv2": 129.0, "fc1": 82.14, "conv1": 24.04, "pool1": 2.6128, "pool2": 1.448, "fc2": 1.4, "relu": 1.08}
+    assert list(table.index) == list(us)                                  # slowest first
+    assert table["predicted_s"].to_dict() == {k: pytest.approx(v * 1e-6) for k, v in us.items()}
+    assert table.loc["fc1", "level"] == "DRAM" and table.loc["fc1", "bound"] == "memory"
+    assert table.loc["conv2", "bound"] == "compute" and table.loc["relu", "bound"] == "overhead"
+    assert table.loc["conv2", "share"] == pytest.approx(129.0 / 241.7208)
 
 
 def test_predict_on_a_named_device_is_derated_by_a_measured_one(tmp_path: Path, _cache_dir: Path,

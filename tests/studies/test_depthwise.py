@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 import hwprof
 from hwprof.errors import MeasurementError
@@ -407,8 +408,29 @@ def test_ncu_is_found_through_ncu_env_path_or_install_folder(tmp_path: Path, mon
     assert counters.ncu_path() is None
 
 
-def test_single_point_runner_runs_on_cpu() -> None:
-    assert D._main(["--point", D.Point("depthwise_3x3", 8, 4, 1).to_json(), "--device", "cpu"]) == 0
+def test_single_point_runner_runs_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner ncu profiles builds the point given as JSON and calls it 3 times to warm up, then once:
+    a spy around the real callable records each call's module and input."""
+    from hwprof.studies.depthwise import counters
+
+    calls: list[tuple[nn.Module, tuple[int, ...], bool]] = []
+    real = counters.point_callable
+
+    def spy(module: nn.Module, x: torch.Tensor, backward: bool) -> Any:
+        fn = real(module, x, backward)
+
+        def run() -> None:
+            calls.append((module, tuple(x.shape), backward))
+            fn()
+        return run
+    monkeypatch.setattr(counters, "point_callable", spy)
+    p = D.Point("depthwise_3x3", 8, 4, 1, backward=True)
+    assert D._main(["--point", p.to_json(), "--device", "cpu"]) == 0
+    assert len(calls) == 4 and len({id(m) for m, _, _ in calls}) == 1
+    module, shape, backward = calls[0]
+    assert shape == (1, 8, 4, 4) and backward                       # batch 1, 8 channels, 4x4
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.groups, c.kernel_size) for c in convs] == [(8, 8, 8, (3, 3))]
 
 
 # ----------------------------------------------------------------------------- CLI
