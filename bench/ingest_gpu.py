@@ -417,6 +417,8 @@ def llm_table(folder: Path) -> str:
         "MBU": (100 * df["mbu"]).map(_pct), "bound": df["bound"]})
     out = [_md(shown)]
     mem = _read_json(folder / "llm" / "memory" / "memory.json") if (folder / "llm" / "memory").exists() else None
+    if isinstance(mem, dict):          # memory --generate --format json: predictors beside the components
+        mem = mem.get("predictors")
     rows = [r for r in mem if isinstance(r, dict)] if isinstance(mem, list) else []
     measured = next((r for r in rows if r.get("predictor") == "measured"), None)
     if measured is not None:
