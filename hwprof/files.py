@@ -1,6 +1,8 @@
 """Result files: atomic writes (a temp file beside the target, renamed into place) and JSON-safe values.
 
 Below every stage: measuring, hardware, memory, the join and the reports all write through it.
+It imports nothing heavy (no torch, no pandas): the command line checks ``--out`` with it before
+the commands are imported.
 
 Folders (:func:`atomic_dir`) are built in a temporary sibling ``.<name>.tmp-XXXXXXXX`` holding a
 marker file (:data:`MARKER`: the writing process's id and host) and renamed into place at the
@@ -28,8 +30,6 @@ import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-
-import pandas as pd
 
 __all__ = ["write_atomic", "write_json_atomic", "to_jsonable", "atomic_dir", "read_json_record", "rename_noreplace",
            "MARKER", "TEMP_SUFFIX_CHARS", "folder_entries", "remove_stale_siblings"]
@@ -64,7 +64,8 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, pd.DataFrame):
+    pd = sys.modules.get("pandas")   # a DataFrame means pandas is loaded; this module does not load it
+    if pd is not None and isinstance(obj, pd.DataFrame):
         return to_jsonable(obj.reset_index().to_dict(orient="records"))
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
@@ -274,20 +275,25 @@ def _publish(tmp: Path, target: Path, existed: bool,
     if not (existed and (target / MARKER).is_file()):
         (tmp / MARKER).unlink(missing_ok=True)
     if not existed or not os.path.lexists(target):
-        rename_noreplace(tmp, target)        # FileExistsError: created meanwhile, not ours to replace
+        try:
+            rename_noreplace(tmp, target)
+        except FileExistsError:          # created meanwhile: not ours to replace
+            raise FileExistsError(errno.EEXIST, "created by someone else while hwprof was writing; not replaced",
+                                  os.fspath(target)) from None
         return
     listed = None
     if removable is not None:
         listed = removable(target)
         if listed is None:
-            raise FileExistsError(errno.EEXIST, "changed while hwprof was writing; not replaced", os.fspath(target))
+            raise FileExistsError(errno.EEXIST, "changed by someone else while hwprof was writing (it holds what "
+                                  "hwprof did not write); not replaced", os.fspath(target))
     old = _aside(target)
     try:
         rename_noreplace(tmp, target)
     except FileExistsError:                 # created in the instant between the two renames
         (old / MARKER).unlink(missing_ok=True)
-        raise FileExistsError(errno.EEXIST, f"created while hwprof was writing; the earlier folder is in {old}",
-                              os.fspath(target)) from None
+        raise FileExistsError(errno.EEXIST, "created by someone else while hwprof was writing; not replaced "
+                              f"(the earlier folder is in {old})", os.fspath(target)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             rename_noreplace(old, target)

@@ -16,6 +16,7 @@ from hwprof.cli.common import (
     Invocation,
     check_out_dir,
     configure_logging,
+    input_paths,
     quiet_profiler_log,
     reset_invocation,
     set_invocation,
@@ -87,11 +88,12 @@ def _early(argv: list[str]) -> argparse.Namespace:
     pre = _EarlyParser(add_help=False, allow_abbrev=False)
     pre.add_argument("-v", "--verbose", action="store_true")
     pre.add_argument("--out")
+    pre.add_argument("--force", action="store_true")
     pre.add_argument("command", nargs="?")
     try:
         return pre.parse_known_args(argv)[0]
     except ValueError:   # left to the real parser to report
-        return argparse.Namespace(command=None, out=None, verbose=False)
+        return argparse.Namespace(command=None, out=None, verbose=False, force=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +116,7 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
     if early.out is not None:   # before the commands (and torch) are imported
         from hwprof.errors import OutputPathError
         try:
-            check_out_dir(early.out)
+            check_out_dir(early.out, force=early.force, inputs=())
         except OutputPathError as e:
             print(f"hwprof{' ' + early.command if early.command else ''}: error: {e}", file=sys.stderr)
             return 2
@@ -124,7 +126,7 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
         parser.print_help()
         return 2
     set_invocation(Invocation(args.command, tuple(argv), getattr(args, "device", None),
-                              getattr(args, "format", None)))
+                              getattr(args, "format", None), bool(getattr(args, "force", False)), input_paths(args)))
     if getattr(args, "_missing", None):
         print(f"hwprof {args.command}: error: this command needs the optional package '{args._missing}', "
               "which is not installed", file=sys.stderr)

@@ -8,10 +8,13 @@ hwprof/torch/Python versions, device, date, the files). The folder is written co
 all: everything goes into a temporary sibling that is renamed into place at the end
 (:func:`hwprof.files.atomic_dir`); an error or Ctrl-C leaves no half-written folder and an
 earlier folder of that name as it was. The path is checked before any work
-(:func:`check_out_dir`): a path below a file, an existing file, a place where no folder can be
-created, or an existing non-empty folder that is not an earlier hwprof result (no
-``manifest.json`` naming an ``hwprof`` command: hwprof never replaces what it did not write) is
-a one-line error, exit code 2.
+(:func:`check_out_dir`): a path below a file, an existing file, a symbolic link, a name too long
+for its temporary sibling, a place where no folder can be created, a folder that is or holds an
+input of the command (``compare A B --out A``), or an existing non-empty folder that is not an
+earlier hwprof result (no ``manifest.json`` naming an ``hwprof`` command) is a one-line error,
+exit code 2. An earlier hwprof result is replaced only when it holds nothing but the files its
+manifest lists (hwprof never deletes what it did not write); ``--force`` replaces one that holds
+more. A folder that appears at DIR while the command works is never replaced.
 
 This module imports nothing heavy at load time (no torch, no pandas), so that ``main`` can check
 ``--out`` before the commands are imported.
@@ -29,19 +32,20 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from hwprof.errors import DeviceUnavailableError, OutputPathError
+from hwprof.files import TEMP_SUFFIX_CHARS, folder_entries
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
 __all__ = ["add_output_options", "add_model_options", "add_input_options", "add_generation_options", "input_spec",
-           "MODEL_HELP", "emit", "emit_all", "check_out_dir", "out_folder",
+           "MODEL_HELP", "emit", "emit_all", "check_out_dir", "out_folder", "add_force_option", "input_paths",
            "write_outputs", "Invocation", "invocation", "set_invocation", "reset_invocation", "command_line", "configure_logging",
            "LogFormatter", "progress_enabled", "quiet_profiler_log", "build_model", "FORMAT_FILES"]
 
@@ -61,12 +65,15 @@ this module imports no torch; a test keeps them equal)."""
 @dataclass(frozen=True)
 class Invocation:
     """The command being run: its name (``count``), the arguments after ``hwprof``, the device and
-    the ``--format`` asked for."""
+    the ``--format`` asked for, ``--force``, and its input paths as (option, value) pairs (what
+    ``--out`` must not replace, :func:`input_paths`)."""
 
     command: str
     argv: tuple[str, ...] = ()
     device: str | None = None
     format: str | None = None
+    force: bool = False
+    inputs: tuple[tuple[str, str], ...] = ()
 
 
 _INVOCATION: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("hwprof_invocation", default=None)
@@ -96,7 +103,16 @@ def command_line() -> str:
 def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=tuple(FORMAT_FILES), default="table", help="what to print (default: table)")
     p.add_argument("--out", metavar="DIR", help="also write the result, in every format, with a manifest.json, "
-                   "into the folder DIR (complete or not at all; an earlier hwprof result there is replaced)")
+                   "into the folder DIR (complete or not at all; an earlier hwprof result there is replaced when "
+                   "it holds only the files it wrote)")
+    add_force_option(p)
+
+
+def add_force_option(p: argparse.ArgumentParser) -> None:
+    """``--force``: replace an earlier hwprof result in ``--out`` even when it holds other files."""
+    p.add_argument("--force", action="store_true",
+                   help="with --out: replace an earlier hwprof result there even when it holds files that result "
+                        "did not write (they are deleted with it)")
 
 
 def add_model_options(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
@@ -151,58 +167,176 @@ def build_model(args: argparse.Namespace, name: str | None = None, device: str |
 
 
 # ----------------------------------------------------------------------------- the --out folder
-def check_out_dir(path: str | os.PathLike[str]) -> Path:
+INPUT_OPTIONS: dict[str, str] = {"runs": "DIR", "on": "--on", "calibrate": "--calibrate",
+                                 "derate_from": "--derate-from", "collective_ceilings": "--collective-ceilings",
+                                 "ceilings_cache": "--ceilings-cache", "cache_dir": "--cache-dir", "model": "MODEL"}
+"""argparse destinations that name files or folders a command reads (or caches into): ``--out``
+must not be one of them nor hold one (:func:`input_paths`)."""
+
+NAME_MAX = 255
+"""Longest file name most file systems take (``os.pathconf(..., "PC_NAME_MAX")`` where it answers)."""
+
+
+def input_paths(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The (option, path) pairs of ``args`` in :data:`INPUT_OPTIONS`: every value of the cache
+    options, the others only when such a path exists (``--on H100`` names a device); of the
+    models only ``hf:path/config.json``, as its path."""
+    found = []
+    for attr, flag in INPUT_OPTIONS.items():
+        value = getattr(args, attr, None)
+        for v in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+            if not isinstance(v, str) or not v:
+                continue
+            if attr == "model" and not v.startswith("hf:"):   # a zoo name may also be a folder's name
+                continue
+            path = v.removeprefix("hf:") if attr == "model" else v
+            if attr.endswith("cache") or attr == "cache_dir" or os.path.lexists(os.path.expanduser(path)):
+                found.append((flag, path))
+    return tuple(found)
+
+
+def check_out_dir(path: str | os.PathLike[str], force: bool | None = None,
+                  inputs: Sequence[tuple[str, str]] | None = None) -> Path:
     """The absolute path of a usable output folder, or :class:`OutputPathError` (one line).
 
     Usable: the nearest existing ancestor is a folder in which a folder can be created (tried,
-    then removed), the path itself is absent, an empty folder, or an earlier hwprof result
-    (its ``manifest.json`` names an ``hwprof`` command), and it does not contain the current
-    folder. Takes milliseconds: called before any work."""
-    target = Path(path).expanduser().absolute()
+    then removed); the path itself is absent, an empty folder, or an earlier hwprof result that
+    holds only what its manifest lists (anything with ``force``); it is not a symbolic link, its
+    name leaves room for the temporary sibling, and it neither contains the current folder nor is
+    or holds one of ``inputs`` ((option, path) pairs). ``force`` and ``inputs`` default to the
+    current :class:`Invocation`'s. Takes milliseconds: called before any work."""
+    inv = invocation()
     shown = os.fspath(path)
-    if target.exists() or target.is_symlink():
-        if not target.is_dir():
-            raise OutputPathError(f"--out {shown}: exists and is not a folder")
-        if any(target.iterdir()) and not _is_hwprof_result(target):
-            raise OutputPathError(f"--out {shown}: the folder holds files that are not an hwprof result (no "
-                                  f"{MANIFEST} of an hwprof command); choose a new folder or empty it")
-        if Path.cwd().absolute().is_relative_to(target):
-            raise OutputPathError(f"--out {shown}: would replace the current folder")
-    parent = next((p for p in target.parents if p.exists()), None)
-    if parent is None or not parent.is_dir():
-        raise OutputPathError(f"--out {shown}: {parent} is a file, not a folder")
     try:
+        target = Path(path).expanduser().absolute()
+        _check_name(target, shown)
+        if target.is_symlink():
+            raise OutputPathError(f"--out {shown}: is a symbolic link; give the folder it points to")
+        if target.exists():
+            _check_existing(target, shown, inv.force if force is None else force)
+        _check_inputs(target, shown, inv.inputs if inputs is None else inputs)
+        parent = next((p for p in target.parents if p.exists()), None)
+        if parent is None or not parent.is_dir():
+            raise OutputPathError(f"--out {shown}: {parent} is a file, not a folder")
         os.rmdir(tempfile.mkdtemp(prefix=".hwprof-check-", dir=parent))
+    except OutputPathError:
+        raise
     except OSError as e:
-        raise OutputPathError(f"--out {shown}: cannot create a folder in {parent} ({e.strerror or e})") from None
+        where = e.filename if isinstance(e.filename, str) else shown
+        raise OutputPathError(f"--out {shown}: cannot create a folder in {Path(where).parent if where != shown else where}"
+                              f" ({e.strerror or e})") from None
     return target
 
 
-def _is_hwprof_result(folder: Path) -> bool:
+def _check_name(target: Path, shown: str) -> None:
+    """Every part of ``target`` fits a file name, and its last part with a temporary sibling's
+    suffix twice over (the folder and a result saved inside it while it is being built)."""
+    room = NAME_MAX - 2 * (1 + TEMP_SUFFIX_CHARS)
+    for part in target.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise OutputPathError(f"--out {shown[:40]}...: a name of {len(os.fsencode(part))} bytes; file names "
+                                  f"take at most {NAME_MAX}")
+    if len(os.fsencode(target.name)) > room:
+        raise OutputPathError(f"--out {shown[:40]}...: the folder name is {len(os.fsencode(target.name))} bytes; "
+                              f"at most {room} leave room for the temporary folder hwprof builds beside it")
+
+
+def _check_existing(target: Path, shown: str, force: bool) -> None:
+    if not target.is_dir():
+        raise OutputPathError(f"--out {shown}: exists and is not a folder")
+    why = replaceable(target, force)
+    if isinstance(why, str):
+        raise OutputPathError(f"--out {shown}: {why}")
+    if Path.cwd().absolute().is_relative_to(target):
+        raise OutputPathError(f"--out {shown}: would replace the current folder")
+
+
+def _check_inputs(target: Path, shown: str, inputs: Sequence[tuple[str, str]]) -> None:
+    out = os.path.realpath(target)
+    for flag, value in inputs:
+        p = os.path.realpath(os.path.expanduser(value))
+        if p == out or p.startswith(out.rstrip(os.sep) + os.sep):
+            what = "is" if p == out else "holds"
+            raise OutputPathError(f"--out {shown}: {what} an input of this command ({flag} {value}); write the "
+                                  "result to another folder")
+
+
+def _manifest_files(folder: Path) -> set[str] | None:
+    """The files ``folder/manifest.json`` lists (and itself), when it is the manifest of an
+    ``hwprof`` command whose list holds only relative paths inside the folder; else None."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and str(manifest.get("command", "")).startswith("hwprof")
+        return None
+    if not isinstance(manifest, dict) or not str(manifest.get("command", "")).startswith("hwprof"):
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        return None
+    paths = [PurePosixPath(f) for f in files]
+    if any(p.is_absolute() or ".." in p.parts for p in paths):
+        return None
+    return {p.as_posix() for p in paths} | {MANIFEST}
+
+
+def replaceable(folder: Path, force: bool) -> list[str] | str:
+    """What replacing ``folder`` removes (relative paths of its files), or why it must not be
+    replaced: it holds files and no manifest of an hwprof command, or (unless ``force``) more than
+    the files its manifest lists (a file of the user's, a nested result, a folder in the way)."""
+    files, dirs = folder_entries(folder)
+    if not files and not dirs:
+        return []
+    listed = _manifest_files(folder)
+    if listed is None:
+        return (f"the folder holds files that are not an hwprof result (no {MANIFEST} of an hwprof command); "
+                "choose a new folder or empty it")
+    if force:
+        return sorted(files)
+    covered = {str(p) for f in listed & files for p in PurePosixPath(f).parents}
+    extra_dirs = dirs - covered
+    extras = sorted({_shown_extra(e, extra_dirs, folder) for e in (files - listed) | extra_dirs})
+    if not extras:
+        return sorted(files & listed)
+    more = f" and {len(extras) - 3} more" if len(extras) > 3 else ""
+    return (f"holds what the earlier hwprof result there did not write ({', '.join(extras[:3])}{more}); nothing "
+            "was touched: choose another folder, move them out, or add --force to replace the folder with them")
+
+
+def _shown_extra(rel: str, extra_dirs: set[str], folder: Path) -> str:
+    """``rel`` as the error shows it: its highest extra ancestor folder (``mine/``, ``sub/ (an
+    hwprof result)``), else itself."""
+    top = next((str(p) for p in reversed(PurePosixPath(rel).parents) if str(p) in extra_dirs), None)
+    if top is None and rel not in extra_dirs:
+        return rel
+    top = top or rel
+    return f"{top}/ (an hwprof result)" if _manifest_files(folder / top) is not None else f"{top}/"
 
 
 @contextlib.contextmanager
 def out_folder(path: str | os.PathLike[str] | None) -> Iterator[Path | None]:
     """Yield a temporary folder to write the result into (None when ``path`` is None); on a clean
-    exit add ``manifest.json`` and move it to ``path`` (see the module docstring). An OSError
-    while writing becomes :class:`OutputPathError`; any exception (Ctrl-C too) leaves ``path`` as it was."""
+    exit add ``manifest.json`` and move it to ``path`` (see the module docstring), replacing only
+    what :func:`replaceable` allows when the move happens. An OSError while writing becomes
+    :class:`OutputPathError`; any exception (Ctrl-C too) leaves ``path`` as it was."""
     if path is None:
         yield None
         return
     from hwprof.files import atomic_dir
 
     target = check_out_dir(path)
+    force = invocation().force
+
+    def removable(folder: Path) -> list[str] | None:
+        listed = replaceable(folder, force)
+        return listed if isinstance(listed, list) else None
     try:
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, removable) as tmp:
             yield tmp
             files = _write_manifest(tmp)
     except OutputPathError:
         raise
+    except FileExistsError as e:
+        raise OutputPathError(f"--out {os.fspath(path)}: {e.strerror}; the result was not saved") from e
     except OSError as e:
         raise OutputPathError(f"--out {os.fspath(path)}: could not write the result ({e})") from e
     print(f"hwprof: wrote {os.fspath(path)}/ ({', '.join(files)})", file=sys.stderr)
@@ -211,10 +345,10 @@ def out_folder(path: str | os.PathLike[str] | None) -> Iterator[Path | None]:
 def _write_manifest(folder: Path) -> list[str]:
     """Write ``folder/manifest.json``: the command, versions, device, date and the files; keys a
     manifest already there (written by the command itself) has are kept. Returns the files."""
-    from hwprof.files import write_json_atomic
+    from hwprof.files import MARKER, write_json_atomic
     from hwprof.report.manifest import versions
 
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = sorted(rel for p in folder.rglob("*") if p.is_file() and (rel := p.relative_to(folder).as_posix()) != MARKER)
     inv = invocation()
     v = versions()
     ours: dict[str, Any] = {

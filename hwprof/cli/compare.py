@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from hwprof.cli.common import command_line, out_folder
+from hwprof.cli.common import add_force_option, command_line, out_folder
 from hwprof.compare import compare, load_run, summary_lines, table, whole_table
 from hwprof.errors import HwprofError
 from hwprof.report.tables import FORMATS, render
@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="table", help="what to print (default: table)")
     p.add_argument("--out", metavar="DIR", help="also write compare.csv, whole.csv, compare.md, compare.json and the "
                    "roofline plots of the moves into the folder DIR (complete or not at all)")
+    add_force_option(p)
 
 
 def run(args: argparse.Namespace) -> int:

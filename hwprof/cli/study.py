@@ -22,7 +22,14 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import check_out_dir, command_line, emit, out_folder, progress_enabled
+from hwprof.cli.common import (
+    add_force_option,
+    check_out_dir,
+    command_line,
+    emit,
+    out_folder,
+    progress_enabled,
+)
 from hwprof.report.tables import FORMATS, render
 from hwprof.spec import InputSpecError, parse_dtype
 
@@ -67,6 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--no-plots", action="store_true", help="skip the plots")
     d.add_argument("--format", choices=FORMATS, default="table", help="format of the printed table (default table)")
     d.add_argument("--out", metavar="DIR", help="output directory (default out/depthwise-<device>-<UTC time>)")
+    add_force_option(d)
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
