@@ -2,8 +2,8 @@
 
 Each sub-command lives in ``hwprof/cli/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``. Known user errors (bad model name, bad --input, no CUDA, an unusable
---out, ...) are printed as one line on stderr with exit code 2; Ctrl-C prints one line and exits
-with 130. ``--out`` is checked before the commands are imported (see :mod:`hwprof.cli.common`).
+--out, ...) are printed as one line on stderr with exit code 2; Ctrl-C, SIGTERM and SIGHUP print
+one line and exit with 128 + the signal's number (:mod:`hwprof.cli.signals`). ``--out`` is checked before the commands are imported (see :mod:`hwprof.cli.common`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from hwprof.cli.common import (
     reset_invocation,
     set_invocation,
 )
+from hwprof.cli.signals import describe, ending_signals, exit_code
 
 __all__ = ["main", "build_parser", "OPTIONAL_DEPENDENCIES"]
 
@@ -97,17 +98,24 @@ def _early(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``hwprof argv``; the exit code: 0 done, 1 nothing measured, 2 user error, 130 Ctrl-C."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    early = _early(args)
-    token = set_invocation(Invocation(early.command or "hwprof", tuple(args)))
+    """Run ``hwprof argv``; the exit code: 0 done, 1 nothing measured, 2 user error, 128 + n for
+    signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: :mod:`hwprof.cli.signals`). Called as the
+    program (``argv`` None), signals after the first stay ignored until the process exits."""
+    token = None
+    command = None
     try:
-        return _main(args, early)
-    except KeyboardInterrupt:
-        print(f"hwprof{' ' + early.command if early.command else ''}: interrupted", file=sys.stderr)
-        return INTERRUPTED_RC
+        with ending_signals(keep_ignoring=argv is None):
+            args = list(sys.argv[1:] if argv is None else argv)
+            early = _early(args)
+            command = early.command
+            token = set_invocation(Invocation(early.command or "hwprof", tuple(args)))
+            return _main(args, early)
+    except KeyboardInterrupt as e:
+        print(f"hwprof{' ' + command if command else ''}: {describe(e)}", file=sys.stderr)
+        return exit_code(e)
     finally:
-        reset_invocation(token)
+        if token is not None:
+            reset_invocation(token)
 
 
 def _main(argv: list[str], early: argparse.Namespace) -> int:
