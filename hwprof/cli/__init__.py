@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from hwprof.cli.common import (
     Invocation,
@@ -60,8 +61,20 @@ def _missing_optional(e: ImportError) -> str | None:
     return top if top in OPTIONAL_DEPENDENCIES else None
 
 
+class UsageError(Exception):
+    """A command line the parser refuses (unknown option, bad value): one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`UsageError` (``main`` prints one line) instead of the usage
+    text, the message and ``sys.exit(2)``; sub-parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UsageError(" ".join(message.split()))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwprof", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="hwprof", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
@@ -129,7 +142,12 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
             print(f"hwprof{' ' + early.command if early.command else ''}: error: {e}", file=sys.stderr)
             return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"hwprof{' ' + early.command if early.command in COMMANDS else ''}: error: {e} (see hwprof "
+              f"{early.command + ' ' if early.command in COMMANDS else ''}--help)", file=sys.stderr)
+        return 2
     if not args.command:
         parser.print_help()
         return 2

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from hwprof.cli.common import add_output_options, emit
+from hwprof.cli.common import add_output_options, emit, path_arg, whole_number
 from hwprof.cli.parallel import add_group_options
 from hwprof.files import to_jsonable
 from hwprof.hardware.ceilings import Ceilings
@@ -18,16 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--refresh", action="store_true", help="re-measure even when a cached result exists")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke check, not a ceiling")
-    p.add_argument("--cache-dir", default=None,
+    p.add_argument("--cache-dir", default=None, type=path_arg,
                    help="where results are cached (default $HWPROF_CACHE_DIR/ceilings, else the user cache folder, "
                         "e.g. ~/.cache/hwprof/ceilings)")
-    p.add_argument("--rounds", type=int, default=None,
+    p.add_argument("--rounds", type=whole_number(2, 100), default=None,
                    help="interleaved rounds of trials; a ceiling is the best trial (default 3, at least 2)")
     p.add_argument("--collectives", action="store_true",
                    help="under torchrun: busbw of all_reduce, all_gather, reduce_scatter and broadcast over 1 KiB to "
                         "256 MiB messages, cached per backend and world size")
     add_group_options(p)
-    p.add_argument("--plot", metavar="PNG", default=None,
+    p.add_argument("--plot", metavar="PNG", default=None, type=path_arg,
                    help="also plot the memory-level sweep (bandwidth against working set) to PNG (+ SVG beside it)")
     add_output_options(p)
 

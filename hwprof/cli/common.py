@@ -28,11 +28,13 @@ import contextvars
 import datetime as _dt
 import json
 import logging
+import math
 import os
+import re
 import shlex
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -47,7 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["add_output_options", "add_model_options", "add_input_options", "add_generation_options", "input_spec",
            "MODEL_HELP", "emit", "emit_all", "check_out_dir", "out_folder", "add_force_option", "input_paths",
            "write_outputs", "Invocation", "invocation", "set_invocation", "reset_invocation", "command_line", "configure_logging",
-           "LogFormatter", "progress_enabled", "quiet_profiler_log", "build_model", "FORMAT_FILES"]
+           "LogFormatter", "progress_enabled", "quiet_profiler_log", "build_model", "FORMAT_FILES",
+           "strict_int", "whole_number", "positive_seconds", "input_arg", "dtype_arg", "path_arg", "MAX_DIM"]
 
 FORMAT_FILES = {"table": "txt", "csv": "csv", "json": "json", "md": "md"}
 """--format -> extension of its file in the --out folder (``<command>.<ext>``)."""
@@ -99,6 +102,92 @@ def command_line() -> str:
     return shlex.join(["hwprof", *invocation().argv])
 
 
+# ----------------------------------------------------------------------------- argument types
+# argparse ``type=`` functions: a bad value is an ArgumentTypeError, which the parser reports as one
+# line (``hwprof <command>: error: argument --batch: ...``, exit 2) before any work.
+def strict_int(text: str) -> int:
+    """``text`` as an int when it is ASCII digits with an optional sign, else ValueError: ``int()``
+    alone reads ``3_0`` as 30 and full-width digits (``３``) as digits."""
+    t = str(text).strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", t):
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(t)
+
+
+def whole_number(lo: int = 1, hi: int | None = None) -> Callable[[str], int]:
+    """A ``type=`` for a whole number in [``lo``, ``hi``]."""
+    bounds = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+
+    def parse(text: str) -> int:
+        try:
+            v = strict_int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number {bounds} (digits 0-9), got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected a whole number {bounds}, got {text!r}")
+        return v
+    return parse
+
+
+MAX_SECONDS = 86400.0
+"""The longest time budget or timeout the command line takes (a day): more is a typo."""
+
+MAX_DIM = 2**31 - 1
+"""The largest batch or dimension the command line takes (torch sizes are 64-bit, but no model
+runs a dimension beyond this; larger values overflow in the kernels' int32 indexing or in the
+bytes a shape holds)."""
+
+
+def positive_seconds(text: str) -> float:
+    """A ``type=`` for a positive, finite number of seconds up to :data:`MAX_SECONDS` (ASCII:
+    ``float()`` takes ``1_0`` too)."""
+    t = str(text).strip()
+    if not re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", t):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds such as 0.5, got {text!r}")
+    v = float(t)
+    if not math.isfinite(v) or v <= 0 or v > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds up to {MAX_SECONDS:g}, got {text!r}")
+    return v
+
+
+def input_arg(text: str) -> str:
+    """A ``type=`` for ``--input``: the text as given, once every shape in it is ASCII digits
+    joined by ``x`` (:func:`hwprof.spec.parse_spec` reads the rest: names, dtypes, positivity)."""
+    for part in str(text).split(","):
+        shape = part.split("=", 1)[-1].split(":", 1)[-1].strip()
+        dims = shape.lower().replace("*", "x").split("x")
+        if not all(re.fullmatch(r"[0-9]+", d.strip()) for d in dims):
+            raise argparse.ArgumentTypeError(f"bad input spec {text!r}: {shape!r} is not a shape like 3x224x224 "
+                                             "(digits 0-9 joined by x)")
+        if max(int(d) for d in dims) > MAX_DIM or math.prod(int(d) for d in dims) > 2**48:
+            raise argparse.ArgumentTypeError(f"bad input spec {text!r}: {shape!r} is larger than any input hwprof "
+                                             f"takes (dimensions up to {MAX_DIM}, 2**48 elements)")
+    return str(text)
+
+
+def path_arg(text: str) -> str:
+    """A ``type=`` for a file or folder option: the text as given, once it is a path the system can
+    take (not empty, no NUL, every name at most :data:`NAME_MAX` bytes, the whole at most 4096)."""
+    t = str(text)
+    if not t.strip() or "\0" in t:
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    names = [len(os.fsencode(part)) for part in Path(t).parts]
+    if max(names, default=0) > NAME_MAX or len(os.fsencode(t)) > 4096:
+        raise argparse.ArgumentTypeError(f"{t[:40]!r}...: a name longer than {NAME_MAX} bytes is no file or folder's")
+    return t
+
+
+def dtype_arg(text: str) -> str:
+    """A ``type=`` for ``--dtype``: the name as given, once :func:`hwprof.spec.parse_dtype` knows it."""
+    from hwprof.spec import InputSpecError, parse_dtype
+
+    try:
+        parse_dtype(text)
+    except InputSpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 # ----------------------------------------------------------------------------- options
 def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=tuple(FORMAT_FILES), default="table", help="what to print (default: table)")
@@ -118,17 +207,17 @@ def add_force_option(p: argparse.ArgumentParser) -> None:
 def add_model_options(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
     p.add_argument("model", nargs="?" if default_model is not None else None, default=default_model, help=MODEL_HELP)
     add_input_options(p)
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--batch", type=whole_number(1, MAX_DIM), default=1, help="batch size (default 1)")
 
 
 def add_input_options(p: argparse.ArgumentParser) -> None:
     """``--input`` (repeatable, ``name=spec`` for a keyword input), and ``--config`` / ``--seq`` for hf: models."""
-    p.add_argument("--input", metavar="SPEC", action="append",
+    p.add_argument("--input", metavar="SPEC", action="append", type=input_arg,
                    help="input shape without batch, e.g. 3x224x224 (default: the model's); repeat it or use "
                         "name=spec for keyword inputs: --input input_ids=long:128 --input decoder_input_ids=long:32")
     p.add_argument("--config", metavar="K=V,...", default=None,
                    help="hf: models: configuration overrides, e.g. num_hidden_layers=2,hidden_size=256")
-    p.add_argument("--seq", type=int, default=None, help="hf: models: sequence length of the default input "
+    p.add_argument("--seq", type=whole_number(1, MAX_DIM), default=None, help="hf: models: sequence length of the default input "
                                                          f"(default {HF_DEFAULT_SEQ})")
 
 
@@ -136,8 +225,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     """``--generate``, ``--prompt``, ``--new-tokens`` (hf: causal language models)."""
     p.add_argument("--generate", action="store_true",
                    help="hf: causal LMs: generation phases, prefill of --prompt tokens then decode with a KV cache")
-    p.add_argument("--prompt", type=int, default=128, metavar="P", help="--generate: prompt tokens (default 128)")
-    p.add_argument("--new-tokens", type=int, default=32, metavar="N",
+    p.add_argument("--prompt", type=whole_number(1, MAX_DIM), default=128, metavar="P",
+                   help="--generate: prompt tokens (default 128)")
+    p.add_argument("--new-tokens", type=whole_number(1, MAX_DIM), default=32, metavar="N",
                    help="--generate: generated tokens (default 32)")
 
 
@@ -151,7 +241,9 @@ def input_spec(given: list[str] | str | None, default: str) -> str:
 def build_model(args: argparse.Namespace, name: str | None = None, device: str | None = None) -> tuple[nn.Module, str]:
     """:func:`hwprof.zoo.build` of ``name`` (default ``args.model``) with the command's --config, --seq
     and --mode, and the spec to run it on (``--input`` or the model's default). A failing user
-    constructor is reported in one line (:class:`~hwprof.errors.ModelBuildError`), not a traceback."""
+    constructor is reported in one line (:class:`~hwprof.errors.ModelBuildError`), not a traceback;
+    so is an ``hf:`` model's sequence longer than its configuration's positions
+    (:func:`hwprof.zoo.hf_positions_problem`), which would fail inside its embedding."""
     from hwprof import zoo
     from hwprof.errors import HwprofError, ModelBuildError
 
@@ -163,7 +255,12 @@ def build_model(args: argparse.Namespace, name: str | None = None, device: str |
         raise
     except Exception as e:
         raise ModelBuildError(name, e) from e
-    return model, input_spec(getattr(args, "input", None), default)
+    spec = input_spec(getattr(args, "input", None), default)
+    config = getattr(model, "config", None) if name.startswith("hf:") else None
+    problem = zoo.hf_positions_problem(config, spec) if config is not None else None
+    if problem:
+        raise HwprofError(f"{name}: {problem}")
+    return model, spec
 
 
 # ----------------------------------------------------------------------------- the --out folder
