@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import NoReturn
 
@@ -22,6 +23,7 @@ from hwprof.cli.common import (
     reset_invocation,
     set_invocation,
 )
+from hwprof.cli.failures import TRACEBACK_ENV, explain, watch_models
 from hwprof.cli.signals import describe, ending_signals, exit_code
 
 __all__ = ["main", "build_parser", "OPTIONAL_DEPENDENCIES"]
@@ -157,13 +159,20 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
         print(f"hwprof {args.command}: error: this command needs the optional package '{args._missing}', "
               "which is not installed", file=sys.stderr)
         return 2
-    try:
-        if getattr(args, "out", None) is not None:
-            check_out_dir(args.out)
-        return int(args._run(args) or 0)
-    except _user_errors() as e:
-        print(f"hwprof {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    with watch_models():   # the models built, to name a failing module (hwprof.cli.failures)
+        try:
+            if getattr(args, "out", None) is not None:
+                check_out_dir(args.out)
+            return int(args._run(args) or 0)
+        except _user_errors() as e:
+            print(f"hwprof {args.command}: error: {explain(e, args.command) or e}", file=sys.stderr)
+            return 2
+        except Exception as e:   # the model's own failure is one line; any other exception is a bug: traceback
+            line = None if os.environ.get(TRACEBACK_ENV) else explain(e, args.command)
+            if line is None:
+                raise
+            print(f"hwprof {args.command}: error: {line}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -255,6 +255,9 @@ def build_model(args: argparse.Namespace, name: str | None = None, device: str |
         raise
     except Exception as e:
         raise ModelBuildError(name, e) from e
+    from hwprof.cli.failures import remember
+
+    remember(name, model)
     spec = input_spec(getattr(args, "input", None), default)
     config = getattr(model, "config", None) if name.startswith("hf:") else None
     problem = zoo.hf_positions_problem(config, spec) if config is not None else None
