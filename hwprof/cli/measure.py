@@ -12,7 +12,7 @@ from hwprof.cli.common import (
     add_output_options,
     build_model,
     dtype_arg,
-    emit,
+    emit_all,
     positive_seconds,
     whole_number,
 )
@@ -68,21 +68,22 @@ def run(args: argparse.Namespace) -> int:
     from hwprof.measuring.runner import measure
     model, spec = build_model(args)
     m = measure(model, spec, config_of(args))
-    df = m.layers if args.per_layer else m.phases
-    if args.format == "json":
-        emit(json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1), args.out)
-    elif args.format == "md":
-        text = "## phases\n\n" + render(m.phases, "md")
-        if args.per_layer:
-            text += "\n## layers\n\n" + render(m.layers, "md")
-        if args.per_op:
-            text += "\n## ops\n\n" + render(m.ops, "md")
-        emit(text + "\n" + "\n".join(f"- note: {n}" for n in m.notes), args.out)
-    elif args.format == "csv":
-        emit(render(df, "csv").rstrip("\n"), args.out, df, "csv")
-    else:
-        emit(_text(args.model, spec, m), args.out)
+    emit_all(args, _outputs(args, spec, m))
     return 0
+
+
+def _outputs(args: argparse.Namespace, spec: str, m: Any) -> dict[str, str]:
+    """Every format of the result (what ``--out`` writes, ``--format`` picking the one printed): the
+    text view, the record as JSON, the tables in Markdown, and the layer (``--per-layer``) or phase table as CSV."""
+    md = "## phases\n\n" + render(m.phases, "md")
+    if args.per_layer:
+        md += "\n## layers\n\n" + render(m.layers, "md")
+    if args.per_op:
+        md += "\n## ops\n\n" + render(m.ops, "md")
+    return {"table": _text(args.model, spec, m),
+            "csv": render(m.layers if args.per_layer else m.phases, "csv").rstrip("\n"),
+            "json": json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1),
+            "md": md + "\n" + "\n".join(f"- note: {n}" for n in m.notes)}
 
 
 def _ms(x: Any) -> str:

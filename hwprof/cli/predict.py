@@ -19,7 +19,7 @@ from hwprof.cli.common import (
     add_output_options,
     build_model,
     dtype_arg,
-    emit,
+    emit_all,
     path_arg,
     whole_number,
 )
@@ -127,12 +127,9 @@ def run(args: argparse.Namespace) -> int:
         pred.notes.append("counted with the CPU's kernels (no CUDA here): the op list follows them (attention, RNN "
                           "kernels); convolution and matmul FLOPs and bytes are the same on a GPU")
     table = layer_table(pred)
-    if args.format != "table":
-        emit(render(table, args.format), args.out, table, args.format)
-        return 0
     dtype = args.dtype or "the model's dtype"
     head = (f"== {args.model} (input {spec}, batch {args.batch}, {args.mode}, {dtype}) predicted on "
             f"{k.device_name} ({k.source})")
     text = "\n".join([head, render(_shown(layer_table(pred, args.top)), "table"), "", *summary_lines(pred)])
-    emit(text, args.out)
+    emit_all(args, {"table": text, **{fmt: render(table, fmt).rstrip("\n") for fmt in ("csv", "json", "md")}})
     return 0

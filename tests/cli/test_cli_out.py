@@ -94,8 +94,8 @@ def test_count_out_is_a_folder_of_every_format(tmp_path: Path, capsys: pytest.Ca
     assert f"wrote {out}/" in printed.err
 
 
-@pytest.mark.parametrize("fmt, files", [("json", ["ceilings.json", "manifest.json"]),
-                                         ("csv", ["ceilings.csv", "ceilings.json", "ceilings.md", "manifest.json"])])
+@pytest.mark.parametrize("fmt, files", [("json", ["ceilings.csv", "ceilings.json", "ceilings.md", "ceilings.txt", "manifest.json"]),
+                                         ("csv", ["ceilings.csv", "ceilings.json", "ceilings.md", "ceilings.txt", "manifest.json"])])
 def test_ceilings_out_folder(fmt: str, files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys: pytest.CaptureFixture[str]) -> None:
     from cli_helpers import fixed_ceilings
@@ -106,6 +106,17 @@ def test_ceilings_out_folder(fmt: str, files: list[str], tmp_path: Path, monkeyp
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == files
     assert (out / f"ceilings.{fmt}").read_text().rstrip("\n") == printed.rstrip("\n")
+
+
+def test_predict_out_is_a_folder_of_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # predict (like measure and ceilings) printed one format and wrote only it; README: every format
+    out = tmp_path / "pred"
+    assert main(["predict", "lenet5", "--on", "H100", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "predict.csv", "predict.json", "predict.md",
+                                                     "predict.txt"]
+    assert (out / "predict.txt").read_text().rstrip("\n") == printed.rstrip("\n")
+    assert (out / "predict.csv").read_text().startswith("layer,kind,")
 
 
 def test_earlier_result_is_replaced_complete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
