@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     from hwprof.memory.estimate import estimate_memory
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.fake_device == "cuda":
+        _require_device("cuda", "--fake-device cuda")
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
     if args.generate:
         from hwprof.cli.generation import run_memory
@@ -114,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_device(device: str) -> None:
+def _require_device(device: str, what: str = "--validate --device cuda") -> None:
     import torch
 
     from hwprof.errors import DeviceUnavailableError
     if device == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("--validate --device cuda needs a CUDA device")
+        raise DeviceUnavailableError(f"{what} needs a CUDA device")
 
 
 def _pct(v: Any) -> str:

@@ -67,6 +67,8 @@ PARSE_TIME: list[tuple[list[str], str]] = [
     (["measure", "lenet5", "--optimizer", "adam"], "--optimizer adam needs --mode train"),
     (["profile", "lenet5", "--optimizer", "adam"], "--optimizer adam needs --mode train"),
 ]
+if not __import__("torch").cuda.is_available():   # the fake tensors' CUDA kernels need a GPU (it said "on cpu")
+    PARSE_TIME.append((["memory", "lenet5", "--fake-device", "cuda"], "--fake-device cuda needs a CUDA device"))
 
 # values that are only wrong once a file is read: the work up to that point is light (a model on
 # meta, a JSON file), the line comes before anything is measured
