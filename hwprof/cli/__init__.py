@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             token = set_invocation(Invocation(early.command or "hwprof", tuple(args)))
             return _main(args, early)
     except KeyboardInterrupt as e:
-        print(f"hwprof{' ' + command if command else ''}: {describe(e)}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":   # under torchrun only rank 0 speaks (the launcher stops the rest)
+            print(f"hwprof{' ' + command if command else ''}: {describe(e)}", file=sys.stderr)
         return exit_code(e)
     finally:
         if token is not None:

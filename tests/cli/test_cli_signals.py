@@ -123,3 +123,17 @@ def test_a_signal_ignored_at_start_stays_ignored(monkeypatch: pytest.MonkeyPatch
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_rank_other_than_0_ends_silently(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # under torchrun only rank 0 prints; when one rank fails the launcher SIGTERMs the others, whose
+    # line would only repeat rank 0's (tests/distributed/test_torchrun.py: "the other rank says nothing")
+    import hwprof.cli.count as count_cli
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    monkeypatch.setattr(count_cli, "count", terminated)
+    monkeypatch.setenv("RANK", "1")
+    assert main(["count", "lenet5"]) == 143
+    assert capsys.readouterr().err == ""
