@@ -76,6 +76,9 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         raise HwprofError(f"{d}: not a folder (a saved profile is the folder `hwprof profile --out` writes)")
     try:
         p = load_profile(d)
+    except (AttributeError, TypeError, ValueError, KeyError) as e:   # a record of the wrong shape (null, a list)
+        raise HwprofError(f"{d}: cannot compare: a damaged saved profile ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}); profile it again") from None
     except HwprofError as e:
         if (d / "layers.csv").is_file() and (d / "profile.json").is_file():
             try:

@@ -646,8 +646,35 @@ def hf_input_spec(cfg: Any, seq: int | None = None, mode: str = "inference") -> 
 
 
 def _max_positions(cfg: Any) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "max_target_positions"):
+    found = hf_max_positions(cfg)
+    return found[1] if found else None
+
+
+def hf_max_positions(cfg: Any) -> tuple[str, int] | None:
+    """(configuration key, value) of the longest sequence an ``hf:`` model's configuration allows
+    (``max_position_embeddings``, ``n_positions`` or ``max_target_positions``), or None."""
+    keys = ("max_position_embeddings", "n_positions", "max_target_positions")
+    own = cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else {}
+    for key in sorted(keys, key=lambda k: k not in own):   # the name the configuration itself uses first
         v = getattr(cfg, key, None)
-        if isinstance(v, int) and v > 0:
-            return v
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return key, v
+    return None
+
+
+def hf_positions_problem(cfg: Any, spec: str) -> str | None:
+    """Why ``spec`` is too long for the model of ``cfg`` (an integer input, token ids, whose last
+    dimension is beyond :func:`hf_max_positions`: its position embeddings would be indexed out of
+    range), or None."""
+    found = hf_max_positions(cfg)
+    if found is None:
+        return None
+    from hwprof.spec import parse_spec
+
+    key, top = found
+    for s in parse_spec(spec):
+        if s.dtype is not None and not s.dtype.is_floating_point and s.shape and s.shape[-1] > top:
+            n = s.shape[-1]
+            return (f"{s.name + ' ' if s.name else ''}sequence length {n} is beyond the model's {key} = {top}: "
+                    f"use --seq {top} or less, or allow more with --config {key}={n}")
     return None

@@ -2,24 +2,29 @@
 
 Each sub-command lives in ``hwprof/cli/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``. Known user errors (bad model name, bad --input, no CUDA, an unusable
---out, ...) are printed as one line on stderr with exit code 2; Ctrl-C prints one line and exits
-with 130. ``--out`` is checked before the commands are imported (see :mod:`hwprof.cli.common`).
+--out, ...) are printed as one line on stderr with exit code 2; Ctrl-C, SIGTERM and SIGHUP print
+one line and exit with 128 + the signal's number (:mod:`hwprof.cli.signals`). ``--out`` is checked before the commands are imported (see :mod:`hwprof.cli.common`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
 from hwprof.cli.common import (
     Invocation,
     check_out_dir,
     configure_logging,
+    input_paths,
     quiet_profiler_log,
     reset_invocation,
     set_invocation,
 )
+from hwprof.cli.failures import TRACEBACK_ENV, explain, watch_models
+from hwprof.cli.signals import describe, ending_signals, exit_code
 
 __all__ = ["main", "build_parser", "OPTIONAL_DEPENDENCIES"]
 
@@ -59,8 +64,20 @@ def _missing_optional(e: ImportError) -> str | None:
     return top if top in OPTIONAL_DEPENDENCIES else None
 
 
+class UsageError(Exception):
+    """A command line the parser refuses (unknown option, bad value): one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`UsageError` (``main`` prints one line) instead of the usage
+    text, the message and ``sys.exit(2)``; sub-parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise UsageError(" ".join(message.split()))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwprof", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="hwprof", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
@@ -88,6 +105,7 @@ def _early(argv: list[str]) -> argparse.Namespace:
     pre = _EarlyParser(add_help=False, allow_abbrev=False)
     pre.add_argument("-v", "--verbose", action="store_true")
     pre.add_argument("--out")
+    pre.add_argument("--force", action="store_true")
     pre.add_argument("command", nargs="?")
     first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
     if first is not None and argv[first] == "run":   # `hwprof run -- python train.py --out X`: the script's own
@@ -95,7 +113,7 @@ def _early(argv: list[str]) -> argparse.Namespace:
     try:
         return pre.parse_known_args(argv)[0]
     except ValueError:   # left to the real parser to report
-        return argparse.Namespace(command=None, out=None, verbose=False)
+        return argparse.Namespace(command=None, out=None, verbose=False, force=False)
 
 
 def _run_own(argv: list[str]) -> list[str]:
@@ -104,17 +122,25 @@ def _run_own(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``hwprof argv``; the exit code: 0 done, 1 nothing measured, 2 user error, 130 Ctrl-C."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    early = _early(args)
-    token = set_invocation(Invocation(early.command or "hwprof", tuple(args)))
+    """Run ``hwprof argv``; the exit code: 0 done, 1 nothing measured, 2 user error, 128 + n for
+    signal n (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: :mod:`hwprof.cli.signals`). Called as the
+    program (``argv`` None), signals after the first stay ignored until the process exits."""
+    token = None
+    command = None
     try:
-        return _main(args, early)
-    except KeyboardInterrupt:
-        print(f"hwprof{' ' + early.command if early.command else ''}: interrupted", file=sys.stderr)
-        return INTERRUPTED_RC
+        with ending_signals(keep_ignoring=argv is None):
+            args = list(sys.argv[1:] if argv is None else argv)
+            early = _early(args)
+            command = early.command
+            token = set_invocation(Invocation(early.command or "hwprof", tuple(args)))
+            return _main(args, early)
+    except KeyboardInterrupt as e:
+        if os.environ.get("RANK", "0") == "0":   # under torchrun only rank 0 speaks (the launcher stops the rest)
+            print(f"hwprof{' ' + command if command else ''}: {describe(e)}", file=sys.stderr)
+        return exit_code(e)
     finally:
-        reset_invocation(token)
+        if token is not None:
+            reset_invocation(token)
 
 
 def _main(argv: list[str], early: argparse.Namespace) -> int:
@@ -123,28 +149,40 @@ def _main(argv: list[str], early: argparse.Namespace) -> int:
     if early.out is not None:   # before the commands (and torch) are imported
         from hwprof.errors import OutputPathError
         try:
-            check_out_dir(early.out)
+            check_out_dir(early.out, force=early.force, inputs=())
         except OutputPathError as e:
             print(f"hwprof{' ' + early.command if early.command else ''}: error: {e}", file=sys.stderr)
             return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"hwprof{' ' + early.command if early.command in COMMANDS else ''}: error: {e} (see hwprof "
+              f"{early.command + ' ' if early.command in COMMANDS else ''}--help)", file=sys.stderr)
+        return 2
     if not args.command:
         parser.print_help()
         return 2
     set_invocation(Invocation(args.command, tuple(argv), getattr(args, "device", None),
-                              getattr(args, "format", None)))
+                              getattr(args, "format", None), bool(getattr(args, "force", False)), input_paths(args)))
     if getattr(args, "_missing", None):
         print(f"hwprof {args.command}: error: this command needs the optional package '{args._missing}', "
               "which is not installed", file=sys.stderr)
         return 2
-    try:
-        if getattr(args, "out", None) is not None:
-            check_out_dir(args.out)
-        return int(args._run(args) or 0)
-    except _user_errors() as e:
-        print(f"hwprof {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    with watch_models():   # the models built, to name a failing module (hwprof.cli.failures)
+        try:
+            if getattr(args, "out", None) is not None:
+                check_out_dir(args.out)
+            return int(args._run(args) or 0)
+        except _user_errors() as e:
+            print(f"hwprof {args.command}: error: {explain(e, args.command) or e}", file=sys.stderr)
+            return 2
+        except Exception as e:   # the model's own failure is one line; any other exception is a bug: traceback
+            line = None if os.environ.get(TRACEBACK_ENV) else explain(e, args.command)
+            if line is None:
+                raise
+            print(f"hwprof {args.command}: error: {line}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

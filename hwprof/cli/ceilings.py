@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from hwprof.cli.common import add_output_options, emit
+from hwprof.cli.common import add_output_options, emit_all, path_arg, whole_number
 from hwprof.cli.parallel import add_group_options
 from hwprof.files import to_jsonable
 from hwprof.hardware.ceilings import Ceilings
@@ -18,16 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--refresh", action="store_true", help="re-measure even when a cached result exists")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke check, not a ceiling")
-    p.add_argument("--cache-dir", default=None,
+    p.add_argument("--cache-dir", default=None, type=path_arg,
                    help="where results are cached (default $HWPROF_CACHE_DIR/ceilings, else the user cache folder, "
                         "e.g. ~/.cache/hwprof/ceilings)")
-    p.add_argument("--rounds", type=int, default=None,
+    p.add_argument("--rounds", type=whole_number(2, 100), default=None,
                    help="interleaved rounds of trials; a ceiling is the best trial (default 3, at least 2)")
     p.add_argument("--collectives", action="store_true",
                    help="under torchrun: busbw of all_reduce, all_gather, reduce_scatter and broadcast over 1 KiB to "
                         "256 MiB messages, cached per backend and world size")
     add_group_options(p)
-    p.add_argument("--plot", metavar="PNG", default=None,
+    p.add_argument("--plot", metavar="PNG", default=None, type=path_arg,
                    help="also plot the memory-level sweep (bandwidth against working set) to PNG (+ SVG beside it)")
     add_output_options(p)
 
@@ -73,22 +73,23 @@ def run(args: argparse.Namespace) -> int:
     k = measure_ceilings(device=args.device, refresh=args.refresh, cache_dir=args.cache_dir, quick=args.quick,
                          rounds=args.rounds or DEFAULT_ROUNDS)
     df = table(k)
-    if args.format == "json":
-        emit(json.dumps(to_jsonable(k.to_dict()), indent=1), args.out)
-        return 0
-    if args.format != "table":
-        emit(render(df, args.format).rstrip("\n"), args.out, df, args.format)
-        return 0
+    if args.plot:
+        from hwprof.report.plots import sweep_plot
+
+        sweep_plot(k, args.plot)
+    emit_all(args, {"table": _text(k, df), "json": json.dumps(to_jsonable(k.to_dict()), indent=1),
+                    **{fmt: render(df, fmt).rstrip("\n") for fmt in ("csv", "md")}})
+    return 0
+
+
+def _text(k: Ceilings, df: pd.DataFrame) -> str:
+    """The table view: the head (device, source, rounds, cache), the ceilings, the levels and sweep, the notes."""
     shown = df.copy()
     for col in ("measured", "datasheet"):
         shown[col] = [human(v, "B/s" if name.endswith("bytes_per_s") else "FLOP/s") for name, v in df[col].items()]
     shown["ratio"] = df["ratio"].map(_pct)
     shown["spread"] = [_pct(v, 1) + (" FLAGGED" if name.removesuffix("_flop_per_s") in k.flagged else "")
                        for name, v in df["spread"].items()]
-    if args.plot:
-        from hwprof.report.plots import sweep_plot
-
-        sweep_plot(k, args.plot)
     rounds = len({t.round for t in k.trials})
     head = (f"{k.device_name} ({k.device_type}, torch {k.torch_version}, {k.threads} threads, host {k.host}): "
             f"source {k.source}, measured {k.date}, best of {rounds} rounds"
@@ -99,5 +100,4 @@ def run(args: argparse.Namespace) -> int:
         over = f"{k.op_overhead_s * 1e6:.2f} us" if k.op_overhead_s else "-"
         levels = (f"\n\nmemory levels (working-set copy sweep, best of the rounds; op overhead {over} taken out):\n"
                   + render(level_table(k), "table") + "\n\n" + render(sweep_table(k), "table", index=False))
-    emit(head + "\n" + render(shown, "table") + levels + notes, args.out)
-    return 0
+    return head + "\n" + render(shown, "table") + levels + notes

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import argparse
 
-from hwprof.cli.common import command_line, out_folder
+from hwprof.cli.common import add_force_option, command_line, out_folder, path_arg, whole_number
 from hwprof.compare import compare, load_run, summary_lines, table, whole_table
 from hwprof.errors import HwprofError
 from hwprof.report.tables import FORMATS, render
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="DIR", help="two or more folders written by `hwprof profile --out`")
+    p.add_argument("runs", nargs="+", metavar="DIR", type=path_arg, help="two or more folders written by `hwprof profile --out`")
     p.add_argument("--labels", default=None, help="comma-separated names of the runs (default: the folder names)")
-    p.add_argument("--top", type=int, default=25, help="rows of the layer table, by the first run's time (default 25)")
+    p.add_argument("--top", type=whole_number(1), default=25, help="rows of the layer table, by the first run's time (default 25)")
     p.add_argument("--format", choices=FORMATS, default="table", help="what to print (default: table)")
     p.add_argument("--out", metavar="DIR", help="also write compare.csv, whole.csv, compare.md, compare.json and the "
                    "roofline plots of the moves into the folder DIR (complete or not at all)")
+    add_force_option(p)
 
 
 def run(args: argparse.Namespace) -> int:

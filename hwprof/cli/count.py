@@ -14,7 +14,14 @@ import argparse
 from torch import nn
 
 from hwprof import zoo
-from hwprof.cli.common import add_amp_option, add_model_options, add_output_options, build_model, emit_all
+from hwprof.cli.common import (
+    add_amp_option,
+    add_model_options,
+    add_output_options,
+    build_model,
+    dtype_arg,
+    emit_all,
+)
 from hwprof.cli.parallel import add_predict_options
 from hwprof.counting.counter import MODES, count
 from hwprof.device import resolve_device
@@ -26,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=MODES, default="inference",
                    help="inference (default: eval, BN running stats, no dropout) or train (BN batch stats, dropout)")
     p.add_argument("--backward", action="store_true", help="also count the backward pass (in either mode)")
-    p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
+    p.add_argument("--dtype", type=dtype_arg, default=None, help="fp32|bf16|fp16 (default: the model's)")
     add_amp_option(p)
     p.add_argument("--device", default="cpu", help="whose kernels to count: cpu (default) or cuda (needs CUDA)")
     p.add_argument("--all", action="store_true", help="list every module, not just leaves")

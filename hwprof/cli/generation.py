@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import build_model, command_line, emit, emit_all, out_folder
+from hwprof.cli.common import MAX_DIM, build_model, command_line, emit, emit_all, out_folder, strict_int
 from hwprof.device import resolve_device
 from hwprof.report.tables import mib, render
 
@@ -21,11 +21,11 @@ _COLUMNS = ["phase", "batch", "tokens", "time_s", "tokens_per_s", "flops_per_tok
 def batch_list(text: str) -> list[int]:
     """``"1,4,16,64"`` -> [1, 4, 16, 64] (argparse type; positive integers)."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [strict_int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad batch list {text!r}; expected e.g. 8 or 1,4,16,64") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"bad batch list {text!r}: batch sizes are positive")
+    if not values or min(values) < 1 or max(values) > MAX_DIM:
+        raise argparse.ArgumentTypeError(f"bad batch list {text!r}: batch sizes are from 1 to {MAX_DIM}")
     return values
 
 
@@ -37,6 +37,19 @@ def _check(args: argparse.Namespace) -> None:
         raise HwprofError("--prompt and --new-tokens must be positive")
 
 
+def _check_context(meta: object, args: argparse.Namespace) -> None:
+    """The prompt and the new tokens fit the model's positions (one line, before any work)."""
+    from hwprof.errors import HwprofError
+    from hwprof.zoo import hf_max_positions
+
+    found = hf_max_positions(getattr(meta, "config", None))
+    if found and args.prompt + args.new_tokens > found[1]:
+        key, top = found
+        raise HwprofError(f"{args.model}: --prompt {args.prompt} + --new-tokens {args.new_tokens} = "
+                          f"{args.prompt + args.new_tokens} positions, beyond the model's {key} = {top}; use fewer "
+                          f"or allow more with --config {key}={args.prompt + args.new_tokens}")
+
+
 def run_profile(args: argparse.Namespace) -> int:
     """Count and measure prefill, decode and the decode average at each --batch; table, plots, folder."""
     from hwprof.hardware.ceilings import measure_ceilings
@@ -46,6 +59,7 @@ def run_profile(args: argparse.Namespace) -> int:
     _check(args)
     meta, _ = build_model(args, device="meta")
     require_causal_lm(meta)                      # a one-line error before anything is measured
+    _check_context(meta, args)
     dev = resolve_device(args.device)
     ceilings = measure_ceilings(dev, refresh=args.refresh_ceilings, cache_dir=args.ceilings_cache, quick=args.quick)
     lm, _ = build_model(args)
@@ -88,6 +102,7 @@ def run_memory(args: argparse.Namespace, device: str) -> int:
 
     _check(args)
     meta, _ = build_model(args, device="meta")
+    _check_context(meta, args)
     if args.fit is not None:
         limit = device_total_bytes(device) if args.fit == "auto" else parse_size(args.fit)
         ctx = args.prompt + args.new_tokens

@@ -7,7 +7,16 @@ import json
 import math
 from typing import Any
 
-from hwprof.cli.common import add_amp_option, add_model_options, add_output_options, build_model, emit
+from hwprof.cli.common import (
+    add_amp_option,
+    add_model_options,
+    add_output_options,
+    build_model,
+    dtype_arg,
+    emit_all,
+    positive_seconds,
+    whole_number,
+)
 from hwprof.cli.parallel import add_launch_options
 from hwprof.files import to_jsonable
 from hwprof.measuring.records import MeasureConfig
@@ -23,21 +32,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", default=None, choices=("sgd", "momentum", "adam", "adamw"),
                    help="train mode: also time the optimizer step")
     p.add_argument("--per-layer", action="store_true", help="also time every module (separate hooked pass)")
-    p.add_argument("--depth", type=int, default=None, help="per-layer: deepest module path depth to time")
+    p.add_argument("--depth", type=whole_number(0, 1000), default=None, help="per-layer: deepest module path depth to time")
     p.add_argument("--per-op", action="store_true", help="also time every aten op (separate torch.profiler pass)")
-    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: the model's)")
+    p.add_argument("--dtype", type=dtype_arg, default=None, help="fp32 | bf16 | fp16 (default: the model's)")
     add_amp_option(p)
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
-    p.add_argument("--budget", type=float, default=1.0, metavar="S", help="seconds of timed repetitions per phase")
-    p.add_argument("--warmup", type=int, default=3, help="untimed repetitions before timing (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads for the run")
+    p.add_argument("--budget", type=positive_seconds, default=1.0, metavar="S", help="seconds of timed repetitions per phase")
+    p.add_argument("--warmup", type=whole_number(0, 1000), default=3, help="untimed repetitions before timing (default 3)")
+    p.add_argument("--threads", type=whole_number(1, 1024), default=None, help="torch intra-op threads for the run")
     p.add_argument("--l2-flush", action="store_true", help="write a buffer larger than L2 before each repetition")
     add_launch_options(p)
     add_output_options(p)
 
 
+def check_optimizer(args: argparse.Namespace) -> None:
+    """``--optimizer`` only with ``--mode train`` (its step is part of a training step): one line, before work."""
+    if getattr(args, "optimizer", None) and args.mode != "train":
+        from hwprof.errors import HwprofError
+        raise HwprofError(f"--optimizer {args.optimizer} needs --mode train (the optimizer step is part of a training "
+                          "step)")
+
+
 def config_of(args: argparse.Namespace) -> MeasureConfig:
     """The :class:`MeasureConfig` the command line asks for."""
+    check_optimizer(args)
     return MeasureConfig(device=args.device, mode=args.mode, optimizer=args.optimizer, per_layer=args.per_layer,
                          depth=args.depth, per_op=args.per_op, batch=args.batch, dtype=args.dtype,
                          channels_last=args.channels_last, budget_s=args.budget, warmup=args.warmup,
@@ -45,27 +63,29 @@ def config_of(args: argparse.Namespace) -> MeasureConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_optimizer(args)
     if args.parallel:
         from hwprof.cli.parallel import measure_command
         return measure_command(args, config_of(args))
     from hwprof.measuring.runner import measure
     model, spec = build_model(args)
     m = measure(model, spec, config_of(args))
-    df = m.layers if args.per_layer else m.phases
-    if args.format == "json":
-        emit(json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1), args.out)
-    elif args.format == "md":
-        text = "## phases\n\n" + render(m.phases, "md")
-        if args.per_layer:
-            text += "\n## layers\n\n" + render(m.layers, "md")
-        if args.per_op:
-            text += "\n## ops\n\n" + render(m.ops, "md")
-        emit(text + "\n" + "\n".join(f"- note: {n}" for n in m.notes), args.out)
-    elif args.format == "csv":
-        emit(render(df, "csv").rstrip("\n"), args.out, df, "csv")
-    else:
-        emit(_text(args.model, spec, m), args.out)
+    emit_all(args, _outputs(args, spec, m))
     return 0
+
+
+def _outputs(args: argparse.Namespace, spec: str, m: Any) -> dict[str, str]:
+    """Every format of the result (what ``--out`` writes, ``--format`` picking the one printed): the
+    text view, the record as JSON, the tables in Markdown, and the layer (``--per-layer``) or phase table as CSV."""
+    md = "## phases\n\n" + render(m.phases, "md")
+    if args.per_layer:
+        md += "\n## layers\n\n" + render(m.layers, "md")
+    if args.per_op:
+        md += "\n## ops\n\n" + render(m.ops, "md")
+    return {"table": _text(args.model, spec, m),
+            "csv": render(m.layers if args.per_layer else m.phases, "csv").rstrip("\n"),
+            "json": json.dumps(to_jsonable({"model": args.model, **m.to_dict()}), indent=1),
+            "md": md + "\n" + "\n".join(f"- note: {n}" for n in m.notes)}
 
 
 def _ms(x: Any) -> str:

@@ -28,7 +28,9 @@ from hwprof.cli.common import (
     add_output_options,
     amp_choice,
     build_model,
+    dtype_arg,
     emit_all,
+    positive_seconds,
 )
 from hwprof.cli.parallel import add_predict_options
 from hwprof.files import to_jsonable
@@ -45,21 +47,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train: forward, backward and optimizer step; inference: forward without grad")
     p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, default="adam",
                    help="optimizer of the training step (default adam; none: no step)")
-    p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16 (parameters and activations)")
+    p.add_argument("--dtype", type=dtype_arg, default="fp32", help="fp32 | bf16 | fp16 (parameters and activations)")
     p.add_argument("--amp", nargs="?", const=True, default=False, type=amp_choice, metavar="bf16|fp16",
                    help="autocast the forward, parameters stay fp32: --amp bf16 | --amp fp16 (a bare --amp: to "
                         "--dtype, fp16 if that is fp32); --validate runs the same autocast step")
     p.add_argument("--validate", action="store_true",
                    help="run the real step and compare measured peaks with every predictor")
-    p.add_argument("--fit", metavar="SIZE", default=None,
+    p.add_argument("--fit", metavar="SIZE", default=None, type=_fit_size,
                    help="largest batch predicted to fit in SIZE (80GB = 80e9 B, 80GiB = 80*2**30 B, or auto)")
     p.add_argument("--fake-device", choices=("cpu", "cuda"), default="cpu",
                    help="where the prediction's fake tensors live (cuda: real CUDA kernel choices; needs CUDA)")
-    p.add_argument("--budget", type=float, default=0.5, metavar="S",
+    p.add_argument("--budget", type=positive_seconds, default=0.5, metavar="S",
                    help="seconds of repetitions per measured phase with --validate (default 0.5)")
     add_predict_options(p, several=True)
     add_generation_options(p)
     add_output_options(p)
+
+
+def _fit_size(text: str) -> str:
+    """``--fit`` as given, once it is ``auto`` or a size :func:`hwprof.memory.fit.parse_size` takes."""
+    from hwprof.memory.fit import parse_size
+
+    if text != "auto":
+        try:
+            parse_size(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     from hwprof.memory.estimate import estimate_memory
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.fake_device == "cuda":
+        _require_device("cuda", "--fake-device cuda")
     optimizer = None if args.optimizer == "none" or args.mode != "train" else args.optimizer
     if args.generate:
         from hwprof.cli.generation import run_memory
@@ -104,12 +120,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_device(device: str) -> None:
+def _require_device(device: str, what: str = "--validate --device cuda") -> None:
     import torch
 
     from hwprof.errors import DeviceUnavailableError
     if device == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("--validate --device cuda needs a CUDA device")
+        raise DeviceUnavailableError(f"{what} needs a CUDA device")
 
 
 def _pct(v: Any) -> str:
@@ -165,10 +181,13 @@ def _run_fit(args: argparse.Namespace, meta_model: Any, real_model: Any, spec: s
     table = fit.evaluations.copy()
     if checks is not None:
         table = pd.concat([table.assign(kind="predicted"), checks.assign(kind="measured")], ignore_index=True)
+    answer = (f"at least {fit.batch:,}, the largest batch hwprof tries (the search cap: how much more fits is not "
+              "known)" if fit.at_cap else f"= {fit.batch}")
     summary = (f"{args.model} (input {spec}, {args.mode}{', ' + optimizer if optimizer else ''}, {args.dtype}) on "
-               f"{device}: largest batch predicted to fit in {limit:,} B ({human_bytes(limit)}) = {fit.batch} "
+               f"{device}: largest batch predicted to fit in {limit:,} B ({human_bytes(limit)}) {answer} "
                f"(criterion: simulated {fit.criterion.replace('_bytes', '')})")
-    body = {"model": args.model, "input": spec, "limit_bytes": limit, "batch": fit.batch, "criterion": fit.criterion,
+    body = {"model": args.model, "input": spec, "limit_bytes": limit, "batch": fit.batch, "at_search_cap": fit.at_cap,
+            "criterion": fit.criterion,
             "evaluations": fit.evaluations, "checks": checks}
     emit_all(args, {"table": _fit_text(summary, fit, checks, device), "json": json.dumps(to_jsonable(body), indent=1),
                     **{fmt: render(table, fmt, index=False).rstrip("\n") for fmt in ("csv", "md")}})

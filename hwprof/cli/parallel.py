@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwprof.cli.common import path_arg, positive_seconds, strict_int, whole_number
 from hwprof.distributed.group import DEFAULT_TIMEOUT_S, GroupInfo
 from hwprof.files import write_atomic, write_json_atomic
 from hwprof.report.tables import human, render
@@ -36,10 +37,10 @@ def add_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", choices=("ddp", "fsdp"), default=None,
                    help="under torchrun: wrap the model in DistributedDataParallel or shard it with FSDP2 "
                         "(fully_shard per block and root); every rank measures, rank 0 reports")
-    p.add_argument("--reps", type=int, default=10, metavar="N",
+    p.add_argument("--reps", type=whole_number(1, 100000), default=10, metavar="N",
                    help="--parallel: repetitions per phase on every rank (fixed: ranks must issue the same "
                         "collectives; default 10)")
-    p.add_argument("--collective-ceilings", default=None, metavar="FILE",
+    p.add_argument("--collective-ceilings", default=None, metavar="FILE", type=path_arg,
                    help="--parallel: place the collectives against this ceiling (collective-ceilings.json, written "
                         "by `ceilings --collectives --out DIR`) instead of the cached one")
     add_group_options(p)
@@ -49,7 +50,7 @@ def add_group_options(p: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--dist-timeout``: the process group a torchrun run sets up."""
     p.add_argument("--backend", choices=("gloo", "nccl"), default=None,
                    help="process-group backend (default: nccl for cuda, gloo otherwise)")
-    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    p.add_argument("--dist-timeout", type=positive_seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"process-group timeout: a collective waiting longer fails (default {DEFAULT_TIMEOUT_S:g} s)")
 
 
@@ -57,8 +58,19 @@ def add_predict_options(p: argparse.ArgumentParser, several: bool = False) -> No
     """``--parallel`` and ``--world-size`` (a prediction on torch's fake process group, one process)."""
     p.add_argument("--parallel", choices=("ddp", "fsdp"), default=None,
                    help="predict per rank for data-parallel (ddp) or FSDP2-sharded (fsdp) training")
-    p.add_argument("--world-size", default=None, metavar="N" + (",N..." if several else ""),
+    p.add_argument("--world-size", type=_world_size_arg, default=None, metavar="N" + (",N..." if several else ""),
                    help="ranks to predict for with --parallel" + (" (several: 8,64,512)" if several else ""))
+
+
+def _world_size_arg(text: str) -> str:
+    """``--world-size`` as given, once it is whole numbers >= 1 separated by commas (parse time)."""
+    try:
+        sizes = [strict_int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number (or a comma list), got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected ranks >= 1, got {text!r}")
+    return text
 
 
 def world_sizes(args: argparse.Namespace) -> list[int]:
@@ -68,7 +80,7 @@ def world_sizes(args: argparse.Namespace) -> list[int]:
     if args.world_size is None:
         raise DistributedError("--parallel needs --world-size N (the ranks to predict for)")
     try:
-        sizes = [int(s) for s in str(args.world_size).split(",") if s.strip()]
+        sizes = [strict_int(s) for s in str(args.world_size).split(",") if s.strip()]
     except ValueError:
         raise DistributedError(f"--world-size must be a whole number (or a comma list), got {args.world_size!r}") \
             from None

@@ -14,7 +14,15 @@ import argparse
 import pandas as pd
 import torch
 
-from hwprof.cli.common import add_model_options, add_output_options, build_model, emit
+from hwprof.cli.common import (
+    add_model_options,
+    add_output_options,
+    build_model,
+    dtype_arg,
+    emit_all,
+    path_arg,
+    whole_number,
+)
 from hwprof.compare import load_run
 from hwprof.counting.counter import count
 from hwprof.device import MathModes
@@ -26,21 +34,21 @@ from hwprof.report.tables import human, render
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
-    p.add_argument("--on", metavar="CEILINGS", default=None,
+    p.add_argument("--on", metavar="CEILINGS", default=None, type=path_arg,
                    help=f"a ceilings JSON file (or saved profile folder) or a device: {', '.join(DATASHEET)} "
                         "(default: this machine's measured ceilings)")
-    p.add_argument("--derate-from", metavar="JSON", default=None,
+    p.add_argument("--derate-from", metavar="JSON", default=None, type=path_arg,
                    help="with a named device: ceilings measured on such a device, whose measured/datasheet ratios "
                         "and op overhead derate the datasheet (default: the newest found in the ceilings cache)")
-    p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
+    p.add_argument("--dtype", type=dtype_arg, default=None, help="fp32|bf16|fp16 (default: the model's)")
     p.add_argument("--mode", choices=("inference", "train"), default="inference",
                    help="inference: forward; train: forward + backward (the optimizer step is not predicted)")
     p.add_argument("--tf32", action="store_true", help="on a GPU: fp32 matmuls in TF32 too (convolutions are by default)")
     p.add_argument("--device", default="auto", help="without --on: whose ceilings to measure (default auto)")
-    p.add_argument("--calibrate", nargs="+", metavar="DIR", default=None,
+    p.add_argument("--calibrate", nargs="+", metavar="DIR", default=None, type=path_arg,
                    help="saved profiles (`hwprof profile --out`) measured on the target: each layer kind's measured "
                         "efficiency against the roofline model derates its prediction (hwprof.predict.fit_efficiency)")
-    p.add_argument("--top", type=int, default=25, help="rows of the table, by predicted time (default 25)")
+    p.add_argument("--top", type=whole_number(1), default=25, help="rows of the table, by predicted time (default 25)")
     add_output_options(p)
 
 
@@ -119,12 +127,9 @@ def run(args: argparse.Namespace) -> int:
         pred.notes.append("counted with the CPU's kernels (no CUDA here): the op list follows them (attention, RNN "
                           "kernels); convolution and matmul FLOPs and bytes are the same on a GPU")
     table = layer_table(pred)
-    if args.format != "table":
-        emit(render(table, args.format), args.out, table, args.format)
-        return 0
     dtype = args.dtype or "the model's dtype"
     head = (f"== {args.model} (input {spec}, batch {args.batch}, {args.mode}, {dtype}) predicted on "
             f"{k.device_name} ({k.source})")
     text = "\n".join([head, render(_shown(layer_table(pred, args.top)), "table"), "", *summary_lines(pred)])
-    emit(text, args.out)
+    emit_all(args, {"table": text, **{fmt: render(table, fmt).rstrip("\n") for fmt in ("csv", "json", "md")}})
     return 0

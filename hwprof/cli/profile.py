@@ -31,8 +31,12 @@ from hwprof.cli.common import (
     add_output_options,
     build_model,
     command_line,
+    dtype_arg,
     out_folder,
+    path_arg,
+    positive_seconds,
     progress_enabled,
+    whole_number,
 )
 from hwprof.cli.generation import batch_list, run_profile
 from hwprof.cli.parallel import add_launch_options
@@ -55,14 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch size (default 1; 8 for the default pair); with --generate a list, e.g. 1,4,16,64")
     add_generation_options(p)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (auto: cuda if available)")
-    p.add_argument("--dtype", default=None, help="fp32|bf16|fp16 (default: the model's)")
+    p.add_argument("--dtype", type=dtype_arg, default=None, help="fp32|bf16|fp16 (default: the model's)")
     add_amp_option(p)
     p.add_argument("--mode", choices=("inference", "train"), default="inference")
-    p.add_argument("--optimizer", default=None, help="sgd|momentum|adam|adamw (train mode)")
+    p.add_argument("--optimizer", default=None, choices=("sgd", "momentum", "adam", "adamw"),
+                   help="train mode: also step this optimizer")
     p.add_argument("--channels-last", action="store_true", help="run in channels_last memory format")
-    p.add_argument("--budget", type=float, default=1.0, help="timing budget per phase, seconds (default 1)")
-    p.add_argument("--top", type=int, default=25, help="rows of the terminal table, by time (default 25)")
-    p.add_argument("--ceilings-cache", default=None, metavar="DIR",
+    p.add_argument("--budget", type=positive_seconds, default=1.0, help="timing budget per phase, seconds (default 1)")
+    p.add_argument("--top", type=whole_number(1), default=25, help="rows of the terminal table, by time (default 25)")
+    p.add_argument("--ceilings-cache", default=None, metavar="DIR", type=path_arg,
                    help="where measured ceilings are cached (default $HWPROF_CACHE_DIR/ceilings or the user cache)")
     p.add_argument("--refresh-ceilings", action="store_true", help="re-measure the ceilings")
     p.add_argument("--quick", action="store_true",
@@ -113,6 +118,9 @@ def _show(p: Profile, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hwprof.cli.measure import check_optimizer
+
+    check_optimizer(args)
     if args.generate:
         return run_profile(args)
     if args.batch and len(args.batch) > 1:

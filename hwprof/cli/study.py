@@ -22,7 +22,18 @@ from typing import Any
 
 import pandas as pd
 
-from hwprof.cli.common import check_out_dir, command_line, emit, out_folder, progress_enabled
+from hwprof.cli.common import (
+    MAX_DIM,
+    add_force_option,
+    check_out_dir,
+    command_line,
+    emit,
+    out_folder,
+    path_arg,
+    positive_seconds,
+    progress_enabled,
+    strict_int,
+)
 from hwprof.report.tables import FORMATS, render
 from hwprof.spec import InputSpecError, parse_dtype
 
@@ -54,29 +65,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "cross product instead of MobileNetV1's stage shapes + C=256 56x56")
     d.add_argument("--spatial", metavar="LIST", help="comma-separated H=W values (see --channels)")
     d.add_argument("--batch", metavar="LIST", help="comma-separated batch sizes (default 1,64; --quick: 1)")
-    d.add_argument("--budget-s", type=float, help="timing budget per point in seconds")
+    d.add_argument("--budget-s", type=positive_seconds, help="timing budget per point in seconds")
     d.add_argument("--quick-ceilings", action="store_true",
                    help="measure the roofs with small GEMMs too (a smoke check: understates the roofs)")
     d.add_argument("--ncu-clock-control", choices=("base", "none"), default="base",
                    help="ncu --clock-control with --counters: base (ncu's default, clocks locked to base, "
                    "as the H100 reference in docs/REFERENCES.md) or none (clocks as the GPU sets them)")
-    d.add_argument("--ceilings-cache", metavar="DIR", default=None,
+    d.add_argument("--ceilings-cache", metavar="DIR", default=None, type=path_arg,
                    help="where measured ceilings are cached (default $HWPROF_CACHE_DIR/ceilings or the user cache)")
     d.add_argument("--no-fasternet", action="store_true", help="skip the FasterNet-style table")
     d.add_argument("--no-models", action="store_true", help="skip MobileNetV1 vs its dense twin")
     d.add_argument("--no-plots", action="store_true", help="skip the plots")
     d.add_argument("--format", choices=FORMATS, default="table", help="format of the printed table (default table)")
     d.add_argument("--out", metavar="DIR", help="output directory (default out/depthwise-<device>-<UTC time>)")
+    add_force_option(d)
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(strict_int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise InputSpecError(f"--{what} expects comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
+    if not values or any(v <= 0 or v > MAX_DIM for v in values):
         raise InputSpecError(f"--{what} expects positive integers, got {text!r}")
     return values
 

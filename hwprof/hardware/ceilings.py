@@ -38,7 +38,12 @@ Results are cached as JSON per machine (device name and host), torch build, thre
 ``$HWPROF_CACHE_DIR/ceilings``, else the platform's user cache folder (``platformdirs``:
 ``~/.cache/hwprof/ceilings`` on Linux); never the current folder. A later call returns the cache
 (``source="cache"``) unless ``refresh=True``; a cached file without memory levels (written by
-an earlier hwprof) is measured again.
+an earlier hwprof) is measured again. The machine's load is recorded beside every measurement
+(``Ceilings.load``: load average, other processes' CPU time, :mod:`hwprof.hardware.load`); a CPU
+measurement during which other processes competed for its cores is **not cached** either: a
+steady load slows every round alike, which the rounds' agreement cannot see. The cache file is
+validated when read and measured and written under a lock, and an unusable cache folder only
+means not caching (:mod:`hwprof.hardware.cache`).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 from hwprof.device import device_name, resolve_device
-from hwprof.files import read_json_record, write_json_atomic
+from hwprof.hardware.cache import CacheFile, now
 from hwprof.hardware.caches import CacheLevel, system_caches
 from hwprof.hardware.datasheet import HBM_PARTS, lookup, resolve
 from hwprof.hardware.levels import (
@@ -70,6 +75,7 @@ from hwprof.hardware.levels import (
     memory_levels,
     sweep_points,
 )
+from hwprof.hardware.load import LoadMeter, competed, load_note, system_load
 from hwprof.measuring.timers import Clock, time_fn
 
 __all__ = ["Ceilings", "Trial", "TrialResult", "TrialFn", "measure_ceilings", "cache_path", "default_cache_dir",
@@ -134,7 +140,8 @@ class Ceilings:
 
     The memory hierarchy: ``levels`` (caches ascending, then main memory; see
     :mod:`hwprof.hardware.levels`), the ``sweep`` they came from and ``op_overhead_s``, the time of
-    an empty op. Ask which level a working set runs from with :meth:`level_for`."""
+    an empty op. Ask which level a working set runs from with :meth:`level_for`. ``load``: the
+    machine's load during the measurement (:mod:`hwprof.hardware.load`)."""
 
     device_type: str
     device_name: str
@@ -156,6 +163,8 @@ class Ceilings:
     levels: tuple[MemoryLevel, ...] = ()
     sweep: tuple[SweepPoint, ...] = ()
     op_overhead_s: float | None = None
+    load: dict[str, Any] = field(default_factory=dict)
+    """How busy the machine was while these ceilings were measured (:func:`hwprof.hardware.load.load_record`)."""
 
     def roof(self, key: str) -> float:
         """The compute roof ``key`` in FLOP/s; ``KeyError`` naming the roofs there are otherwise."""
@@ -198,6 +207,7 @@ class Ceilings:
         known["sweep"] = tuple(SweepPoint(int(p["working_set_bytes"]), _float(p["time_s"]), _float(p["bytes_per_s"]),
                                           _float(p["raw_bytes_per_s"]), str(p.get("level") or ""))
                                for p in known.get("sweep") or ())
+        known["load"] = dict(known["load"]) if isinstance(known.get("load"), dict) else {}
         return cls(**known)
 
     @classmethod
@@ -294,18 +304,20 @@ def cache_path(cache_dir: str | Path | None, name: str, quick: bool, threads: in
     return folder / ("__".join(re.sub(r"[^A-Za-z0-9.+-]+", "_", p).strip("_") for p in parts) + ".json")
 
 
-def _read_cache(path: Path) -> Ceilings | None:
-    cached = read_json_record(path, Ceilings.from_dict, "ceilings cache")
+def _read_cache(cache: CacheFile) -> Ceilings | None:
+    """The cached ceilings, validated (:meth:`CacheFile.read`), or None (absent, damaged, flagged,
+    or without memory levels: measured again)."""
+    cached = cache.read(Ceilings.from_dict)
     if cached is None:
         return None
     if cached.flagged:   # never written by this module; a hand-made file is not trusted either
-        log.warning("ignoring ceilings cache %s: its roofs %s are flagged; measuring", path, list(cached.flagged))
+        log.warning("ignoring ceilings cache %s: its roofs %s are flagged; measuring", cache.path, list(cached.flagged))
         return None
     if not cached.levels:
-        log.info("ceilings cache %s has no memory levels (an earlier hwprof); measuring", path)
+        log.info("ceilings cache %s has no memory levels (an earlier hwprof); measuring", cache.path)
         return None
     cached.source = "cache"
-    cached.cache_file = str(path)
+    cached.cache_file = str(cache.path)
     return cached
 
 
@@ -540,25 +552,65 @@ def _hierarchy(trials: Sequence[Trial], caches: Sequence[CacheLevel], bw: float 
 def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
                      cache_dir: str | Path | None = None, quick: bool = False, rounds: int = DEFAULT_ROUNDS,
                      trial: TrialFn | None = None, caches: Sequence[CacheLevel] | None = None,
-                     clock: Clock | None = None) -> Ceilings:
+                     clock: Clock | None = None, load_meter: LoadMeter | None = None) -> Ceilings:
     """Peak FLOP/s per mode, copy bandwidth, memory levels and op overhead of ``device``: the best
     of ``rounds`` interleaved rounds of trials, cached per machine, torch build and thread count
-    unless a roof's rounds disagree (see the module docstring).
+    unless a roof's rounds disagree or, on a CPU, other processes competed for the cores (see the
+    module docstring).
 
-    ``quick=True`` uses small sizes (a check, not a ceiling: a few seconds on a 2-core CPU).
-    ``trial`` replaces the real GEMM/copy trial (tests pass a fake one); ``caches`` the cache sizes
-    the system reports (:func:`hwprof.hardware.caches.system_caches`). ``clock`` times the CPU
-    trials with another clock (e.g. the thread's CPU time on a machine other jobs share): such
-    ceilings are a different measurement and are neither read from nor written to the cache.
+    The cache (:class:`~hwprof.hardware.cache.CacheFile`) is read without waiting; a measurement
+    happens under its lock, so a second process that wants one waits for the first and reuses
+    the result the first wrote meanwhile (with ``refresh`` too). A damaged cache file or an
+    unusable folder is one warning: measured, not cached. ``quick=True`` uses small sizes (a
+    check, not a ceiling: a few seconds on a 2-core CPU). ``trial`` replaces the real GEMM/copy
+    trial (tests pass a fake one); ``caches`` the cache sizes the system reports
+    (:func:`hwprof.hardware.caches.system_caches`); ``load_meter`` how the machine's load is watched
+    (default :func:`hwprof.hardware.load.system_load`). ``clock`` times the CPU trials with another
+    clock (e.g. the thread's CPU time on a machine other jobs share): such ceilings are a different
+    measurement and are neither read from nor written to the cache.
     """
     dev = resolve_device(device)
     name = device_name(dev)
-    path = cache_path(cache_dir, name, quick)
-    cached = None if refresh or clock is not None else _read_cache(path)
-    if cached is not None:
+
+    def measured() -> Ceilings:
+        return _measure(dev, name, quick, rounds, trial, caches, clock, load_meter or system_load)
+    if clock is not None:
+        return measured()
+    cache = CacheFile(cache_path(cache_dir, name, quick), refresh_command(str(dev)))
+    if not refresh and (cached := _read_cache(cache)) is not None:
         return cached
+    asked = now()
+    with cache.locked() as held:
+        if held and cache.fresh_since(asked) and (theirs := _read_cache(cache)) is not None:
+            theirs.notes.append("measured by another hwprof run while this one waited for it")
+            log.info("ceilings of %s: reusing %s, measured by another hwprof run meanwhile", name, cache.path)
+            return theirs
+        result = measured()
+        if held:
+            _store(cache, result, dev)
+    return result
+
+
+def _store(cache: CacheFile, result: Ceilings, dev: torch.device) -> None:
+    """Cache ``result`` unless a roof is flagged or, on a CPU, other processes competed (one warning each)."""
+    if result.flagged:
+        log.warning("ceilings of %s not cached: %s; re-run `%s` on a quiet machine", result.device_name,
+                    "; ".join(n for n in result.notes if "ceiling not trusted" in n), refresh_command(str(dev)))
+    elif dev.type == "cpu" and competed(result.load):
+        log.warning("ceilings of %s not cached: %s; re-run `%s` on a quiet machine", result.device_name,
+                    load_note(result.load).removesuffix(", so they are not cached"), refresh_command(str(dev)))
+    elif cache.write(result.to_dict()):
+        result.cache_file = str(cache.path)
+
+
+def _measure(dev: torch.device, name: str, quick: bool, rounds: int, trial: TrialFn | None,
+             caches: Sequence[CacheLevel] | None, clock: Clock | None, load_meter: LoadMeter) -> Ceilings:
+    """One measurement of the ceilings of ``dev`` (``measure_ceilings`` without the cache), with the
+    machine's load over its trials."""
     plan, budget_s = _plan(dev, quick)
+    stop = load_meter()
     trials, notes = run_trials(plan, rounds, trial or device_trial(dev, budget_s, clock), budget_s, (SWEEP,))
+    load = stop()
     best, spread = best_of_trials(trials)
     bw = best.pop(COPY, None)
     if COPY in spread:
@@ -577,18 +629,12 @@ def measure_ceilings(device: str | torch.device = "auto", refresh: bool = False,
     if sheet and bw is not None and sheet.get("bytes_per_s"):
         ratio["bytes_per_s"] = bw / sheet["bytes_per_s"]
     notes += _level_notes(found, levels) + flag_notes + untrusted_notes
+    notes += [load_note(load)] if dev.type == "cpu" and competed(load) else []
     notes += ["quick=True: small sizes, a smoke check rather than a ceiling"] if quick else []
     notes += [f"timed with {type(clock).__name__}, not perf_counter: not cached"] if clock is not None else []
-    result = Ceilings(dev.type, name, torch.__version__, _today(), "measured", best, bw, sheet, ratio, tuple(trials),
-                      spread, flagged, threads=torch.get_num_threads(), host=socket.gethostname(), quick=quick,
-                      notes=notes, levels=levels, sweep=points, op_overhead_s=overhead)
-    if flagged and clock is None:
-        log.warning("ceilings of %s not cached: %s; re-run `%s` on a quiet machine", name, "; ".join(flag_notes),
-                    refresh_command(str(dev)))
-    elif clock is None:
-        write_json_atomic(path, result.to_dict())
-        result.cache_file = str(path)
-    return result
+    return Ceilings(dev.type, name, torch.__version__, _today(), "measured", best, bw, sheet, ratio, tuple(trials),
+                    spread, flagged, threads=torch.get_num_threads(), host=socket.gethostname(), quick=quick,
+                    notes=notes, levels=levels, sweep=points, op_overhead_s=overhead, load=load)
 
 
 def _level_notes(caches: Sequence[CacheLevel], levels: Sequence[MemoryLevel]) -> list[str]:

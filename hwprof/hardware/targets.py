@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hwprof.errors import HwprofError
+from hwprof.hardware.cache import ceilings_problem
 from hwprof.hardware.ceilings import Ceilings, default_cache_dir, measure_ceilings
 from hwprof.hardware.datasheet import DATASHEET, resolve
 
@@ -27,14 +28,19 @@ log = logging.getLogger(__name__)
 
 def read_ceilings(path: str | Path) -> Ceilings:
     """A ceilings JSON (``hwprof ceilings --format json``, the cache, or a saved profile's
-    ``ceilings.json``; a saved profile folder is read through its ``ceilings.json``)."""
+    ``ceilings.json``; a saved profile folder is read through its ``ceilings.json``), validated
+    (:func:`hwprof.hardware.cache.ceilings_problem`); anything else is one-line :class:`HwprofError`."""
     p = Path(path)
     if p.is_dir():
         p = p / "ceilings.json"
     try:
-        return Ceilings.from_dict(json.loads(p.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise HwprofError(f"{path}: not a readable ceilings file ({type(e).__name__}: {e})") from None
+        d = json.loads(p.read_text())
+        problem = ceilings_problem(d)
+        if problem is None:
+            return Ceilings.from_dict(d)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    raise HwprofError(f"{path}: not a readable ceilings file ({problem})")
 
 
 def _entry_key(k: Ceilings) -> str | None:

@@ -104,8 +104,8 @@ def _batch_of(insp: Inspection) -> int | None:
 
 
 def estimate_memory(model: nn.Module, inputs: Any, mode: str = "train", optimizer: str | None = None,
-                    dtype: torch.dtype | str = torch.float32, amp: bool | str = False, batch: int | None = None,
-                    device: str = "cuda", predictors: tuple[str, ...] = PREDICTORS,
+                    dtype: torch.dtype | str = torch.float32, amp: bool | str | torch.dtype = False,
+                    batch: int | None = None, device: str = "cuda", predictors: tuple[str, ...] = PREDICTORS,
                     fake_device: str | None = None) -> MemoryEstimate:
     """Predict the memory of one training step (or inference forward) of ``model`` on ``inputs``.
 

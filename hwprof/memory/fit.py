@@ -39,9 +39,16 @@ from hwprof.errors import DeviceUnavailableError
 from hwprof.memory.simulate import simulate
 from hwprof.memory.validate import MeasureFn, run_measure
 
-__all__ = ["parse_size", "device_total_bytes", "largest_fitting_batch", "FitResult", "fit_batch", "check_fit"]
+__all__ = ["parse_size", "device_total_bytes", "largest_fitting_batch", "FitResult", "fit_batch", "check_fit",
+           "MAX_BATCH", "MAX_SIZE_BYTES"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1 << 20
+"""The largest batch :func:`fit_batch` tries: an answer of this size means "at least this many"."""
+
+MAX_SIZE_BYTES = 2**60
+"""The largest memory size :func:`parse_size` takes (1 EiB): beyond any device, a typo."""
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -54,7 +61,11 @@ def parse_size(text: str | int) -> int:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"bad memory size {text!r}; expected e.g. 80GB, 16GiB, 512MB or a number of bytes")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not 1 <= size <= MAX_SIZE_BYTES:
+        raise ValueError(f"memory size {text!r} is {'below one byte' if size < 1 else 'beyond 1 EiB'}; expected e.g. "
+                         "80GB, 16GiB or 512MB")
+    return int(size)
 
 
 def device_total_bytes(device: str = "cuda") -> int:
@@ -69,7 +80,7 @@ def device_total_bytes(device: str = "cuda") -> int:
     return int(free) + int(torch.cuda.memory_reserved(dev))
 
 
-def largest_fitting_batch(predict: Callable[[int], int], limit_bytes: int, *, max_batch: int = 1 << 20
+def largest_fitting_batch(predict: Callable[[int], int], limit_bytes: int, *, max_batch: int = MAX_BATCH
                           ) -> tuple[int, dict[int, int]]:
     """Largest ``b`` in [1, max_batch] with ``predict(b) <= limit_bytes`` (0 if even 1 does not fit),
     assuming ``predict`` grows with ``b``; also returns every evaluated ``{batch: bytes}``."""
@@ -109,6 +120,12 @@ class FitResult:
     evaluations: pd.DataFrame
     checks: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    max_batch: int = MAX_BATCH
+
+    @property
+    def at_cap(self) -> bool:
+        """The answer is the search cap: the limit holds at least ``batch``, how much more is not known."""
+        return self.batch >= self.max_batch
 
     @property
     def predicted_bytes(self) -> int | None:
@@ -118,7 +135,7 @@ class FitResult:
 
 def fit_batch(model: nn.Module, inputs: Any, limit_bytes: int, *, mode: str = "train", optimizer: str | None = None,
               dtype: torch.dtype | str = torch.float32, amp: bool = False, device: str = "cuda",
-              max_batch: int = 1 << 20, predict: Callable[[int], dict[str, int | None]] | None = None) -> FitResult:
+              max_batch: int = MAX_BATCH, predict: Callable[[int], dict[str, int | None]] | None = None) -> FitResult:
     """Largest batch whose simulated step fits in ``limit_bytes`` (criterion: see module docstring).
 
     ``predict(batch) -> {"peak_predicted": ..., "reserved_predicted": ...}`` replaces the
@@ -147,7 +164,7 @@ def fit_batch(model: nn.Module, inputs: Any, limit_bytes: int, *, mode: str = "t
              "fits": int(c.get(criterion) or c.get("peak_predicted") or 0) <= limit_bytes}
             for b, c in sorted(cache.items())]
     evaluations = pd.DataFrame(rows, columns=["batch", "peak_predicted_bytes", "reserved_predicted_bytes", "fits"])
-    return FitResult(limit_bytes, batch, f"{criterion}_bytes", evaluations)
+    return FitResult(limit_bytes, batch, f"{criterion}_bytes", evaluations, max_batch=max_batch)
 
 
 @contextlib.contextmanager

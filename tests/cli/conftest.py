@@ -54,6 +54,19 @@ def interrupted():
     return nn.Sequential(nn.Linear(4, 4), CtrlC())
 
 
+class Sleeps(nn.Module):
+    def forward(self, x):
+        print("in forward", flush=True)   # the test sends its signals once this line is out
+        import time
+        time.sleep(60)
+        return x
+
+
+def sleeps():
+    """A model whose forward says so on stdout, then sleeps for a minute (a signal ends it)."""
+    return nn.Sequential(nn.Linear(4, 4), Sleeps())
+
+
 def warns():
     """A model whose construction logs a warning on an hwprof logger."""
     logging.getLogger("hwprof.fake").warning("something odd about this model")
@@ -68,7 +81,7 @@ def fails_to_build():
 @pytest.fixture
 def user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``hwprof_test_models`` importable (in this process and, through PYTHONPATH, in subprocesses):
-    ``raises``, ``interrupted``, ``warns``, ``fails_to_build``. Returns its folder."""
+    ``raises``, ``interrupted``, ``sleeps``, ``warns``, ``fails_to_build``. Returns its folder."""
     folder = tmp_path / "user_models"
     folder.mkdir()
     (folder / "hwprof_test_models.py").write_text(textwrap.dedent(USER_MODELS))

@@ -57,13 +57,16 @@ def test_measure_csv_and_json_columns(tmp_path: Path, capsys: pytest.CaptureFixt
     phases = pd.read_csv(io.StringIO(_measure(capsys, "--mode", "train", "--format", "csv", "--out", str(out))))
     assert list(phases.columns) == ["phase", "median_s", "iqr_s", "min_s", "mean_s", "reps", "iqr_over_median"]
     assert list(phases["phase"]) == ["fwd", "bwd"] and (phases["median_s"] > 0).all()
-    # --out: the printed CSV, the same table as JSON and Markdown, and the manifest
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "measure.csv", "measure.json", "measure.md"]
+    # --out: every format whatever --format printed (README), and the manifest: the printed CSV,
+    # the whole record as JSON, the tables in Markdown, the table view
+    every = ["manifest.json", "measure.csv", "measure.json", "measure.md", "measure.txt"]
+    assert sorted(p.name for p in out.iterdir()) == every
     assert pd.read_csv(out / "measure.csv").equals(phases)
-    assert [r["phase"] for r in json.loads((out / "measure.json").read_text())] == ["fwd", "bwd"]
+    assert [r["phase"] for r in json.loads((out / "measure.json").read_text())["phases"]] == ["fwd", "bwd"]
+    assert (out / "measure.md").read_text().startswith("## phases") and "phases (times in ms" in (out / "measure.txt").read_text()
     out = tmp_path / "json"
     body = json.loads(_measure(capsys, "--format", "json", "--out", str(out)))
     assert {"model", "config", "phases", "timings", "memory", "device", "notes"} <= set(body)
     assert [p["phase"] for p in body["phases"]] == ["fwd_nograd"]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "measure.json"]   # named by its format
+    assert sorted(p.name for p in out.iterdir()) == every
     assert json.loads((out / "measure.json").read_text()) == body

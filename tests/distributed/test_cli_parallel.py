@@ -33,8 +33,9 @@ def test_count_adds_the_collectives_per_step(capsys: pytest.CaptureFixture[str])
 
 @pytest.mark.parametrize(("args", "message"), [
     (["memory", "lenet5", "--parallel", "ddp"], "--parallel needs --world-size N"),
-    (["memory", "lenet5", "--parallel", "ddp", "--world-size", "two"], "--world-size must be a whole number"),
-    (["count", "lenet5", "--parallel", "fsdp", "--world-size", "0"], "--world-size must be >= 1"),
+    (["memory", "lenet5", "--parallel", "ddp", "--world-size", "two"],
+     "argument --world-size: expected a whole number (or a comma list), got 'two'"),      # at parse time
+    (["count", "lenet5", "--parallel", "fsdp", "--world-size", "0"], "argument --world-size: expected ranks >= 1"),
     (["ceilings", "--collectives"], "a distributed run needs torchrun's environment"),
 ])
 def test_bad_distributed_options_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str],

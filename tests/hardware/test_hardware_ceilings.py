@@ -21,6 +21,7 @@ from hwprof.hardware.caches import CacheLevel
 from hwprof.hardware.ceilings import Ceilings, Trial, TrialResult, cache_path, measure_ceilings
 from hwprof.hardware.datasheet import DATASHEET, lookup, resolve
 from hwprof.hardware.levels import MemoryLevel
+from hwprof.hardware.load import quiet_load
 
 # what the CPU plan runs with quick=True: GEMM n 256, 512 for fp32 and bf16, one 64 MiB copy, a
 # working-set sweep of 64 KiB, 1 MiB and 16 MiB, and the one-element copy of the op overhead
@@ -70,8 +71,11 @@ CACHES = [CacheLevel("L1", 1, 32 * 2**10), CacheLevel("L2", 2, 4 * 2**20), Cache
 
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test here caches under its own HWPROF_CACHE_DIR, never the user's."""
+    """Every test here caches under its own HWPROF_CACHE_DIR, never the user's, and sees an idle
+    machine (the fake trials take no CPU; the suite's machine may be busy with anything):
+    tests/hardware/test_ceilings_cache.py drives the load rule with its own meters."""
     monkeypatch.setenv("HWPROF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(C, "system_load", quiet_load)
     return tmp_path / "cache"
 
 
