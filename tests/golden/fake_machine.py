@@ -33,7 +33,10 @@ MAXRSS_BYTES = 200 * 2**20
 # (path of keys from the top of the JSON) -> masked; "*" is any list index
 MASKED = [("device", "name"), ("device", "cpu_name"), ("device", "torch_version"), ("device", "threads"),
           ("device", "interop_threads"), ("device", "cpu_count"), ("memory_timeline", "time_s"),
-          ("device_name",), ("torch_version",), ("cache_file",)]
+          ("device_name",), ("torch_version",), ("cache_file",),
+          # the machine's load while the ceilings were measured (a real meter: psutil and the load average)
+          ("load", "wall_s"), ("load", "cpus"), ("load", "threads"), ("load", "other_cpus"),
+          ("load", "competing_share"), ("load", "loadavg_1m_before"), ("load", "loadavg_1m_after")]
 
 
 class _StepClock:
