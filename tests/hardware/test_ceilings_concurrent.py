@@ -49,6 +49,10 @@ def test_two_refreshes_at_once_leave_a_cache_near_a_lone_runs_or_none_and_a_line
     assert any(k["cache_file"] == str(cached[0]) for k in results)               # by one of the pair ...
     assert all(k["source"] == "cache" or k["cache_file"] or "not cached" in err    # ... the other reused it,
                for (_, err), k in zip(outs, results, strict=True))                # or said why it did not cache
-    if lone["cache_file"] is not None:          # the lone run was quiet too: the roofs must agree
+    if lone["cache_file"] is not None:          # the lone run was quiet too: the compute roofs must agree
+        # (the quick copy's bandwidth is not compared: twelve lone quick runs one after another on the quiet
+        # 2-core machine gave 33.0-58.1 GB/s, two modes; their fp32 roofs 198.9-205.4 GFLOP/s; that a second
+        # refresh waits for the first and reuses its result is tested in test_ceilings_cache.py)
         for key, value in _roofs(lone).items():
-            assert abs(_roofs(saved)[key] - value) <= 0.10 * value, (key, _roofs(saved)[key], value)
+            if key.endswith("_flop_per_s"):
+                assert abs(_roofs(saved)[key] - value) <= 0.10 * value, (key, _roofs(saved)[key], value)
