@@ -80,7 +80,8 @@ def test_the_real_meter_sees_another_busy_process() -> None:
     subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"],
                    check=True, timeout=60)
     load = stop()
-    assert load["other_cpus"] > 0.3 and load["wall_s"] >= 1.0 and load["cpus"] >= 1
+    # 1 s of its CPU time over the wall time it took: above 0.15 unless the child waited for a core over 6 s
+    assert load["other_cpus"] > 0.15 and load["wall_s"] >= 1.0 and load["cpus"] >= 1
     assert set(load) >= {"loadavg_1m_before", "loadavg_1m_after", "competing_share", "threads"}
 
 
