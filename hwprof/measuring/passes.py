@@ -362,9 +362,9 @@ def timed_phases(work: UnitOfWork, ctx: RunContext) -> PhaseTimes:
     if isinstance(work, StepWork):
         runs[work.PHASE] = _time_phase(work.PHASE, work.step.run, None, ctx)
     elif not work.train:
-        runs["fwd_nograd"] = _time_phase("fwd_nograd", work.forward_nograd, None, ctx)
+        runs["fwd_nograd"] = _time_phase("fwd_nograd", *_kept(work.forward, torch.no_grad, None), ctx)
     else:
-        runs["fwd"] = _time_phase("fwd", work.forward_grad, work.zero_grads, ctx)
+        runs["fwd"] = _time_phase("fwd", *_kept(work.forward, torch.enable_grad, work.zero_grads), ctx)
         pending: list[torch.Tensor] = []
 
         def bwd_setup() -> None:
@@ -381,6 +381,29 @@ def timed_phases(work: UnitOfWork, ctx: RunContext) -> PhaseTimes:
     notes += [f"phase {name}: IQR/median = {100 * stats.iqr_over_median:.1f}% > 10% over {stats.reps} reps; "
               "the median is less trustworthy" for name, (stats, _) in runs.items() if stats.noisy]
     return PhaseTimes({k: s for k, (s, _) in runs.items()}, tuple(p for _, p in runs.values()), flush, tuple(notes))
+
+
+def _kept(forward: Callable[[], Any], grad_mode: Callable[[], Any],
+          setup: Callable[[], Any] | None) -> tuple[Callable[[], None], Callable[[], None]]:
+    """A forward phase's repetition and its setup. The repetition keeps its output (and, with grad, the
+    autograd graph and the activations it saved) alive past its end mark; the next repetition's
+    untimed setup lets it go. Dropped at the end of the timed region, the graph was freed inside it,
+    which is no part of a forward (a user's loop keeps ``out`` for its loss and backward). A training
+    forward of 6 x (conv 3x3, ReLU) on 8x32x56x56, 2-core AMD EPYC, medians of 6 alternating
+    measurements: 19.24 ms with the output dropped inside the timed region, 18.28 ms kept, 16.47 ms
+    for ``out = net(x)`` in a plain forward-then-backward loop."""
+    held: list[Any] = []
+
+    def rep() -> None:
+        with grad_mode():
+            held.append(forward())
+
+    def before() -> None:
+        held.clear()
+        if setup is not None:
+            setup()
+
+    return rep, before
 
 
 def _time_phase(name: str, fn: Callable[[], Any], setup: Callable[[], Any] | None,

@@ -203,3 +203,31 @@ def test_cpu_l2_size_is_read_from_sysfs(tmp_path, monkeypatch: pytest.MonkeyPatc
     for d in tmp_path.iterdir():
         (d / "level").write_text("1\n")
     assert timers._cpu_l2_bytes() == 2 * 2**20       # no L2 at all: 2 MiB
+
+
+def test_a_forward_phase_frees_its_output_outside_the_timed_region() -> None:
+    """The fwd phase's output (with its autograd graph) is still alive when a repetition's end mark is read,
+    and gone by the next repetition's start mark: its teardown is untimed, as in a user's loop that keeps
+    ``out`` for the loss."""
+    import weakref
+
+    from hwprof.measuring.runner import measure
+
+    outputs: list[weakref.ref] = []
+    model = torch.nn.Linear(4, 4)
+    model.register_forward_hook(lambda m, i, o: outputs.append(weakref.ref(o)))
+    alive_at_reads: list[int] = []
+
+    class Clock:
+        t = 0
+
+        def now_ns(self) -> int:
+            alive_at_reads.append(sum(r() is not None for r in outputs))
+            self.t += 1000
+            return self.t
+
+    measure(model, "4", mode="train", device="cpu", warmup=1, min_reps=4, max_reps=4, budget_s=0.0,
+            per_layer=False, alloc_trace=False, clock=Clock())
+    # fwd phase: start mark with no output alive, end mark with exactly this repetition's output alive
+    fwd_reads = alive_at_reads[1:9]            # after the budget's start read: 4 reps x (start, end)
+    assert fwd_reads == [0, 1] * 4, alive_at_reads
