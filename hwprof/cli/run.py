@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwprof.cli.common import add_output_options, command_line, out_folder
+from hwprof.cli.common import add_output_options, command_line, out_folder, path_arg, whole_number
 from hwprof.errors import HwprofError
 
 _PYTHONS = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", default="3:6", type=_steps, metavar="START:STOP",
                    help="the steps to capture, 0-based as Python's range (default 3:6: steps 3, 4 and 5; the first "
                         "is counted, the next timed and hooked, a fourth profiled per op)")
-    p.add_argument("--top", type=_positive, default=25, help="rows of the layer table, by time (default 25)")
-    p.add_argument("--ceilings-cache", default=None, metavar="DIR",
+    p.add_argument("--top", type=whole_number(1), default=25, help="rows of the layer table, by time (default 25)")
+    p.add_argument("--ceilings-cache", default=None, metavar="DIR", type=path_arg,
                    help="where measured ceilings are cached (default $HWPROF_CACHE_DIR/ceilings or the user cache)")
     p.add_argument("--quick", action="store_true", help="quick (small) ceilings: a smoke run")
     p.add_argument("--no-html", action="store_true", help="with --out: skip report.html")
@@ -68,12 +68,6 @@ def _steps(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
-
-
-def _positive(text: str) -> int:
-    if not text.strip().isascii() or not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
 
 
 @dataclass(frozen=True)
