@@ -55,9 +55,6 @@ class Step:
         """One step; its return value is dropped at once (nothing of it stays alive between repetitions)."""
         self.fn(*self.args, **self.kwargs)
 
-    def zero_grads(self) -> None:
-        """Nothing: the user's step owns its gradients (it zeroes them, or accumulates into them)."""
-
     @property
     def params(self) -> list[nn.Parameter]:
         return list(self.root.parameters())
